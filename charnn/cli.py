@@ -1,0 +1,161 @@
+"""The `charnn` command: a thin layer of option parsing over the Python API."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from . import __version__
+from .checkpoint import load
+from .errors import CharnnError
+from .model import CELLS
+from .optim import OPTIMIZERS
+from .progress import ConsoleReporter
+from .train import TrainConfig, config_from_checkpoint, resolve_paths, train as run_training
+
+LATEST = os.path.join("checkpoints", ".latest")  # path of the checkpoint `charnn train` wrote last
+
+POSITIVE = click.IntRange(min=1)
+POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="charnn")
+def main():
+    """charnn: character-level RNN/LSTM language models with hand-written backprop.
+
+    \b
+    Train on any UTF-8 text, then sample from the checkpoint:
+      charnn train corpus.txt
+      charnn sample --prime "ROMEO:" --length 500
+    """
+
+
+@main.command()
+@click.argument("corpus", required=False, type=click.Path(dir_okay=False))
+@click.option("--model", type=click.Choice(sorted(CELLS)), default="lstm", show_default=True, help="Recurrent cell type.")
+@click.option("--hidden", type=POSITIVE, default=256, show_default=True, help="Units per recurrent layer (H).")
+@click.option("--layers", type=POSITIVE, default=2, show_default=True, help="Stacked recurrent layers (L).")
+@click.option("--embed", type=click.IntRange(min=0), default=64, show_default=True, help="Embedding width (E); 0 feeds one-hot vectors.")
+@click.option("--batch-size", type=POSITIVE, default=32, show_default=True, help="Parallel streams per step (B).")
+@click.option("--seq-len", type=POSITIVE, default=64, show_default=True, help="Characters per chunk, the truncated-BPTT length (T).")
+@click.option("--lr", type=POSITIVE_FLOAT, default=2e-3, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adam", show_default=True, help="Optimizer.")
+@click.option("--clip", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Max global gradient norm; 0 disables clipping.")
+@click.option("--steps", type=POSITIVE, default=None, help="Stop after this many steps in total [default: 2000 unless --epochs is given].")
+@click.option("--epochs", type=POSITIVE_FLOAT, default=None, help="Stop after this many passes over the training split (the earlier of --steps/--epochs wins).")
+@click.option("--eval-every", type=POSITIVE, default=200, show_default=True, help="Steps between validation passes; each writes the checkpoints.")
+@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Last fraction of the text held out for validation.")
+@click.option("--seed", type=int, default=1337, show_default=True, help="Random seed: same seed and options, same run.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Checkpoint path [default: checkpoints/<corpus>-<model>.npz]; the best-validation one goes to <out>.best.npz.")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue the run saved in this checkpoint (other options default to its values).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.pass_context
+def train(ctx, corpus, resume, quiet, **options):
+    """Train a model on CORPUS, a UTF-8 text file (default: tiny Shakespeare, if present).
+
+    Progress, validation loss (nats and bits/char) and throughput go to stderr. The latest state
+    is written to --out at every validation pass, the best one to <out>.best.npz; Ctrl-C saves
+    before it exits and --resume continues exactly where the run stopped.
+
+    \b
+    Examples:
+      charnn train input.txt
+      charnn train input.txt --model rnn --hidden 512 --layers 1 --steps 5000
+      charnn train input.txt --resume checkpoints/input-lstm.npz --steps 8000
+    """
+    config = None
+    try:
+        if resume:
+            # a resumed run keeps its saved options unless the user names them again
+            saved = vars(config_from_checkpoint(resume))
+            given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+            if "steps" in given or "epochs" in given:  # a new stopping point replaces the saved one
+                saved.update(steps=None, epochs=None)
+            config = TrainConfig(**{**saved, **given, "corpus": corpus or saved["corpus"]})
+        else:
+            config = TrainConfig(corpus=corpus, **options)
+        config = resolve_paths(config)
+        result = run_training(config, resume=resume, reporter=None if quiet else ConsoleReporter())
+    except KeyboardInterrupt:
+        _remember_if_written(config)
+        _fail(f"interrupted; saved {config.out}: add --resume {config.out} to continue", 130)
+    except CharnnError as e:
+        _remember_if_written(config)
+        _fail(str(e))
+    _remember(result.checkpoint)
+    if not quiet:
+        best = f", best {result.best_val:.4f} in {result.best_checkpoint}" if result.best_val is not None else ""
+        click.echo(f"done: step {result.step}, validation loss {result.val_loss:.4f} nats{best}; "
+                   f"{result.chars_per_s:,.0f} chars/s; checkpoint {result.checkpoint}", err=True)
+
+
+def _remember(path: str) -> None:
+    """Record the checkpoint just written, so a plain `charnn sample` finds it."""
+    try:
+        os.makedirs(os.path.dirname(LATEST), exist_ok=True)
+        with open(LATEST, "w", encoding="utf-8") as f:
+            f.write(os.path.abspath(path) + "\n")
+    except OSError:
+        pass  # only a convenience; sampling with --checkpoint still works
+
+
+def _remember_if_written(config) -> None:
+    if config is not None and config.out and os.path.exists(config.out):
+        _remember(config.out)
+
+
+def _default_checkpoint() -> str:
+    try:
+        with open(LATEST, encoding="utf-8") as f:
+            path = f.read().strip()
+    except OSError:
+        path = ""
+    if not path:
+        raise CharnnError("no checkpoint given and none trained here yet: run `charnn train CORPUS` first, or pass --checkpoint PATH")
+    return path
+
+
+@main.command()
+@click.option("--checkpoint", "-c", type=click.Path(dir_okay=False), default=None, help="Checkpoint to sample from [default: the one `charnn train` wrote last].")
+@click.option("--length", "-n", type=click.IntRange(min=0), default=1000, show_default=True, help="Characters to generate.")
+@click.option("--temperature", "-t", type=POSITIVE_FLOAT, default=1.0, show_default=True, help="Below 1: safer, more repetitive; above 1: more surprising.")
+@click.option("--prime", "-p", default="", help="Text to start from (printed first); every character must be in the model's vocabulary.")
+@click.option("--top-k", type=POSITIVE, default=None, help="Sample only among the K most likely characters.")
+@click.option("--argmax", is_flag=True, help="Always take the most likely character (greedy).")
+@click.option("--seed", type=int, default=None, help="Random seed; the same seed gives the same text [default: fresh each run].")
+def sample(checkpoint, length, temperature, prime, top_k, argmax, seed):
+    """Generate text from a trained model, streamed to stdout as it is produced.
+
+    \b
+    Examples:
+      charnn sample --prime "ROMEO:" --length 500 --temperature 0.8 --seed 1
+      charnn sample -c checkpoints/input-lstm.best.npz --top-k 5
+    """
+    try:
+        model = load(checkpoint or _default_checkpoint())
+        chars = model.generate(length, temperature=temperature, prime=prime, top_k=top_k, argmax=argmax, seed=seed)
+    except CharnnError as e:
+        _fail(str(e))
+    out = click.get_text_stream("stdout")
+    out.write(prime)
+    try:
+        for ch in chars:
+            out.write(ch)
+            if ch == "\n":
+                out.flush()
+        out.write("\n")
+        out.flush()
+    except BrokenPipeError:  # `charnn sample | head` closed the pipe: that is fine
+        sys.stderr.close()
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Vanilla (Elman) RNN layer with tanh: h_t = tanh(x_t @ Wx + h_{t-1} @ Wh + b).
+
+Shapes: B batch, T steps, D input width, H hidden width.
+
+The step math lives once in `rnn_cell`; the step functions (used by sampling) and the sequence
+functions (used by training) both call it. The sequence forward projects all T inputs in one GEMM,
+so only the recurrent product h_prev @ Wh runs per step; the backward likewise collects the
+pre-activation gradients of all steps and forms dx, dWx, dWh and db in one GEMM each.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+def rnn_cell(xa: np.ndarray, h_prev: np.ndarray, Wh: np.ndarray) -> np.ndarray:
+    """One step from the input projection xa = x @ Wx + b (B, H) -> h_next (B, H)."""
+    return np.tanh(xa + h_prev @ Wh)  # (B, H)
+
+
+def rnn_cell_backward(dh_next: np.ndarray, h_next: np.ndarray) -> np.ndarray:
+    """Gradient of the pre-activation a from dh_next (B, H) -> da (B, H)."""
+    return (1.0 - h_next * h_next) * dh_next  # forward: h_next = tanh(a)
+
+
+# ---------------------------------------------------------------- one step
+class RNNStepCache(NamedTuple):
+    x: np.ndarray  # (B, D)
+    h_prev: np.ndarray  # (B, H)
+    h_next: np.ndarray  # (B, H)
+    Wx: np.ndarray  # (D, H)
+    Wh: np.ndarray  # (H, H)
+
+
+def rnn_step_forward(x, h_prev, Wx, Wh, b):
+    """x (B, D), h_prev (B, H), Wx (D, H), Wh (H, H), b (H,) -> h_next (B, H), cache."""
+    h_next = rnn_cell(x @ Wx + b, h_prev, Wh)
+    return h_next, RNNStepCache(x, h_prev, h_next, Wx, Wh)
+
+
+def rnn_step_backward(dh_next, cache: RNNStepCache):
+    """dh_next (B, H) -> dx (B, D), dh_prev (B, H), dWx (D, H), dWh (H, H), db (H,)."""
+    da = rnn_cell_backward(dh_next, cache.h_next)  # (B, H)
+    dx = da @ cache.Wx.T  # forward: a = x @ Wx + h_prev @ Wh + b
+    dh_prev = da @ cache.Wh.T
+    dWx = cache.x.T @ da
+    dWh = cache.h_prev.T @ da
+    db = da.sum(axis=0)
+    return dx, dh_prev, dWx, dWh, db
+
+
+# ---------------------------------------------------------------- a sequence
+class RNNCache(NamedTuple):
+    x: np.ndarray  # (B, T, D)
+    h: np.ndarray  # (B, T+1, H): h[:, 0] is h0, h[:, t+1] the state after step t
+    Wx: np.ndarray  # (D, H)
+    Wh: np.ndarray  # (H, H)
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    """x (B, T, D), h0 (B, H) -> hs (B, T, H) (hs[:, -1] is the state to carry), cache."""
+    B, T, D = x.shape
+    H = Wh.shape[0]
+    xa = (x.reshape(B * T, D) @ Wx + b).reshape(B, T, H)  # input projections of all steps, one GEMM
+    h = np.empty((B, T + 1, H), dtype=xa.dtype)
+    h[:, 0] = h0
+    for t in range(T):
+        h[:, t + 1] = rnn_cell(xa[:, t], h[:, t], Wh)
+    return h[:, 1:], RNNCache(x, h, Wx, Wh)
+
+
+def rnn_backward(dhs, cache: RNNCache, dh_last=None):
+    """dhs (B, T, H) [+ dh_last (B, H), gradient into the carried final state]
+    -> dx (B, T, D), dh0 (B, H), dWx (D, H), dWh (H, H), db (H,)."""
+    x, h, Wx, Wh = cache
+    B, T, D = x.shape
+    H = Wh.shape[0]
+    da = np.empty((B, T, H), dtype=h.dtype)
+    dh_next = np.zeros((B, H), dtype=h.dtype) if dh_last is None else dh_last
+    for t in reversed(range(T)):
+        da[:, t] = rnn_cell_backward(dhs[:, t] + dh_next, h[:, t + 1])
+        dh_next = da[:, t] @ Wh.T  # forward: a_t = ... + h_{t-1} @ Wh
+    da2 = da.reshape(B * T, H)
+    dx = (da2 @ Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b, all steps at once
+    dWx = x.reshape(B * T, D).T @ da2
+    dWh = h[:, :T].reshape(B * T, H).T @ da2  # each step's h_prev against its da
+    db = da2.sum(axis=0)
+    return dx, dh_next, dWx, dWh, db

@@ -1,0 +1,114 @@
+"""The command line through click's CliRunner: train -> sample, and every bad input gives a
+one-line error and a non-zero exit, never a traceback."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charnn.cli import main
+
+SMALL = ["--hidden", "16", "--layers", "1", "--embed", "8", "--batch-size", "4", "--seq-len", "16"]
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_clean_error(result, *fragments):
+    assert result.exit_code != 0, result.output
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert "Traceback" not in result.output
+    for frag in fragments:
+        assert frag in lines[0], lines[0]
+
+
+def test_train_then_sample(runner, corpus_file):
+    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "20", "--eval-every", "10")
+    assert r.exit_code == 0, r.output
+    assert "validation loss" in r.output and "chars/s" in r.output
+    assert os.path.exists("checkpoints/tiny-lstm.npz") and os.path.exists("checkpoints/tiny-lstm.best.npz")
+    a = invoke(runner, "sample", "--length", "80", "--seed", "3", "--prime", "the ")
+    assert a.exit_code == 0 and a.output.startswith("the ") and len(a.output) == len("the ") + 80 + 1
+    b = invoke(runner, "sample", "--checkpoint", "checkpoints/tiny-lstm.npz", "--length", "80", "--seed", "3", "--prime", "the ")
+    assert b.output == a.output  # the default checkpoint is the one just written; same seed, same text
+    g = invoke(runner, "sample", "-n", "30", "--argmax", "--temperature", "0.5", "--top-k", "3")
+    assert g.exit_code == 0 and len(g.output) == 31
+
+
+def test_quiet_and_resume(runner, corpus_file):
+    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "10", "--eval-every", "5", "--quiet", "--model", "rnn")
+    assert r.exit_code == 0 and r.output == ""
+    r = invoke(runner, "train", corpus_file, "--resume", "checkpoints/tiny-rnn.npz", "--steps", "15")
+    assert r.exit_code == 0, r.output
+    assert "resuming at step 10" in r.output and "done: step 15" in r.output
+    r = invoke(runner, "train", corpus_file, "--resume", "checkpoints/tiny-rnn.npz", "--hidden", "32")
+    assert_clean_error(r, "cannot resume", "hidden")
+
+
+def test_bad_corpus_inputs(runner, tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "bin.txt").write_bytes(b"abc\xff\xfedef")
+    (tmp_path / "short.txt").write_text("just a few words\n")
+    assert_clean_error(invoke(runner, "train", "missing.txt"), "corpus not found", "missing.txt")
+    assert_clean_error(invoke(runner, "train", "empty.txt"), "corpus is empty")
+    assert_clean_error(invoke(runner, "train", "bin.txt"), "not valid UTF-8", "offset 3")
+    assert_clean_error(invoke(runner, "train", "short.txt"), "corpus too short")
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--hidden", "0"), ("--layers", "-2"), ("--batch-size", "0"), ("--seq-len", "-1"), ("--lr", "0"),
+    ("--lr", "-1e-3"), ("--steps", "0"), ("--epochs", "0"), ("--val-frac", "1"), ("--val-frac", "0"),
+    ("--clip", "-1"), ("--model", "transformer"), ("--optimizer", "lion"), ("--hidden", "many"),
+])
+def test_nonsense_training_options(runner, corpus_file, option, value):
+    r = invoke(runner, "train", corpus_file, option, value)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert option in r.output or "Invalid value" in r.output
+
+
+def test_bad_sampling_inputs(runner, corpus_file, tmp_path):
+    assert_clean_error(invoke(runner, "sample"), "no checkpoint given")
+    assert_clean_error(invoke(runner, "sample", "-c", "nope.npz"), "checkpoint not found")
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    assert_clean_error(invoke(runner, "sample", "-c", "bad.npz"), "not a readable checkpoint")
+    np.savez(tmp_path / "foreign.npz", a=np.zeros(2))
+    assert_clean_error(invoke(runner, "sample", "-c", "foreign.npz"), "not a charnn checkpoint")
+    invoke(runner, "train", corpus_file, *SMALL, "--steps", "5", "--quiet")
+    assert_clean_error(invoke(runner, "sample", "--prime", "ROMEO§"), "prime text", "'R'", "'§'")
+    for option, value in [("--temperature", "0"), ("--temperature", "-1"), ("--length", "-5"), ("--top-k", "0")]:
+        r = invoke(runner, "sample", option, value)
+        assert r.exit_code == 2 and option in r.output and "Traceback" not in r.output
+
+
+def test_help_lists_every_option_with_its_default(runner):
+    out = invoke(runner, "train", "--help").output
+    for opt in ["--model", "--hidden", "--layers", "--batch-size", "--seq-len", "--lr", "--optimizer", "--clip",
+                "--steps", "--epochs", "--eval-every", "--val-frac", "--seed", "--out", "--resume", "--quiet"]:
+        assert opt in out
+    assert "default: 256" in out and "default: 0.002" in out
+    out = invoke(runner, "sample", "--help").output
+    for opt in ["--checkpoint", "--length", "--temperature", "--prime", "--top-k", "--argmax", "--seed"]:
+        assert opt in out
+
+
+def test_python_dash_m(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "charnn", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "Usage: charnn" in r.stdout
+
+
+def test_console_script_exit_code_and_stderr(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "charnn")
+    if not os.path.exists(exe):
+        pytest.skip("console script not installed next to this interpreter")
+    r = subprocess.run([exe, "train", "missing.txt"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.strip() == "Error: corpus not found: missing.txt"
