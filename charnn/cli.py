@@ -9,8 +9,10 @@ import click
 from . import __version__
 from .checkpoint import load
 from .errors import CharnnError
-from .model import CELLS
+from .activations import ACTIVATIONS
+from .model import MODELS
 from .optim import OPTIMIZERS
+from .schedule import SCHEDULES
 from .progress import ConsoleReporter
 from .train import TrainConfig, config_from_checkpoint, resolve_paths, train as run_training
 
@@ -28,7 +30,7 @@ def _fail(message: str, code: int = 1):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="charnn")
 def main():
-    """charnn: character-level RNN/LSTM language models with hand-written backprop.
+    """charnn: character-level RNN/LSTM/GRU/MLP language models with hand-written backprop.
 
     \b
     Train on any UTF-8 text, then sample from the checkpoint:
@@ -39,14 +41,22 @@ def main():
 
 @main.command()
 @click.argument("corpus", required=False, type=click.Path(dir_okay=False))
-@click.option("--model", type=click.Choice(sorted(CELLS)), default="lstm", show_default=True, help="Recurrent cell type.")
-@click.option("--hidden", type=POSITIVE, default=256, show_default=True, help="Units per recurrent layer (H).")
-@click.option("--layers", type=POSITIVE, default=2, show_default=True, help="Stacked recurrent layers (L).")
-@click.option("--embed", type=click.IntRange(min=0), default=64, show_default=True, help="Embedding width (E); 0 feeds one-hot vectors.")
+@click.option("--model", type=click.Choice(MODELS), default="lstm", show_default=True, help="Recurrent cell, or the Bengio MLP n-gram model.")
+@click.option("--hidden", type=POSITIVE, default=256, show_default=True, help="Units per layer (H).")
+@click.option("--layers", type=POSITIVE, default=2, show_default=True, help="Stacked recurrent / MLP hidden layers (L).")
+@click.option("--embed", type=click.IntRange(min=0), default=64, show_default=True, help="Embedding width (E); 0 feeds one-hot vectors (not for mlp).")
+@click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="tanh", show_default=True, help="Nonlinearity of the rnn and of the mlp hidden layers.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, help="Dropout after every layer, training only.")
+@click.option("--context", type=POSITIVE, default=3, show_default=True, help="Characters of context for --model mlp (K).")
 @click.option("--batch-size", type=POSITIVE, default=32, show_default=True, help="Parallel streams per step (B).")
 @click.option("--seq-len", type=POSITIVE, default=64, show_default=True, help="Characters per chunk, the truncated-BPTT length (T).")
 @click.option("--lr", type=POSITIVE_FLOAT, default=2e-3, show_default=True, help="Learning rate.")
-@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adam", show_default=True, help="Optimizer.")
+@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adam", show_default=True, help="Optimizer (rmsprop is char-rnn's, alpha 0.95; adagrad min-char-rnn's).")
+@click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=None, help="constant; step: char-rnn's per-epoch decay; cosine: to --min-lr at the last step [default: step if --lr-decay is given, else constant].")
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=0.97, show_default=True, help="step schedule: multiply the rate by this after every epoch past --lr-decay-after.")
+@click.option("--lr-decay-after", type=click.FloatRange(min=0), default=10, show_default=True, help="step schedule: epochs at the full rate.")
+@click.option("--min-lr", type=click.FloatRange(min=0), default=0.0, show_default=True, help="cosine schedule: the final rate.")
+@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="cosine schedule: steps of linear warm-up.")
 @click.option("--clip", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Max global gradient norm; 0 disables clipping.")
 @click.option("--steps", type=POSITIVE, default=None, help="Stop after this many steps in total [default: 2000 unless --epochs is given].")
 @click.option("--epochs", type=POSITIVE_FLOAT, default=None, help="Stop after this many passes over the training split (the earlier of --steps/--epochs wins).")
@@ -71,11 +81,14 @@ def train(ctx, corpus, resume, quiet, **options):
       charnn train input.txt --resume checkpoints/input-lstm.npz --steps 8000
     """
     config = None
+    source = lambda name: ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    if options["lr_schedule"] is None:  # asking for a decay means the char-rnn step schedule
+        options["lr_schedule"] = "step" if source("lr_decay") or source("lr_decay_after") else "constant"
     try:
         if resume:
             # a resumed run keeps its saved options unless the user names them again
             saved = vars(config_from_checkpoint(resume))
-            given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+            given = {k: v for k, v in options.items() if source(k) or k == "lr_schedule" and options[k] != "constant"}
             if "steps" in given or "epochs" in given:  # a new stopping point replaces the saved one
                 saved.update(steps=None, epochs=None)
             config = TrainConfig(**{**saved, **given, "corpus": corpus or saved["corpus"]})
@@ -94,6 +107,44 @@ def train(ctx, corpus, resume, quiet, **options):
         best = f", best {result.best_val:.4f} in {result.best_checkpoint}" if result.best_val is not None else ""
         click.echo(f"done: step {result.step}, validation loss {result.val_loss:.4f} nats{best}; "
                    f"{result.chars_per_s:,.0f} chars/s; checkpoint {result.checkpoint}", err=True)
+
+
+@main.command()
+@click.option("--model", type=click.Choice(MODELS), default="lstm", show_default=True, help="Model to check.")
+@click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="tanh", show_default=True, help="Nonlinearity (rnn and mlp).")
+@click.option("--layers", type=POSITIVE, default=2, show_default=True, help="Layers of the small model.")
+@click.option("--hidden", type=POSITIVE, default=6, show_default=True, help="Units per layer of the small model.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, help="Check with dropout (masks held fixed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random model and data.")
+@click.option("--threshold", type=POSITIVE_FLOAT, default=1e-6, show_default=True, help="Largest relative error that passes.")
+def gradcheck(model, activation, layers, hidden, dropout, seed, threshold):
+    """Check the hand-written backward pass against numerical derivatives.
+
+    Builds a small random model in float64 and compares, for every entry of every parameter,
+    the gradient from backpropagation with the centred difference (f(w+h) - f(w-h)) / 2h.
+    Prints the max relative error per parameter; exits 1 if any exceeds --threshold.
+    Backprop is just the chain rule: this is the proof that it was applied correctly.
+
+    \b
+    Examples:
+      charnn gradcheck --model gru
+      charnn gradcheck --model rnn --activation relu
+    """
+    from .gradcheck import gradcheck_model
+
+    try:
+        errors = gradcheck_model(model, activation, layers=layers, hidden=hidden, dropout=dropout, seed=seed)
+    except CharnnError as e:
+        _fail(str(e))
+    act = f" ({activation})" if model in ("rnn", "mlp") else ""
+    click.echo(f"gradient check: {model}{act}, {layers} layers x {hidden} units, float64, threshold {threshold:g}")
+    width = max(len(k) for k in errors)
+    for key, err in errors.items():
+        click.echo(f"  {key:<{width}}  max relative error {err:.2e}  {'ok' if err <= threshold else 'FAIL'}")
+    worst = max(errors.values())
+    if worst > threshold:
+        _fail(f"gradient check failed: max relative error {worst:.2e} > {threshold:g}")
+    click.echo(f"passed: max relative error {worst:.2e}")
 
 
 def _remember(path: str) -> None:
@@ -143,7 +194,7 @@ def sample(checkpoint, length, temperature, prime, top_k, argmax, seed):
         chars = model.generate(length, temperature=temperature, prime=prime, top_k=top_k, argmax=argmax, seed=seed)
     except CharnnError as e:
         _fail(str(e))
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     out.write(prime)
     try:
         for ch in chars:

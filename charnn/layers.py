@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .activations import get_activation
+
 
 # ---------------------------------------------------------------- embedding
 class EmbeddingCache(NamedTuple):
@@ -58,6 +60,44 @@ def linear_backward(dy: np.ndarray, cache: LinearCache):
     dW = cache.x.T @ dy  # (D, M)
     db = dy.sum(axis=0)  # (M,)
     return dx, dW, db
+
+
+# ---------------------------------------------------------------- dense = linear + activation
+class DenseCache(NamedTuple):
+    linear: LinearCache
+    h: np.ndarray  # (N, M) post-activation output
+    activation: str
+
+
+def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, activation: str = "tanh"):
+    """h = act(x @ W + b): x (N, D) -> h (N, M), cache. The MLP's hidden layer."""
+    a, lin = linear_forward(x, W, b)  # (N, M)
+    h = get_activation(activation).forward(a)  # (N, M)
+    return h, DenseCache(lin, h, activation)
+
+
+def dense_backward(dh: np.ndarray, cache: DenseCache):
+    """dh (N, M) -> dx (N, D), dW (D, M), db (M,)."""
+    da = get_activation(cache.activation).backward(dh, cache.h)  # forward: h = act(a)
+    return linear_backward(da, cache.linear)
+
+
+# ---------------------------------------------------------------- inverted dropout
+class DropoutCache(NamedTuple):
+    mask: np.ndarray | None  # same shape as x: 0 for dropped units, 1/(1-p) for kept ones
+
+
+def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None):
+    """Zero each unit with probability p and scale the survivors by 1/(1-p), so the expected
+    activation is unchanged and evaluation (rng=None or p=0) is the identity."""
+    if rng is None or p <= 0.0:
+        return x, DropoutCache(None)
+    mask = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.dtype) / x.dtype.type(1.0 - p)
+    return x * mask, DropoutCache(mask)
+
+
+def dropout_backward(dy: np.ndarray, cache: DropoutCache) -> np.ndarray:
+    return dy if cache.mask is None else dy * cache.mask  # forward: y = x * mask
 
 
 # ---------------------------------------------------------------- softmax cross-entropy

@@ -1,31 +1,48 @@
-"""The character model: input (embedding or one-hot) -> L recurrent layers -> linear head -> softmax CE.
+"""The character models: recurrent (RNN, LSTM, GRU) and the Bengio et al. 2003 MLP n-gram model.
 
 Shapes: B batch, T steps, V vocabulary, E embedding width (0: one-hot, so the first layer sees V),
-H hidden width, G gate width (H for the RNN, 4H for the LSTM), L layers.
+H hidden width, G gate width (H for the RNN, 4H for the LSTM, 3H for the GRU), L layers,
+K context length of the MLP.
+
+Recurrent:  ids -> embedding (or one-hot) -> L recurrent layers (dropout after each)
+                -> linear head -> softmax cross-entropy
+MLP:        the K previous ids (padding id V before the start of text) -> embeddings concatenated
+                -> L dense layers h = act(x @ W + b) (dropout after each) -> linear head -> softmax CE
 
 Parameters live in one flat dict whose keys the gradients share, so optimizers, clipping,
 checkpoints and gradient checks treat every model alike:
 
-    embed.W      (V, E)       absent when E == 0
-    layer{l}.Wx  (D_l, G)     D_0 = E (or V), D_l = H above
+    embed.W      (V, E)        recurrent, absent when E == 0;  (V + 1, E) for the MLP (row V pads)
+    layer{l}.Wx  (D_l, G)      recurrent: D_0 = E (or V), D_l = H above
     layer{l}.Wh  (H, G)
     layer{l}.b   (G,)
+    layer{l}.W   (D_l, H)      MLP: D_0 = K * E, D_l = H above
+    layer{l}.b   (H,)
     head.W       (H, V)
     head.b       (V,)
 
-The recurrent state carried between chunks is a list with one tuple per layer: (h,) for the RNN,
-(h, c) for the LSTM, each (B, H).
+The state carried between chunks is a list of tuples: one per layer, (h,) for the RNN and GRU and
+(h, c) for the LSTM, each (B, H); for the MLP a single ([last K-1 ids (B, K-1)],), because its
+"memory" is just the preceding characters.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Callable, NamedTuple
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
+from .activations import ACTIVATIONS
 from .data import Vocab, eval_chunks
 from .errors import CharnnError
+from .gru import gru_backward, gru_forward, gru_step_forward
 from .layers import (
+    dense_backward,
+    dense_forward,
+    dropout_backward,
+    dropout_forward,
     embedding_backward,
     embedding_forward,
     linear_backward,
@@ -49,8 +66,8 @@ class Cell(NamedTuple):
     step: Callable  # (x (B, D), state, Wx, Wh, b) -> h (B, H), new state
 
 
-def _rnn_seq(x, state, Wx, Wh, b):
-    hs, cache = rnn_forward(x, state[0], Wx, Wh, b)
+def _rnn_seq(x, state, Wx, Wh, b, activation):
+    hs, cache = rnn_forward(x, state[0], Wx, Wh, b, activation)
     return hs, (hs[:, -1].copy(),), cache
 
 
@@ -59,8 +76,8 @@ def _rnn_seq_back(dhs, cache):
     return dx, dWx, dWh, db
 
 
-def _rnn_step(x, state, Wx, Wh, b):
-    h, _ = rnn_step_forward(x, state[0], Wx, Wh, b)
+def _rnn_step(x, state, Wx, Wh, b, activation):
+    h, _ = rnn_step_forward(x, state[0], Wx, Wh, b, activation)
     return h, (h,)
 
 
@@ -79,29 +96,65 @@ def _lstm_step(x, state, Wx, Wh, b):
     return h, (h, c)
 
 
-CELLS = {
-    "rnn": Cell(1, 1, _rnn_seq, _rnn_seq_back, _rnn_step),
-    "lstm": Cell(4, 2, _lstm_seq, _lstm_seq_back, _lstm_step),
-}
+def _gru_seq(x, state, Wx, Wh, b):
+    hs, cache = gru_forward(x, state[0], Wx, Wh, b)
+    return hs, (hs[:, -1].copy(),), cache
+
+
+def _gru_seq_back(dhs, cache):
+    dx, _dh0, dWx, dWh, db = gru_backward(dhs, cache)
+    return dx, dWx, dWh, db
+
+
+def _gru_step(x, state, Wx, Wh, b):
+    h, _ = gru_step_forward(x, state[0], Wx, Wh, b)
+    return h, (h,)
+
+
+def make_cell(kind: str, activation: str = "tanh") -> Cell:
+    if kind == "rnn":
+        return Cell(1, 1, partial(_rnn_seq, activation=activation), _rnn_seq_back, partial(_rnn_step, activation=activation))
+    if kind == "lstm":
+        return Cell(4, 2, _lstm_seq, _lstm_seq_back, _lstm_step)
+    if kind == "gru":
+        return Cell(3, 1, _gru_seq, _gru_seq_back, _gru_step)
+    raise CharnnError(f"{kind!r} is not a recurrent cell")
+
+
+RECURRENT = ("rnn", "lstm", "gru")
+MODELS = RECURRENT + ("mlp",)
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+CELLS = MODELS  # names accepted by --model
 
 
 # ---------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "lstm"  # recurrent cell: "rnn" (tanh) or "lstm"
+    model: str = "lstm"  # "rnn", "lstm", "gru" or "mlp"
     vocab_size: int = 0  # V, taken from the corpus
-    hidden: int = 256  # H, width of every recurrent layer
-    layers: int = 2  # L, stacked recurrent layers
-    embed: int = 64  # E, embedding width; 0 feeds one-hot vectors (char-rnn style)
+    hidden: int = 256  # H, width of every recurrent / hidden layer
+    layers: int = 2  # L, stacked recurrent / hidden layers
+    embed: int = 64  # E, embedding width; 0 feeds one-hot vectors (char-rnn style; not for the MLP)
+    activation: str = "tanh"  # nonlinearity of the vanilla RNN and the MLP hidden layers
+    dropout: float = 0.0  # probability of zeroing a unit after each layer, in training only
+    context: int = 3  # K, characters the MLP sees (makemore's block_size)
 
     def validate(self) -> "ModelConfig":
-        if self.model not in CELLS:
-            raise CharnnError(f"unknown model type {self.model!r}; choose from {', '.join(CELLS)}")
-        for name in ("vocab_size", "hidden", "layers"):
+        if self.model not in MODELS:
+            raise CharnnError(f"unknown model type {self.model!r}; choose from {', '.join(MODELS)}")
+        for name in ("vocab_size", "hidden", "layers", "context"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise CharnnError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.embed, int) or self.embed < 0:
             raise CharnnError(f"embed must be a non-negative integer, got {self.embed!r}")
+        if self.model == "mlp" and self.embed == 0:
+            raise CharnnError("the mlp model needs an embedding: set embed (--embed) to a positive width")
+        if self.activation not in ACTIVATIONS:
+            raise CharnnError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
+        if self.activation != "tanh" and self.model in ("lstm", "gru"):
+            raise CharnnError(f"activation applies to the rnn and mlp models; {self.model} gates have fixed nonlinearities")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharnnError(f"dropout must be in [0, 1), got {self.dropout!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -109,7 +162,15 @@ class ModelConfig:
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         V, H, E = self.vocab_size, self.hidden, self.embed
-        G = CELLS[self.model].gates * H
+        if self.model == "mlp":
+            shapes = {"embed.W": (V + 1, E)}  # row V embeds the padding before the start of text
+            for l in range(self.layers):
+                shapes[f"layer{l}.W"] = (self.context * E if l == 0 else H, H)
+                shapes[f"layer{l}.b"] = (H,)
+            shapes["head.W"] = (H, V)
+            shapes["head.b"] = (V,)
+            return shapes
+        G = GATES[self.model] * H
         shapes = {}
         if E:
             shapes["embed.W"] = (V, E)
@@ -125,8 +186,9 @@ class ModelConfig:
 
 def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
     """PyTorch-style initialisation: U(-1/sqrt(H), 1/sqrt(H)) for recurrent and head weights,
-    N(0, 1) embeddings, zero biases except the LSTM forget gate, whose bias starts at 1 so the
-    cell remembers by default early in training (Jozefowicz et al. 2015)."""
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for MLP layers, N(0, 1) embeddings, zero biases except the
+    LSTM forget gate, whose bias starts at 1 so the cell remembers by default early in training
+    (Jozefowicz et al. 2015)."""
     H = config.hidden
     k = 1.0 / np.sqrt(H)
     params = {}
@@ -137,91 +199,74 @@ def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32)
             p = np.zeros(shape)
             if config.model == "lstm" and name.startswith("layer"):
                 p[H : 2 * H] = 1.0  # forget gate block of i, f, o, g
+        elif name.endswith(".W") and name.startswith("layer"):  # MLP dense layer
+            fan_in = 1.0 / np.sqrt(shape[0])
+            p = rng.uniform(-fan_in, fan_in, size=shape)
         else:
             p = rng.uniform(-k, k, size=shape)
         params[name] = p.astype(dtype)
     return params
 
 
-# ---------------------------------------------------------------- the model
+# ---------------------------------------------------------------- the models
 class ModelCache(NamedTuple):
     B: int
     T: int
     embed: object  # EmbeddingCache, or None for one-hot input
-    layers: list  # one cell cache per layer
+    layers: list  # one cell (recurrent) or dense (MLP) cache per layer
+    dropout: list  # one DropoutCache per layer
     head: object  # LinearCache
     ce: object  # SoftmaxCECache
 
 
 class CharModel:
-    """A trained or freshly initialised character model with its vocabulary.
+    """A character model with its vocabulary: the Python API (`sample`, `generate`, `loss`,
+    `save`) over the math (`forward`, `backward`, `step`), which the subclasses implement.
 
-    The Python API: `sample`, `generate`, `loss` and `save`; `forward`/`backward`/`step` are the
-    math underneath, used by training, sampling and the tests.
+    `CharModel(config, vocab, params)` builds the right subclass for config.model.
     """
+
+    def __new__(cls, config: ModelConfig, *args, **kwargs):
+        if cls is CharModel:
+            cls = MLPModel if config.model == "mlp" else RecurrentModel
+        return super().__new__(cls)
 
     def __init__(self, config: ModelConfig, vocab: Vocab, params: dict[str, np.ndarray], meta: dict | None = None):
         self.config = config.validate()
         self.vocab = vocab
         self.params = params
-        self.cell = CELLS[config.model]
         self.meta = meta or {}  # what a checkpoint said about how the model was made
 
     @classmethod
     def create(cls, config: ModelConfig, vocab: Vocab, seed: int | np.random.Generator = 0, dtype=np.float32):
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        return cls(config, vocab, init_params(config, rng, dtype))
+        return CharModel(config, vocab, init_params(config, rng, dtype))
 
     @property
     def dtype(self):
         return self.params["head.W"].dtype
 
-    def initial_state(self, B: int) -> list[tuple[np.ndarray, ...]]:
-        H = self.config.hidden
-        return [tuple(np.zeros((B, H), dtype=self.dtype) for _ in range(self.cell.n_state)) for _ in range(self.config.layers)]
-
-    def _inputs(self, ids):
-        if self.config.embed:
-            return embedding_forward(ids, self.params["embed.W"])
-        return one_hot(ids, self.config.vocab_size, self.dtype), None
-
-    def forward(self, ids: np.ndarray, targets: np.ndarray, state):
-        """ids, targets (B, T) -> mean loss in nats, cache, the state after the chunk."""
-        p = self.params
-        B, T = ids.shape
-        x, embed_cache = self._inputs(ids)  # (B, T, E)
-        layer_caches, new_state = [], []
-        for l in range(self.config.layers):
-            x, s, cache = self.cell.forward(x, state[l], p[f"layer{l}.Wx"], p[f"layer{l}.Wh"], p[f"layer{l}.b"])
-            layer_caches.append(cache)
-            new_state.append(s)
-        logits, head_cache = linear_forward(x.reshape(B * T, -1), p["head.W"], p["head.b"])  # (B*T, V)
+    def _head_and_loss(self, x, targets, B, T):
+        """x (B*T, H) -> loss, head cache, CE cache."""
+        logits, head_cache = linear_forward(x, self.params["head.W"], self.params["head.b"])  # (B*T, V)
         loss, ce_cache = softmax_cross_entropy_forward(logits, targets.reshape(B * T))
-        return loss, ModelCache(B, T, embed_cache, layer_caches, head_cache, ce_cache), new_state
+        return loss, head_cache, ce_cache
+
+    def forward(self, ids: np.ndarray, targets: np.ndarray, state, rng: np.random.Generator | None = None):
+        """ids, targets (B, T) -> mean loss in nats, cache, the state after the chunk.
+        rng: draws the dropout masks in training; None (evaluation) turns dropout off."""
+        x, embed_cache, layer_caches, drop_caches, new_state = self._body(ids, state, rng)
+        B, T = ids.shape
+        loss, head_cache, ce_cache = self._head_and_loss(x, targets, B, T)
+        return loss, ModelCache(B, T, embed_cache, layer_caches, drop_caches, head_cache, ce_cache), new_state
 
     def backward(self, cache: ModelCache) -> dict[str, np.ndarray]:
         """Gradients of the mean loss, keyed like the parameters."""
         grads = {}
         dlogits = softmax_cross_entropy_backward(1.0, cache.ce)
-        dx, grads["head.W"], grads["head.b"] = linear_backward(dlogits, cache.head)
-        dx = dx.reshape(cache.B, cache.T, -1)  # (B, T, H)
-        for l in reversed(range(self.config.layers)):
-            dx, grads[f"layer{l}.Wx"], grads[f"layer{l}.Wh"], grads[f"layer{l}.b"] = self.cell.backward(dx, cache.layers[l])
-        if cache.embed is not None:
-            grads["embed.W"] = embedding_backward(dx, cache.embed)
+        dx, grads["head.W"], grads["head.b"] = linear_backward(dlogits, cache.head)  # (B*T, H)
+        self._body_backward(dx, cache, grads)
         return grads
-
-    def step(self, ids: np.ndarray, state):
-        """One character per stream: ids (B,) -> logits (B, V), new state. Used by sampling."""
-        p = self.params
-        x, _ = self._inputs(ids[:, None])
-        x = x[:, 0]  # (B, E)
-        new_state = []
-        for l in range(self.config.layers):
-            x, s = self.cell.step(x, state[l], p[f"layer{l}.Wx"], p[f"layer{l}.Wh"], p[f"layer{l}.b"])
-            new_state.append(s)
-        logits, _ = linear_forward(x, p["head.W"], p["head.b"])  # (B, V)
-        return logits, new_state
 
     # ------------------------------------------------------------ the Python API
     def mean_loss(self, ids: np.ndarray, n_streams: int = 32, seq_len: int = 64) -> float:
@@ -262,4 +307,95 @@ class CharModel:
     def __repr__(self) -> str:
         c = self.config
         n = sum(p.size for p in self.params.values())
-        return f"CharModel({c.model} {c.layers}x{c.hidden}, embed {c.embed}, vocab {c.vocab_size}, {n:,} parameters)"
+        return f"{type(self).__name__}({c.model} {c.layers}x{c.hidden}, embed {c.embed}, vocab {c.vocab_size}, {n:,} parameters)"
+
+
+class RecurrentModel(CharModel):
+    """Embedding (or one-hot) -> L stacked RNN / LSTM / GRU layers -> head."""
+
+    def __init__(self, config, vocab, params, meta=None):
+        super().__init__(config, vocab, params, meta)
+        self.cell = make_cell(config.model, config.activation)
+
+    def initial_state(self, B: int) -> list[tuple[np.ndarray, ...]]:
+        H = self.config.hidden
+        return [tuple(np.zeros((B, H), dtype=self.dtype) for _ in range(self.cell.n_state)) for _ in range(self.config.layers)]
+
+    def _inputs(self, ids):
+        if self.config.embed:
+            return embedding_forward(ids, self.params["embed.W"])
+        return one_hot(ids, self.config.vocab_size, self.dtype), None
+
+    def _body(self, ids, state, rng):
+        p, B, T = self.params, *ids.shape
+        x, embed_cache = self._inputs(ids)  # (B, T, E)
+        layer_caches, drop_caches, new_state = [], [], []
+        for l in range(self.config.layers):
+            x, s, cache = self.cell.forward(x, state[l], p[f"layer{l}.Wx"], p[f"layer{l}.Wh"], p[f"layer{l}.b"])  # (B, T, H)
+            x, drop = dropout_forward(x, self.config.dropout, rng)  # between layers and before the head
+            layer_caches.append(cache)
+            drop_caches.append(drop)
+            new_state.append(s)
+        return x.reshape(B * T, -1), embed_cache, layer_caches, drop_caches, new_state
+
+    def _body_backward(self, dx, cache, grads):
+        dx = dx.reshape(cache.B, cache.T, -1)  # (B, T, H)
+        for l in reversed(range(self.config.layers)):
+            dx = dropout_backward(dx, cache.dropout[l])
+            dx, grads[f"layer{l}.Wx"], grads[f"layer{l}.Wh"], grads[f"layer{l}.b"] = self.cell.backward(dx, cache.layers[l])
+        if cache.embed is not None:
+            grads["embed.W"] = embedding_backward(dx, cache.embed)
+
+    def step(self, ids: np.ndarray, state):
+        """One character per stream: ids (B,) -> logits (B, V), new state. Used by sampling."""
+        p = self.params
+        x, _ = self._inputs(ids[:, None])
+        x = x[:, 0]  # (B, E)
+        new_state = []
+        for l in range(self.config.layers):
+            x, s = self.cell.step(x, state[l], p[f"layer{l}.Wx"], p[f"layer{l}.Wh"], p[f"layer{l}.b"])
+            new_state.append(s)
+        logits, _ = linear_forward(x, p["head.W"], p["head.b"])  # (B, V)
+        return logits, new_state
+
+
+class MLPModel(CharModel):
+    """Bengio et al. 2003 / makemore: embeddings of the previous K characters, concatenated,
+    -> L dense layers -> head. Padding id V stands for "before the start of the text"."""
+
+    def initial_state(self, B: int):
+        K, V = self.config.context, self.config.vocab_size
+        return [(np.full((B, K - 1), V, dtype=np.int32),)]
+
+    def _windows(self, ids, state):
+        """ids (B, T) -> windows (B, T, K) of ids ending at each position, and the new state."""
+        K = self.config.context
+        ctx = np.concatenate([state[0][0], ids.astype(np.int32)], axis=1)  # (B, K-1+T)
+        windows = sliding_window_view(ctx, K, axis=1)  # (B, T, K): windows[:, t] = ctx[:, t : t+K]
+        return windows, [(ctx[:, ctx.shape[1] - (K - 1) :].copy(),)]
+
+    def _body(self, ids, state, rng):
+        p, B, T = self.params, *ids.shape
+        windows, new_state = self._windows(ids, state)
+        emb, embed_cache = embedding_forward(windows, p["embed.W"])  # (B, T, K, E)
+        x = emb.reshape(B * T, -1)  # (B*T, K*E): the K embeddings side by side
+        layer_caches, drop_caches = [], []
+        for l in range(self.config.layers):
+            x, cache = dense_forward(x, p[f"layer{l}.W"], p[f"layer{l}.b"], self.config.activation)  # (B*T, H)
+            x, drop = dropout_forward(x, self.config.dropout, rng)
+            layer_caches.append(cache)
+            drop_caches.append(drop)
+        return x, embed_cache, layer_caches, drop_caches, new_state
+
+    def _body_backward(self, dx, cache, grads):
+        for l in reversed(range(self.config.layers)):
+            dx = dropout_backward(dx, cache.dropout[l])
+            dx, grads[f"layer{l}.W"], grads[f"layer{l}.b"] = dense_backward(dx, cache.layers[l])
+        K, E = self.config.context, self.config.embed
+        grads["embed.W"] = embedding_backward(dx.reshape(cache.B, cache.T, K, E), cache.embed)
+
+    def step(self, ids: np.ndarray, state):
+        """ids (B,) -> logits (B, V), new state: the same dense forward as training, one position."""
+        x, _, _, _, new_state = self._body(ids[:, None], state, None)
+        logits, _ = linear_forward(x, self.params["head.W"], self.params["head.b"])  # (B, V)
+        return logits, new_state

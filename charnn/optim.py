@@ -1,9 +1,24 @@
 """Optimizers and gradient clipping over parameter dicts (gradients share the parameters' keys).
 
 Each optimizer updates the parameters in place and can export / import its state as plain
-arrays plus JSON-able scalars, so a checkpoint resumes exactly.
+arrays plus JSON-able scalars, so a checkpoint resumes exactly. Every optimizer reads its public
+`lr` attribute inside step(), so a trainer can set it before each step to follow a schedule
+(see schedule.py).
+
+    sgd        p <- p - lr g
+    momentum   heavy-ball momentum, PyTorch's convention (nesterov: its look-ahead variant)
+    adagrad    Karpathy's min-char-rnn
+    rmsprop    torch/optim's rmsprop with char-rnn's settings
+    adam       Kingma & Ba, with bias correction
+
+In the equations g is the gradient, p the parameter; state arrays have the parameter's shape and
+dtype, and all arithmetic is elementwise.
 """
 from __future__ import annotations
+
+from functools import partial
+
+import math
 
 import numpy as np
 
@@ -61,7 +76,7 @@ class Adam:
         self.t += 1
         b1, b2 = self.beta1, self.beta2
         step_size = self.lr / (1.0 - b1**self.t)  # bias correction of m folded into the step size
-        v_correction = 1.0 / np.sqrt(1.0 - b2**self.t)
+        v_correction = 1.0 / math.sqrt(1.0 - b2**self.t)  # a Python float keeps the update in float32
         for k, p in params.items():
             g, m, v = grads[k], self.m[k], self.v[k]
             m *= b1
@@ -83,10 +98,125 @@ class Adam:
             self.v[k][...] = arrays[f"v/{k}"]
 
 
-OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+class Momentum:
+    """SGD with momentum, in PyTorch's convention (torch.optim.SGD, dampening 0).
+
+    v <- mu v + g
+    p <- p - lr v                 (nesterov=False, heavy ball)
+    p <- p - lr (g + mu v)        (nesterov=True, with the v just updated)
+
+    v starts at zero, so the first step is plain SGD in both forms. The lr multiplies v when
+    it is applied rather than when it is accumulated, so a scheduled lr change takes effect at
+    once instead of fading in through v. The name is "nesterov" when nesterov=True, so a saved
+    state reloads as the same optimizer.
+    """
+
+    name = "momentum"
+
+    def __init__(self, params, lr: float = 1e-2, mu: float = 0.9, nesterov: bool = False):
+        self.lr, self.mu, self.nesterov = lr, mu, bool(nesterov)
+        self.name = "nesterov" if self.nesterov else "momentum"
+        self.v = {k: np.zeros_like(p) for k, p in params.items()}
+
+    def step(self, params, grads) -> None:
+        lr, mu = self.lr, self.mu
+        for k, p in params.items():
+            g, v = grads[k], self.v[k]
+            v *= mu
+            v += g
+            if self.nesterov:
+                p -= lr * (g + mu * v)
+            else:
+                p -= lr * v
+
+    def state_dict(self):
+        return {"name": self.name, "mu": self.mu, "nesterov": self.nesterov}, {f"v/{k}": a for k, a in self.v.items()}
+
+    def load_state_dict(self, meta, arrays) -> None:
+        self.mu, self.nesterov = float(meta["mu"]), bool(meta["nesterov"])
+        self.name = "nesterov" if self.nesterov else "momentum"
+        for k in self.v:
+            self.v[k][...] = arrays[f"v/{k}"]
+
+
+class Adagrad:
+    """Adagrad as in Karpathy's min-char-rnn.py: the squared gradients are summed, never decayed.
+
+    mem <- mem + g^2
+    p   <- p - lr g / sqrt(mem + eps)       eps = 1e-8, inside the square root as in min-char-rnn
+
+    The effective step only shrinks, so Adagrad tolerates a large lr (min-char-rnn uses 1e-1).
+    """
+
+    name = "adagrad"
+
+    def __init__(self, params, lr: float = 1e-1, eps: float = 1e-8):
+        self.lr, self.eps = lr, eps
+        self.mem = {k: np.zeros_like(p) for k, p in params.items()}
+
+    def step(self, params, grads) -> None:
+        for k, p in params.items():
+            g, mem = grads[k], self.mem[k]
+            mem += g * g
+            p -= self.lr * g / np.sqrt(mem + self.eps)
+
+    def state_dict(self):
+        return {"name": self.name, "eps": self.eps}, {f"mem/{k}": a for k, a in self.mem.items()}
+
+    def load_state_dict(self, meta, arrays) -> None:
+        self.eps = float(meta["eps"])
+        for k in self.mem:
+            self.mem[k][...] = arrays[f"mem/{k}"]
+
+
+class RMSprop:
+    """RMSprop as char-rnn runs it: torch/optim's rmsprop.lua with char-rnn's settings.
+
+    m <- alpha m + (1 - alpha) g^2
+    p <- p - lr g / (sqrt(m) + eps)         eps outside the square root, as in rmsprop.lua
+
+    alpha = 0.95 is char-rnn's -decay_rate default (passed to optim.rmsprop as alpha; the
+    library's own default is 0.99) and eps = 1e-8 is rmsprop.lua's default, which char-rnn keeps.
+    m starts at zero with no bias correction, so the first steps are large: lr / sqrt(1 - alpha)
+    per unit-sign gradient, about 4.5 lr.
+    """
+
+    name = "rmsprop"
+
+    def __init__(self, params, lr: float = 2e-3, alpha: float = 0.95, eps: float = 1e-8):
+        self.lr, self.alpha, self.eps = lr, alpha, eps
+        self.m = {k: np.zeros_like(p) for k, p in params.items()}
+
+    def step(self, params, grads) -> None:
+        alpha = self.alpha
+        for k, p in params.items():
+            g, m = grads[k], self.m[k]
+            m *= alpha
+            m += (1.0 - alpha) * (g * g)
+            p -= self.lr * g / (np.sqrt(m) + self.eps)
+
+    def state_dict(self):
+        return {"name": self.name, "alpha": self.alpha, "eps": self.eps}, {f"m/{k}": a for k, a in self.m.items()}
+
+    def load_state_dict(self, meta, arrays) -> None:
+        self.alpha, self.eps = float(meta["alpha"]), float(meta["eps"])
+        for k in self.m:
+            self.m[k][...] = arrays[f"m/{k}"]
+
+
+# name -> constructor taking (params, lr=...). Each optimizer's state_dict()["name"] is its key here.
+OPTIMIZERS = {
+    "adagrad": Adagrad,
+    "adam": Adam,
+    "momentum": Momentum,
+    "nesterov": partial(Momentum, nesterov=True),
+    "rmsprop": RMSprop,
+    "sgd": SGD,
+}
 
 
 def make_optimizer(name: str, params, lr: float):
+    """Build the optimizer called `name` (a key of OPTIMIZERS) over params, with learning rate lr."""
     if name not in OPTIMIZERS:
         raise CharnnError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](params, lr=lr)

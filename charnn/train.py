@@ -22,25 +22,34 @@ from .checkpoint import model_arrays, model_from_checkpoint, model_meta, read_ch
 from .corpora import default_corpus
 from .data import BatchStreams, Vocab, read_corpus, split_train_val
 from .errors import CharnnError, CheckpointError, CorpusError, DivergedError, VocabError
-from .model import CELLS, CharModel, ModelConfig, init_params
+from .model import MODELS, CharModel, ModelConfig, init_params
 from .optim import OPTIMIZERS, clip_grad_norm, make_optimizer
+from .schedule import learning_rate
 
 
 @dataclass
 class TrainConfig:
     corpus: str | None = None  # UTF-8 text file; None: the default corpus (see corpora.default_corpus)
     # model
-    model: str = "lstm"  # recurrent cell: rnn | lstm
+    model: str = "lstm"  # rnn | lstm | gru | mlp
     hidden: int = 256  # H, units per layer
-    layers: int = 2  # L, stacked recurrent layers
+    layers: int = 2  # L, stacked recurrent (or MLP hidden) layers
     embed: int = 64  # E, embedding width (torch-rnn's wordvec size); 0 feeds one-hot vectors
+    activation: str = "tanh"  # rnn and mlp hidden nonlinearity: tanh sigmoid relu leaky_relu elu softplus
+    dropout: float = 0.0  # after every layer, training only (char-rnn uses 0.5 for big models)
+    context: int = 3  # K, characters of context for the mlp (makemore's block_size)
     # data
     batch_size: int = 32  # B, parallel streams per step
     seq_len: int = 64  # T, characters per chunk = steps of backprop through time
     val_frac: float = 0.1  # last fraction of the text held out for validation (nanoGPT's split)
     # optimisation
-    optimizer: str = "adam"  # adam | sgd
+    optimizer: str = "adam"  # adam | rmsprop | adagrad | momentum | nesterov | sgd
     lr: float = 2e-3  # learning rate (char-rnn's default for Adam/RMSprop)
+    lr_schedule: str = "constant"  # constant | step (char-rnn's per-epoch decay) | cosine
+    lr_decay: float = 0.97  # step: multiply lr by this at the end of every epoch after lr_decay_after
+    lr_decay_after: float = 10  # step: epochs at the full rate
+    min_lr: float = 0.0  # cosine: the rate reached at the last step
+    warmup: int = 0  # cosine: steps of linear warm-up from 0
     clip: float = 5.0  # max global gradient norm; 0 turns clipping off
     steps: int | None = None  # stop after this many steps in total (counting resumed ones)
     epochs: float | None = None  # or after this many passes over the training split
@@ -48,9 +57,16 @@ class TrainConfig:
     seed: int = 1337  # initialisation and every other random choice
     out: str | None = None  # checkpoint path; default checkpoints/<corpus>-<model>.npz
 
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(self.model, vocab_size, self.hidden, self.layers, self.embed,
+                           self.activation, self.dropout, self.context).validate()
+
     def validate(self) -> "TrainConfig":
-        if self.model not in CELLS:
-            raise CharnnError(f"unknown model {self.model!r}; choose from {', '.join(CELLS)}")
+        if self.model not in MODELS:
+            raise CharnnError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
+        self.model_config(1)  # the model options, checked once in one place
+        # and the schedule's (the total is known for sure only once the corpus is read; train() checks again)
+        learning_rate(0, self.lr, **self.schedule_options(1, self.steps or self.warmup + 1))
         if self.optimizer not in OPTIMIZERS:
             raise CharnnError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         for name in ("hidden", "layers", "batch_size", "seq_len", "eval_every"):
@@ -71,10 +87,14 @@ class TrainConfig:
             raise CharnnError(f"val-frac must be between 0 and 1 (exclusive), got {self.val_frac!r}")
         return self
 
+    def schedule_options(self, chunks_per_epoch: int, total_steps: int) -> dict:
+        return dict(schedule=self.lr_schedule, chunks_per_epoch=chunks_per_epoch, total_steps=total_steps,
+                    decay=self.lr_decay, decay_after=self.lr_decay_after, min_lr=self.min_lr, warmup=self.warmup)
+
 
 # Options that fix the model's shape, the data layout or the optimizer state: a resumed run must
 # keep them, or it would not be the same run continued.
-RESUME_FIXED = ("model", "hidden", "layers", "embed", "batch_size", "seq_len", "val_frac", "optimizer")
+RESUME_FIXED = ("model", "hidden", "layers", "embed", "activation", "context", "batch_size", "seq_len", "val_frac", "optimizer")
 
 DEFAULT_STEPS = 2000  # when neither steps nor epochs is given
 
@@ -175,6 +195,8 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
                 f"cannot resume {resume} with a different " + ", ".join(f"{k} ({saved['config'].get(k)!r} -> {getattr(config, k)!r})" for k in changed)
             )
         model = model_from_checkpoint(meta, arrays, resume)
+        if model.config.dropout != config.dropout:  # dropout may change on resume; it shapes nothing
+            model = CharModel(replace(model.config, dropout=config.dropout), model.vocab, model.params, model.meta)
         try:
             ids = model.vocab.encode(text, "corpus")
         except VocabError as e:
@@ -185,7 +207,7 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
         vocab = Vocab.from_text(text)
         ids = vocab.encode(text, "corpus")
         rng = np.random.default_rng(config.seed)
-        mconf = ModelConfig(config.model, len(vocab), config.hidden, config.layers, config.embed).validate()
+        mconf = config.model_config(len(vocab))
         model = CharModel(mconf, vocab, init_params(mconf, rng))
 
     train_ids, val_ids = split_train_val(ids, config.val_frac)
@@ -212,6 +234,9 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
     if config.epochs is not None:
         limits.append(math.ceil(config.epochs * cpe))
     total_steps = min(limits) if limits else DEFAULT_STEPS
+    schedule = config.schedule_options(cpe, total_steps)
+    learning_rate(step, config.lr, **schedule)  # a bad schedule fails before any work is done
+    dropout_rng = rng if config.dropout > 0 else None  # masks come from the run's RNG, saved with it
 
     corpus_info = {"path": os.path.abspath(corpus), "chars": len(text), "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
     B, T = config.batch_size, config.seq_len
@@ -266,7 +291,7 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
                     state = model.initial_state(B)
                 x, y = streams.batch(chunk)
                 with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is caught just below
-                    loss, cache, new_state = model.forward(x, y, state)
+                    loss, cache, new_state = model.forward(x, y, state, dropout_rng)
                     grads = model.backward(cache)
                     norm = clip_grad_norm(grads, config.clip)
                 if not (math.isfinite(float(loss)) and math.isfinite(norm)):
@@ -274,6 +299,7 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
                     raise DivergedError(
                         f"training diverged at step {step + 1}: loss {float(loss)}, gradient norm {norm}; {kept}. Try a lower --lr or --clip"
                     )
+                optimizer.lr = learning_rate(step, config.lr, **schedule)
                 optimizer.step(model.params, grads)
                 state = new_state
                 step += 1

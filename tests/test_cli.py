@@ -112,3 +112,49 @@ def test_console_script_exit_code_and_stderr(tmp_path):
         pytest.skip("console script not installed next to this interpreter")
     r = subprocess.run([exe, "train", "missing.txt"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 1 and r.stdout == "" and r.stderr.strip() == "Error: corpus not found: missing.txt"
+
+
+@pytest.mark.parametrize("model,extra", [
+    ("rnn", ["--activation", "relu", "--optimizer", "rmsprop"]),
+    ("gru", ["--dropout", "0.2", "--optimizer", "nesterov", "--lr", "0.05"]),
+    ("mlp", ["--context", "5", "--activation", "elu", "--optimizer", "adagrad", "--lr", "0.1"]),
+    ("lstm", ["--lr-schedule", "cosine", "--warmup", "3", "--min-lr", "1e-4", "--optimizer", "momentum", "--lr", "0.05"]),
+])
+def test_every_model_trains_and_samples(runner, corpus_file, model, extra):
+    r = invoke(runner, "train", corpus_file, *SMALL, "--model", model, *extra, "--steps", "12", "--eval-every", "6")
+    assert r.exit_code == 0, r.output
+    s = invoke(runner, "sample", "-n", "40", "--seed", "1", "--prime", "the")
+    assert s.exit_code == 0 and s.output.startswith("the") and len(s.output) == 44
+
+
+def test_lr_decay_implies_the_step_schedule(runner, corpus_file):
+    from charnn.checkpoint import read_checkpoint
+
+    invoke(runner, "train", corpus_file, *SMALL, "--steps", "3", "--quiet", "--lr-decay", "0.5", "--lr-decay-after", "2")
+    meta, _ = read_checkpoint("checkpoints/tiny-lstm.npz")
+    assert meta["train"]["config"]["lr_schedule"] == "step" and meta["train"]["config"]["lr_decay"] == 0.5
+
+
+def test_bad_model_family_options(runner, corpus_file):
+    assert_clean_error(invoke(runner, "train", corpus_file, "--model", "lstm", "--activation", "relu"), "activation")
+    assert_clean_error(invoke(runner, "train", corpus_file, "--model", "mlp", "--embed", "0"), "embedding")
+    for option, value in [("--dropout", "1"), ("--dropout", "-0.1"), ("--activation", "swish"), ("--context", "0"),
+                          ("--lr-schedule", "linear"), ("--lr-decay", "0"), ("--lr-decay", "1.5")]:
+        r = invoke(runner, "train", corpus_file, option, value)
+        assert r.exit_code == 2 and option in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("model,activation", [("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh"), ("mlp", "softplus")])
+def test_gradcheck_command_passes(runner, model, activation):
+    r = invoke(runner, "gradcheck", "--model", model, "--activation", activation)
+    assert r.exit_code == 0, r.output
+    assert "head.W" in r.output and "layer1.b" in r.output and "passed" in r.output
+
+
+def test_gradcheck_command_fails_on_a_wrong_backward(runner, monkeypatch):
+    import charnn.activations as acts
+
+    right = acts.ACTIVATIONS["elu"]
+    monkeypatch.setitem(acts.ACTIVATIONS, "elu", acts.Activation(right.forward, lambda dh, h: dh * (h > 0)))  # drops the a<0 branch
+    r = invoke(runner, "gradcheck", "--model", "rnn", "--activation", "elu")
+    assert r.exit_code == 1 and "FAIL" in r.output and "gradient check failed" in r.output

@@ -10,26 +10,98 @@ from charnn.errors import CharnnError, VocabError
 from charnn.gradcheck import model_gradient_errors
 from charnn.optim import Adam, clip_grad_norm
 
-CONFIGS = [("rnn", 6), ("lstm", 6), ("rnn", 0), ("lstm", 0)]  # (cell, embed width; 0 = one-hot)
+from charnn.activations import ACTIVATIONS
+
+CONFIGS = [("rnn", 6), ("lstm", 6), ("gru", 6), ("mlp", 6), ("rnn", 0), ("lstm", 0), ("gru", 0)]  # (model, embed; 0 = one-hot)
 
 
-def tiny_model(kind, embed, V=7, H=5, layers=2, dtype=np.float64, seed=0):
+def tiny_model(kind, embed, V=7, H=5, layers=2, dtype=np.float64, seed=0, **kw):
     vocab = Vocab([chr(ord("a") + i) for i in range(V)])
-    return CharModel.create(ModelConfig(kind, V, H, layers, embed), vocab, seed=seed, dtype=dtype)
+    return CharModel.create(ModelConfig(kind, V, H, layers, embed, **kw), vocab, seed=seed, dtype=dtype)
+
+
+def assert_gradients(model, tol=1e-7):
+    rng = np.random.default_rng(1)
+    ids, targets = rng.integers(0, 7, (2, 5)), rng.integers(0, 7, (2, 5))
+    errors = model_gradient_errors(model, ids, targets)
+    assert set(errors) == set(model.params)
+    assert max(errors.values()) < tol, errors
 
 
 @pytest.mark.parametrize("kind,embed", CONFIGS)
 def test_whole_model_gradient(kind, embed):
     """Every parameter of a 2-layer model, every entry, in float64: relative error < 1e-7."""
-    model = tiny_model(kind, embed)
-    rng = np.random.default_rng(1)
-    ids, targets = rng.integers(0, 7, (2, 5)), rng.integers(0, 7, (2, 5))
-    errors = model_gradient_errors(model, ids, targets)
-    assert set(errors) == set(model.params)
-    assert max(errors.values()) < 1e-7, errors
+    assert_gradients(tiny_model(kind, embed))
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("kind", ["rnn", "mlp"])
+def test_whole_model_gradient_every_activation(kind, activation):
+    """Kinked activations (relu family) are checked away from their kink: with these seeds no
+    pre-activation lies within the finite-difference step of 0. Tolerance 1e-7."""
+    assert_gradients(tiny_model(kind, 6, activation=activation))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "mlp"])
+def test_whole_model_gradient_with_dropout(kind):
+    """Dropout masks held fixed; tolerance 1e-7."""
+    assert_gradients(tiny_model(kind, 6, dropout=0.3))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "mlp"])
+def test_dropout_is_identity_at_evaluation(kind):
+    model = tiny_model(kind, 6, dropout=0.5)
+    plain = tiny_model(kind, 6, dropout=0.0)
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 7, (3, 6))
+    a = model.forward(ids, ids, model.initial_state(3))[0]
+    assert a == plain.forward(ids, ids, plain.initial_state(3))[0]  # rng=None: no dropout at all
+    assert model.forward(ids, ids, model.initial_state(3), np.random.default_rng(0))[0] != a  # training: masks
+    assert model.sample(20, seed=1) == plain.sample(20, seed=1)  # sampling never drops
+
+
+def test_dropout_mask_scales_survivors():
+    from charnn.layers import dropout_forward
+
+    x = np.ones((200, 500), np.float32)
+    y, cache = dropout_forward(x, 0.25, np.random.default_rng(0))
+    assert y.dtype == np.float32 and set(np.unique(y)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((y == 0).mean() - 0.25) < 0.01 and abs(y.mean() - 1.0) < 0.01
+
+
+def test_mlp_sees_exactly_k_previous_characters():
+    """Changing a character K or more positions back must not change a prediction; changing one
+    inside the window must. Padding stands before the start of the text."""
+    model = tiny_model("mlp", 4, context=3)
+    base = np.array([[1, 2, 3, 4, 5, 6]])
+    probs = lambda ids: model.forward(ids, ids, model.initial_state(1))[1].ce.probs
+    far, near = base.copy(), base.copy()
+    far[0, 2] = 0  # position 5 predicts from ids[3:6]: position 2 is outside its window
+    near[0, 4] = 0
+    assert np.array_equal(probs(far)[5], probs(base)[5])
+    assert not np.allclose(probs(near)[5], probs(base)[5])
+    # the first position sees [pad, pad, id]: same as a single-character chunk from a fresh state
+    assert np.allclose(probs(base)[0], probs(base[:, :1])[0])
+
+
+def test_mlp_state_carries_context_across_chunks():
+    model = tiny_model("mlp", 4, context=4)
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 7, (2, 9))
+    full = model.forward(ids, ids, model.initial_state(2))[1].ce.probs.reshape(2, 9, 7)
+    _, c1, s1 = model.forward(ids[:, :4], ids[:, :4], model.initial_state(2))
+    _, c2, _ = model.forward(ids[:, 4:], ids[:, 4:], s1)
+    assert np.allclose(c2.ce.probs.reshape(2, 5, 7), full[:, 4:])
+
+
+def test_model_config_rejects_nonsense():
+    for bad in (dict(model="mlp", embed=0), dict(model="lstm", activation="relu"), dict(activation="swish"),
+                dict(dropout=1.0), dict(context=0), dict(model="transformer")):
+        with pytest.raises(CharnnError):
+            ModelConfig(**{"vocab_size": 5, **bad}).validate()
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "mlp"])
 def test_initial_loss_is_about_ln_V(kind):
     model = CharModel.create(ModelConfig(kind, 65, 64, 2, 16), Vocab([chr(32 + i) for i in range(65)]), seed=3)
     rng = np.random.default_rng(0)
@@ -53,12 +125,13 @@ def test_step_path_equals_sequence_path(kind, embed):
         assert all(np.allclose(x, y, rtol=1e-12) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "mlp"])
 def test_overfits_a_tiny_text(kind):
     text = "hello world, this is charnn.\n" * 2
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
-    model = CharModel.create(ModelConfig(kind, len(vocab), 48, 1, 16), vocab, seed=0)
+    # the MLP needs a context long enough to tell the text's repeated characters apart
+    model = CharModel.create(ModelConfig(kind, len(vocab), 48, 1, 16, context=8), vocab, seed=0)
     opt = Adam(model.params, lr=1e-2)
     x, y = ids[None, :-1], ids[None, 1:]
     first = None
