@@ -60,6 +60,7 @@ def main():
 @click.option("--clip", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Max global gradient norm; 0 disables clipping.")
 @click.option("--steps", type=POSITIVE, default=None, help="Stop after this many steps in total [default: 2000 unless --epochs is given].")
 @click.option("--epochs", type=POSITIVE_FLOAT, default=None, help="Stop after this many passes over the training split (the earlier of --steps/--epochs wins).")
+@click.option("--time-limit", type=POSITIVE_FLOAT, default=None, help="Or stop after this many seconds (then validate and save).")
 @click.option("--eval-every", type=POSITIVE, default=200, show_default=True, help="Steps between validation passes; each writes the checkpoints.")
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Last fraction of the text held out for validation.")
 @click.option("--seed", type=int, default=1337, show_default=True, help="Random seed: same seed and options, same run.")
@@ -89,8 +90,8 @@ def train(ctx, corpus, resume, quiet, **options):
             # a resumed run keeps its saved options unless the user names them again
             saved = vars(config_from_checkpoint(resume))
             given = {k: v for k, v in options.items() if source(k) or k == "lr_schedule" and options[k] != "constant"}
-            if "steps" in given or "epochs" in given:  # a new stopping point replaces the saved one
-                saved.update(steps=None, epochs=None)
+            if given.keys() & {"steps", "epochs", "time_limit"}:  # a new stopping point replaces the saved one
+                saved.update(steps=None, epochs=None, time_limit=None)
             config = TrainConfig(**{**saved, **given, "corpus": corpus or saved["corpus"]})
         else:
             config = TrainConfig(corpus=corpus, **options)

@@ -10,7 +10,7 @@ import time
 
 import click
 
-from .train import Reporter
+from .train import UNLIMITED, Reporter
 
 
 def _rate(x: float) -> str:
@@ -42,17 +42,20 @@ class ConsoleReporter(Reporter):
         self.first_step = step
         n = sum(p.size for p in model.params.values())
         verb = "resuming at step %d of" % step if step else "training for"
+        steps = f"{total_steps} steps" if total_steps < UNLIMITED else f"{config.time_limit:g} s"
         self._echo(
             f"{config.model} {config.layers}x{config.hidden}, {n:,} parameters, vocab {model.config.vocab_size}; "
-            f"{n_train:,} train / {n_val:,} validation chars; {verb} {total_steps} steps of {chars_per_step} chars "
+            f"{n_train:,} train / {n_val:,} validation chars; {verb} {steps} of {chars_per_step}-char steps "
             f"-> {config.out}"
         )
 
     def _line(self, step, loss, rate) -> str:
-        done = step / self.total if self.total else 1.0
         val = f"val {self.val:.4f}" if self.val is not None else "val -"
-        left = (self.total - step) * (time.perf_counter() - self.t_start) / max(step - self.first_step, 1)
-        return (f"step {step}/{self.total} {done:4.0%} | loss {loss:.4f} | {val} | "
+        elapsed = time.perf_counter() - self.t_start
+        if self.total >= UNLIMITED:  # bounded by time only: no meaningful percentage
+            return f"step {step} | loss {loss:.4f} | {val} | {_rate(rate)} chars/s | {_clock(elapsed)} elapsed"
+        left = (self.total - step) * elapsed / max(step - self.first_step, 1)
+        return (f"step {step}/{self.total} {step / self.total:4.0%} | loss {loss:.4f} | {val} | "
                 f"{_rate(rate)} chars/s | ETA {_clock(left)}")
 
     def step(self, *, step, loss, chars_per_s):

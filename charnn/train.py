@@ -53,6 +53,7 @@ class TrainConfig:
     clip: float = 5.0  # max global gradient norm; 0 turns clipping off
     steps: int | None = None  # stop after this many steps in total (counting resumed ones)
     epochs: float | None = None  # or after this many passes over the training split
+    time_limit: float | None = None  # or after this many seconds of this run (then validates and saves)
     eval_every: int = 200  # steps between validation passes (each also writes checkpoints)
     seed: int = 1337  # initialisation and every other random choice
     out: str | None = None  # checkpoint path; default checkpoints/<corpus>-<model>.npz
@@ -77,6 +78,8 @@ class TrainConfig:
             raise CharnnError(f"embed must be 0 (one-hot) or a positive integer, got {self.embed!r}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
             raise CharnnError(f"steps must be a positive integer, got {self.steps!r}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise CharnnError(f"time limit must be > 0 seconds, got {self.time_limit!r}")
         if self.epochs is not None and not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise CharnnError(f"epochs must be > 0, got {self.epochs!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -96,7 +99,8 @@ class TrainConfig:
 # keep them, or it would not be the same run continued.
 RESUME_FIXED = ("model", "hidden", "layers", "embed", "activation", "context", "batch_size", "seq_len", "val_frac", "optimizer")
 
-DEFAULT_STEPS = 2000  # when neither steps nor epochs is given
+DEFAULT_STEPS = 2000  # when neither steps, epochs nor a time limit is given
+UNLIMITED = 10**12  # the step "limit" of a run bounded only by its time limit
 
 
 def default_out(corpus: str, model: str) -> str:
@@ -233,7 +237,8 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
         limits.append(config.steps)
     if config.epochs is not None:
         limits.append(math.ceil(config.epochs * cpe))
-    total_steps = min(limits) if limits else DEFAULT_STEPS
+    # a time limit alone means "train for that long"; with nothing given, DEFAULT_STEPS
+    total_steps = min(limits) if limits else (UNLIMITED if config.time_limit else DEFAULT_STEPS)
     schedule = config.schedule_options(cpe, total_steps)
     learning_rate(step, config.lr, **schedule)  # a bad schedule fails before any work is done
     dropout_rng = rng if config.dropout > 0 else None  # masks come from the run's RNG, saved with it
@@ -281,7 +286,7 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
 
     reporter.start(step=step, total_steps=total_steps, chars_per_step=B * T, model=model, config=config,
                    n_train=len(train_ids), n_val=len(val_ids))
-    train_seconds, start_step = 0.0, step
+    train_seconds, start_step, started = 0.0, step, time.perf_counter()
     try:
         with _InterruptFlag() as interrupted:
             while step < total_steps and not interrupted.set:
@@ -307,8 +312,12 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
                 result.losses.append(float(loss))
                 rate = (step - start_step) * B * T / max(train_seconds, 1e-9)
                 reporter.step(step=step, loss=float(loss), chars_per_s=rate)
-                if step % config.eval_every == 0 or step == total_steps:
+                out_of_time = config.time_limit is not None and time.perf_counter() - started >= config.time_limit
+                if step % config.eval_every == 0 or step == total_steps or out_of_time:
                     evaluate_and_save()
+                if out_of_time:
+                    reporter.message(f"time limit of {config.time_limit:g} s reached at step {step}")
+                    break
             if interrupted.set:
                 if saved_step[0] != step:
                     save(out)

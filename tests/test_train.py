@@ -195,3 +195,10 @@ def test_epochs_stop(corpus_file, tmp_path):
     r = train(cfg(corpus_file, tmp_path, steps=None, epochs=0.25))
     meta, _ = read_checkpoint(r.checkpoint)
     assert r.step == int(np.ceil(0.25 * meta["train"]["chunks_per_epoch"]))
+
+
+def test_time_limit_stops_validates_and_saves(corpus_file, tmp_path):
+    r = train(cfg(corpus_file, tmp_path, steps=100_000, time_limit=0.5, eval_every=100_000))
+    assert 0 < r.step < 100_000 and r.val_history[-1][0] == r.step
+    meta, _ = read_checkpoint(r.checkpoint)
+    assert meta["train"]["step"] == r.step
