@@ -20,7 +20,7 @@ import numpy as np
 
 from .data import Vocab
 from .errors import CharnnError, CheckpointError
-from .model import CharModel, ModelConfig
+from .model import DEFAULT_BACKEND, CharModel, ModelConfig
 
 FORMAT = "charnn-checkpoint"
 VERSION = 1
@@ -93,7 +93,7 @@ def save_model(path, model: CharModel, extra_meta: dict | None = None) -> None:
     write_checkpoint(path, meta, model_arrays(model))
 
 
-def model_from_checkpoint(meta: dict, arrays: dict[str, np.ndarray], path="checkpoint") -> CharModel:
+def model_from_checkpoint(meta: dict, arrays: dict[str, np.ndarray], path="checkpoint", backend: str = DEFAULT_BACKEND) -> CharModel:
     """Rebuild the model, checking every parameter is present with the configured shape."""
     try:
         vocab = Vocab(meta["vocab"])
@@ -112,10 +112,11 @@ def model_from_checkpoint(meta: dict, arrays: dict[str, np.ndarray], path="check
         if not np.isfinite(a).all():
             raise CheckpointError(f"corrupt checkpoint {path}: parameter {key} holds NaN or inf")
         params[key] = np.ascontiguousarray(a)
-    return CharModel(config, vocab, params, meta)
+    return CharModel(config, vocab, params, meta, backend)
 
 
-def load(path) -> CharModel:
-    """Load a model from a checkpoint written by `charnn train` or `CharModel.save`."""
+def load(path, backend: str = DEFAULT_BACKEND) -> CharModel:
+    """Load a model from a checkpoint written by `charnn train` or `CharModel.save`.
+    backend: "numba" (fused kernels, the default) or "numpy" (the reference implementation)."""
     meta, arrays = read_checkpoint(path)
-    return model_from_checkpoint(meta, arrays, path)
+    return model_from_checkpoint(meta, arrays, path, backend)

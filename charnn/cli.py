@@ -10,7 +10,7 @@ from . import __version__
 from .checkpoint import load
 from .errors import CharnnError
 from .activations import ACTIVATIONS
-from .model import MODELS
+from .model import BACKENDS, MODELS
 from .optim import OPTIMIZERS
 from .schedule import SCHEDULES
 from .progress import ConsoleReporter
@@ -64,6 +64,7 @@ def main():
 @click.option("--eval-every", type=POSITIVE, default=200, show_default=True, help="Steps between validation passes; each writes the checkpoints.")
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Last fraction of the text held out for validation.")
 @click.option("--seed", type=int, default=1337, show_default=True, help="Random seed: same seed and options, same run.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="numba", show_default=True, help="numba: fused compiled kernels; numpy: the plain reference code.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Checkpoint path [default: checkpoints/<corpus>-<model>.npz]; the best-validation one goes to <out>.best.npz.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue the run saved in this checkpoint (other options default to its values).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -182,7 +183,8 @@ def _default_checkpoint() -> str:
 @click.option("--top-k", type=POSITIVE, default=None, help="Sample only among the K most likely characters.")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character (greedy).")
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed gives the same text [default: fresh each run].")
-def sample(checkpoint, length, temperature, prime, top_k, argmax, seed):
+@click.option("--backend", type=click.Choice(BACKENDS), default="numba", show_default=True, help="numba: compiled sampling loop; numpy: the reference code.")
+def sample(checkpoint, length, temperature, prime, top_k, argmax, seed, backend):
     """Generate text from a trained model, streamed to stdout as it is produced.
 
     \b
@@ -191,7 +193,7 @@ def sample(checkpoint, length, temperature, prime, top_k, argmax, seed):
       charnn sample -c checkpoints/input-lstm.best.npz --top-k 5
     """
     try:
-        model = load(checkpoint or _default_checkpoint())
+        model = load(checkpoint or _default_checkpoint(), backend=backend)
         chars = model.generate(length, temperature=temperature, prime=prime, top_k=top_k, argmax=argmax, seed=seed)
     except CharnnError as e:
         _fail(str(e))

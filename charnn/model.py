@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import partial
+from types import SimpleNamespace
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -37,22 +38,30 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .activations import ACTIVATIONS
 from .data import Vocab, eval_chunks
 from .errors import CharnnError
-from .gru import gru_backward, gru_forward, gru_step_forward
-from .layers import (
-    dense_backward,
-    dense_forward,
-    dropout_backward,
-    dropout_forward,
-    embedding_backward,
-    embedding_forward,
-    linear_backward,
-    linear_forward,
-    one_hot,
-    softmax_cross_entropy_backward,
-    softmax_cross_entropy_forward,
-)
-from .lstm import lstm_backward, lstm_forward, lstm_step_forward
-from .rnn import rnn_backward, rnn_forward, rnn_step_forward
+from . import gru, layers, lstm, rnn
+from .gru import gru_step_forward
+from .layers import dense_backward, dense_forward, dropout_backward, dropout_forward, linear_backward, linear_forward, one_hot
+from .lstm import lstm_step_forward
+from .rnn import rnn_step_forward
+
+BACKENDS = ("numba", "numpy")
+DEFAULT_BACKEND = "numba"
+
+_OP_NAMES = ("embedding_forward", "embedding_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+             "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward")
+
+
+def backend_ops(backend: str) -> SimpleNamespace:
+    """The sequence-level functions of a backend: "numpy" is the reference (the specification),
+    "numba" the same signatures with fused kernels (fast.py)."""
+    if backend == "numpy":
+        modules = (layers, rnn, lstm, gru)
+        return SimpleNamespace(**{n: next(getattr(m, n) for m in modules if hasattr(m, n)) for n in _OP_NAMES})
+    if backend == "numba":
+        from . import fast
+
+        return SimpleNamespace(**{n: getattr(fast, n) for n in _OP_NAMES})
+    raise CharnnError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
 
 # ---------------------------------------------------------------- cell families
@@ -66,13 +75,13 @@ class Cell(NamedTuple):
     step: Callable  # (x (B, D), state, Wx, Wh, b) -> h (B, H), new state
 
 
-def _rnn_seq(x, state, Wx, Wh, b, activation):
-    hs, cache = rnn_forward(x, state[0], Wx, Wh, b, activation)
+def _rnn_seq(x, state, Wx, Wh, b, activation, ops):
+    hs, cache = ops.rnn_forward(x, state[0], Wx, Wh, b, activation)
     return hs, (hs[:, -1].copy(),), cache
 
 
-def _rnn_seq_back(dhs, cache):
-    dx, _dh0, dWx, dWh, db = rnn_backward(dhs, cache)
+def _rnn_seq_back(dhs, cache, ops):
+    dx, _dh0, dWx, dWh, db = ops.rnn_backward(dhs, cache)
     return dx, dWx, dWh, db
 
 
@@ -81,13 +90,13 @@ def _rnn_step(x, state, Wx, Wh, b, activation):
     return h, (h,)
 
 
-def _lstm_seq(x, state, Wx, Wh, b):
-    hs, c_last, cache = lstm_forward(x, state[0], state[1], Wx, Wh, b)
+def _lstm_seq(x, state, Wx, Wh, b, ops):
+    hs, c_last, cache = ops.lstm_forward(x, state[0], state[1], Wx, Wh, b)
     return hs, (hs[:, -1].copy(), c_last.copy()), cache
 
 
-def _lstm_seq_back(dhs, cache):
-    dx, _dh0, _dc0, dWx, dWh, db = lstm_backward(dhs, cache)
+def _lstm_seq_back(dhs, cache, ops):
+    dx, _dh0, _dc0, dWx, dWh, db = ops.lstm_backward(dhs, cache)
     return dx, dWx, dWh, db
 
 
@@ -96,13 +105,13 @@ def _lstm_step(x, state, Wx, Wh, b):
     return h, (h, c)
 
 
-def _gru_seq(x, state, Wx, Wh, b):
-    hs, cache = gru_forward(x, state[0], Wx, Wh, b)
+def _gru_seq(x, state, Wx, Wh, b, ops):
+    hs, cache = ops.gru_forward(x, state[0], Wx, Wh, b)
     return hs, (hs[:, -1].copy(),), cache
 
 
-def _gru_seq_back(dhs, cache):
-    dx, _dh0, dWx, dWh, db = gru_backward(dhs, cache)
+def _gru_seq_back(dhs, cache, ops):
+    dx, _dh0, dWx, dWh, db = ops.gru_backward(dhs, cache)
     return dx, dWx, dWh, db
 
 
@@ -111,13 +120,17 @@ def _gru_step(x, state, Wx, Wh, b):
     return h, (h,)
 
 
-def make_cell(kind: str, activation: str = "tanh") -> Cell:
+def make_cell(kind: str, activation: str = "tanh", ops: SimpleNamespace | None = None) -> Cell:
+    """The cell's sequence functions come from the backend `ops`; its step function, used for
+    sampling, is always the reference one (sampling has its own whole-loop kernel)."""
+    ops = ops or backend_ops("numpy")
     if kind == "rnn":
-        return Cell(1, 1, partial(_rnn_seq, activation=activation), _rnn_seq_back, partial(_rnn_step, activation=activation))
+        return Cell(1, 1, partial(_rnn_seq, activation=activation, ops=ops), partial(_rnn_seq_back, ops=ops),
+                    partial(_rnn_step, activation=activation))
     if kind == "lstm":
-        return Cell(4, 2, _lstm_seq, _lstm_seq_back, _lstm_step)
+        return Cell(4, 2, partial(_lstm_seq, ops=ops), partial(_lstm_seq_back, ops=ops), _lstm_step)
     if kind == "gru":
-        return Cell(3, 1, _gru_seq, _gru_seq_back, _gru_step)
+        return Cell(3, 1, partial(_gru_seq, ops=ops), partial(_gru_seq_back, ops=ops), _gru_step)
     raise CharnnError(f"{kind!r} is not a recurrent cell")
 
 
@@ -231,16 +244,20 @@ class CharModel:
             cls = MLPModel if config.model == "mlp" else RecurrentModel
         return super().__new__(cls)
 
-    def __init__(self, config: ModelConfig, vocab: Vocab, params: dict[str, np.ndarray], meta: dict | None = None):
+    def __init__(self, config: ModelConfig, vocab: Vocab, params: dict[str, np.ndarray], meta: dict | None = None,
+                 backend: str = DEFAULT_BACKEND):
         self.config = config.validate()
         self.vocab = vocab
         self.params = params
         self.meta = meta or {}  # what a checkpoint said about how the model was made
+        self.backend = backend
+        self.ops = backend_ops(backend)
 
     @classmethod
-    def create(cls, config: ModelConfig, vocab: Vocab, seed: int | np.random.Generator = 0, dtype=np.float32):
+    def create(cls, config: ModelConfig, vocab: Vocab, seed: int | np.random.Generator = 0, dtype=np.float32,
+               backend: str = DEFAULT_BACKEND):
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        return CharModel(config, vocab, init_params(config, rng, dtype))
+        return CharModel(config, vocab, init_params(config, rng, dtype), backend=backend)
 
     @property
     def dtype(self):
@@ -249,7 +266,7 @@ class CharModel:
     def _head_and_loss(self, x, targets, B, T):
         """x (B*T, H) -> loss, head cache, CE cache."""
         logits, head_cache = linear_forward(x, self.params["head.W"], self.params["head.b"])  # (B*T, V)
-        loss, ce_cache = softmax_cross_entropy_forward(logits, targets.reshape(B * T))
+        loss, ce_cache = self.ops.softmax_cross_entropy_forward(logits, targets.reshape(B * T))
         return loss, head_cache, ce_cache
 
     def forward(self, ids: np.ndarray, targets: np.ndarray, state, rng: np.random.Generator | None = None):
@@ -263,7 +280,7 @@ class CharModel:
     def backward(self, cache: ModelCache) -> dict[str, np.ndarray]:
         """Gradients of the mean loss, keyed like the parameters."""
         grads = {}
-        dlogits = softmax_cross_entropy_backward(1.0, cache.ce)
+        dlogits = self.ops.softmax_cross_entropy_backward(1.0, cache.ce)
         dx, grads["head.W"], grads["head.b"] = linear_backward(dlogits, cache.head)  # (B*T, H)
         self._body_backward(dx, cache, grads)
         return grads
@@ -313,9 +330,9 @@ class CharModel:
 class RecurrentModel(CharModel):
     """Embedding (or one-hot) -> L stacked RNN / LSTM / GRU layers -> head."""
 
-    def __init__(self, config, vocab, params, meta=None):
-        super().__init__(config, vocab, params, meta)
-        self.cell = make_cell(config.model, config.activation)
+    def __init__(self, config, vocab, params, meta=None, backend=DEFAULT_BACKEND):
+        super().__init__(config, vocab, params, meta, backend)
+        self.cell = make_cell(config.model, config.activation, self.ops)
 
     def initial_state(self, B: int) -> list[tuple[np.ndarray, ...]]:
         H = self.config.hidden
@@ -323,7 +340,7 @@ class RecurrentModel(CharModel):
 
     def _inputs(self, ids):
         if self.config.embed:
-            return embedding_forward(ids, self.params["embed.W"])
+            return self.ops.embedding_forward(ids, self.params["embed.W"])
         return one_hot(ids, self.config.vocab_size, self.dtype), None
 
     def _body(self, ids, state, rng):
@@ -344,7 +361,7 @@ class RecurrentModel(CharModel):
             dx = dropout_backward(dx, cache.dropout[l])
             dx, grads[f"layer{l}.Wx"], grads[f"layer{l}.Wh"], grads[f"layer{l}.b"] = self.cell.backward(dx, cache.layers[l])
         if cache.embed is not None:
-            grads["embed.W"] = embedding_backward(dx, cache.embed)
+            grads["embed.W"] = self.ops.embedding_backward(dx, cache.embed)
 
     def step(self, ids: np.ndarray, state):
         """One character per stream: ids (B,) -> logits (B, V), new state. Used by sampling."""
@@ -377,7 +394,7 @@ class MLPModel(CharModel):
     def _body(self, ids, state, rng):
         p, B, T = self.params, *ids.shape
         windows, new_state = self._windows(ids, state)
-        emb, embed_cache = embedding_forward(windows, p["embed.W"])  # (B, T, K, E)
+        emb, embed_cache = self.ops.embedding_forward(windows, p["embed.W"])  # (B, T, K, E)
         x = emb.reshape(B * T, -1)  # (B*T, K*E): the K embeddings side by side
         layer_caches, drop_caches = [], []
         for l in range(self.config.layers):
@@ -392,7 +409,7 @@ class MLPModel(CharModel):
             dx = dropout_backward(dx, cache.dropout[l])
             dx, grads[f"layer{l}.W"], grads[f"layer{l}.b"] = dense_backward(dx, cache.layers[l])
         K, E = self.config.context, self.config.embed
-        grads["embed.W"] = embedding_backward(dx.reshape(cache.B, cache.T, K, E), cache.embed)
+        grads["embed.W"] = self.ops.embedding_backward(dx.reshape(cache.B, cache.T, K, E), cache.embed)
 
     def step(self, ids: np.ndarray, state):
         """ids (B,) -> logits (B, V), new state: the same dense forward as training, one position."""

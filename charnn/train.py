@@ -22,7 +22,7 @@ from .checkpoint import model_arrays, model_from_checkpoint, model_meta, read_ch
 from .corpora import default_corpus
 from .data import BatchStreams, Vocab, read_corpus, split_train_val
 from .errors import CharnnError, CheckpointError, CorpusError, DivergedError, VocabError
-from .model import MODELS, CharModel, ModelConfig, init_params
+from .model import BACKENDS, MODELS, CharModel, ModelConfig, init_params
 from .optim import OPTIMIZERS, clip_grad_norm, make_optimizer
 from .schedule import learning_rate
 
@@ -56,6 +56,7 @@ class TrainConfig:
     time_limit: float | None = None  # or after this many seconds of this run (then validates and saves)
     eval_every: int = 200  # steps between validation passes (each also writes checkpoints)
     seed: int = 1337  # initialisation and every other random choice
+    backend: str = "numba"  # numba: fused kernels; numpy: the reference implementation (slower)
     out: str | None = None  # checkpoint path; default checkpoints/<corpus>-<model>.npz
 
     def model_config(self, vocab_size: int) -> ModelConfig:
@@ -68,6 +69,8 @@ class TrainConfig:
         self.model_config(1)  # the model options, checked once in one place
         # and the schedule's (the total is known for sure only once the corpus is read; train() checks again)
         learning_rate(0, self.lr, **self.schedule_options(1, self.steps or self.warmup + 1))
+        if self.backend not in BACKENDS:
+            raise CharnnError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}")
         if self.optimizer not in OPTIMIZERS:
             raise CharnnError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         for name in ("hidden", "layers", "batch_size", "seq_len", "eval_every"):
@@ -198,9 +201,9 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
             raise CharnnError(
                 f"cannot resume {resume} with a different " + ", ".join(f"{k} ({saved['config'].get(k)!r} -> {getattr(config, k)!r})" for k in changed)
             )
-        model = model_from_checkpoint(meta, arrays, resume)
+        model = model_from_checkpoint(meta, arrays, resume, config.backend)
         if model.config.dropout != config.dropout:  # dropout may change on resume; it shapes nothing
-            model = CharModel(replace(model.config, dropout=config.dropout), model.vocab, model.params, model.meta)
+            model = CharModel(replace(model.config, dropout=config.dropout), model.vocab, model.params, model.meta, config.backend)
         try:
             ids = model.vocab.encode(text, "corpus")
         except VocabError as e:
@@ -212,14 +215,14 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
         ids = vocab.encode(text, "corpus")
         rng = np.random.default_rng(config.seed)
         mconf = config.model_config(len(vocab))
-        model = CharModel(mconf, vocab, init_params(mconf, rng))
+        model = CharModel(mconf, vocab, init_params(mconf, rng), backend=config.backend)
 
     train_ids, val_ids = split_train_val(ids, config.val_frac)
     if len(val_ids) < 2:
         raise CorpusError(f"corpus too short: the validation split ({config.val_frac:g} of {len(ids)} characters) has fewer than 2")
     streams = BatchStreams(train_ids, config.batch_size, config.seq_len)
     cpe = streams.chunks_per_epoch
-    optimizer = make_optimizer(config.optimizer, model.params, config.lr)
+    optimizer = make_optimizer(config.optimizer, model.params, config.lr, config.backend)
     state = model.initial_state(config.batch_size)
     step, best_val, val_loss = 0, math.inf, None
 

@@ -15,9 +15,11 @@ from charnn.activations import ACTIVATIONS
 CONFIGS = [("rnn", 6), ("lstm", 6), ("gru", 6), ("mlp", 6), ("rnn", 0), ("lstm", 0), ("gru", 0)]  # (model, embed; 0 = one-hot)
 
 
-def tiny_model(kind, embed, V=7, H=5, layers=2, dtype=np.float64, seed=0, **kw):
+def tiny_model(kind, embed, V=7, H=5, layers=2, dtype=np.float64, seed=0, backend="numpy", **kw):
+    """A small model; the numpy backend (the reference) unless asked, since gradient checks need
+    float64 math that is exact to rounding."""
     vocab = Vocab([chr(ord("a") + i) for i in range(V)])
-    return CharModel.create(ModelConfig(kind, V, H, layers, embed, **kw), vocab, seed=seed, dtype=dtype)
+    return CharModel.create(ModelConfig(kind, V, H, layers, embed, **kw), vocab, seed=seed, dtype=dtype, backend=backend)
 
 
 def assert_gradients(model, tol=1e-7):
@@ -182,3 +184,23 @@ def test_top_k_only_samples_the_k_most_likely():
     rng = np.random.default_rng(0)
     picks = {pick(logits, rng, temperature=5.0, top_k=2) for _ in range(300)}
     assert picks == {1, 3}
+
+
+@pytest.mark.parametrize("kind,embed", CONFIGS)
+def test_numba_backend_equals_numpy_backend(kind, embed):
+    """Whole model, float32: loss to 1e-6, every gradient to 2e-5 relative (kernels use a rational
+    tanh good to a few ulp and sum in another order)."""
+    from charnn.gradcheck import rel_error
+
+    ref = tiny_model(kind, embed, H=12, dtype=np.float32, seed=4, activation="tanh")
+    fast = CharModel(ref.config, ref.vocab, ref.params, backend="numba")
+    rng = np.random.default_rng(6)
+    ids, targets = rng.integers(0, 7, (3, 9)), rng.integers(0, 7, (3, 9))
+    l_ref, c_ref, s_ref = ref.forward(ids, targets, ref.initial_state(3))
+    l_fast, c_fast, s_fast = fast.forward(ids, targets, fast.initial_state(3))
+    assert float(l_fast) == pytest.approx(float(l_ref), rel=1e-6)
+    g_ref, g_fast = ref.backward(c_ref), fast.backward(c_fast)
+    for k in ref.params:
+        assert g_fast[k].dtype == np.float32 and rel_error(g_fast[k], g_ref[k]) < 2e-5, k
+    for a, b in zip(s_ref, s_fast):
+        assert all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))

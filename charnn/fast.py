@@ -1,0 +1,187 @@
+"""The numba backend: the reference layer functions' exact signatures, return types and caches,
+with the elementwise work done by the fused kernels in kernels.py.
+
+Same math, different engine. Per recurrent step the only work outside a kernel is the one BLAS
+call for h_prev @ Wh (forward) or da @ Wh.T (backward), written into a preallocated buffer; the
+input projections and weight gradients of all T steps are single GEMMs, as in the reference.
+The reference modules (layers, rnn, lstm, gru) are the specification; tests/test_kernels.py checks
+that every function here agrees with its twin.
+
+Shapes: B batch, T steps, D input width, H hidden width, G gate width, N = B*T rows, V vocabulary.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels as K
+from .gru import GRUCache
+from .layers import (  # not worth a kernel: one gather, or a single BLAS call
+    EmbeddingCache,
+    SoftmaxCECache,
+    embedding_forward,
+    linear_backward,
+    linear_forward,
+)
+from .lstm import LSTMCache
+from .rnn import RNNCache
+
+
+def _input_projection(x, Wx, b):
+    """xa = x @ Wx + b for all T steps at once: (B, T, D) -> (B, T, G), C-contiguous."""
+    B, T, D = x.shape
+    xa = x.reshape(B * T, D) @ Wx  # (N, G)
+    xa += b
+    return xa.reshape(B, T, -1)
+
+
+def _weight_gradients(x, h, da2, Wx):
+    """dx, dWx, dWh, db from the stacked pre-activation gradients da2 (N, G), one GEMM each."""
+    B, T, D = x.shape
+    H = h.shape[-1]
+    dx = (da2 @ Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
+    dWx = x.reshape(B * T, D).T @ da2
+    dWh = h[:, :T].reshape(B * T, H).T @ da2  # each step's h_prev against its da
+    db = da2.sum(axis=0)
+    return dx, dWx, dWh, db
+
+
+def _zeros_or(last, B, H, dtype):
+    return np.zeros((B, H), dtype=dtype) if last is None else np.array(last, dtype=dtype, order="C")
+
+
+# ---------------------------------------------------------------- vanilla RNN
+def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
+    """Twin of rnn.rnn_forward."""
+    B, T, _ = x.shape
+    H = Wh.shape[0]
+    code = K.ACTIVATION_CODES[activation]
+    xa = _input_projection(x, Wx, b)
+    h = np.empty((B, T + 1, H), dtype=xa.dtype)
+    h[:, 0] = h0
+    ha = np.empty((B, H), dtype=xa.dtype)
+    for t in range(T):
+        np.matmul(h[:, t], Wh, out=ha)
+        K.rnn_step_forward_kernel(t, xa, ha, h, code)
+    return h[:, 1:], RNNCache(x, h, Wx, Wh, activation)
+
+
+def rnn_backward(dhs, cache: RNNCache, dh_last=None):
+    """Twin of rnn.rnn_backward."""
+    x, h, Wx, Wh, activation = cache
+    B, T, _ = x.shape
+    H = Wh.shape[0]
+    code = K.ACTIVATION_CODES[activation]
+    dhs = np.ascontiguousarray(dhs, dtype=h.dtype)
+    da = np.empty((B, T, H), dtype=h.dtype)
+    dh_rec = _zeros_or(dh_last, B, H, h.dtype)
+    for t in reversed(range(T)):
+        K.rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
+        np.matmul(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+    dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, H), Wx)
+    return dx, dh_rec, dWx, dWh, db
+
+
+# ---------------------------------------------------------------- LSTM
+def lstm_forward(x, h0, c0, Wx, Wh, b):
+    """Twin of lstm.lstm_forward."""
+    B, T, _ = x.shape
+    H = Wh.shape[0]
+    xa = _input_projection(x, Wx, b)
+    dtype = xa.dtype
+    h = np.empty((B, T + 1, H), dtype=dtype)
+    c = np.empty((B, T + 1, H), dtype=dtype)
+    gates = np.empty((B, T, 4 * H), dtype=dtype)
+    tanh_c = np.empty((B, T, H), dtype=dtype)
+    h[:, 0], c[:, 0] = h0, c0
+    ha = np.empty((B, 4 * H), dtype=dtype)
+    for t in range(T):
+        np.matmul(h[:, t], Wh, out=ha)
+        K.lstm_step_forward_kernel(t, xa, ha, h, c, gates, tanh_c)
+    return h[:, 1:], c[:, T], LSTMCache(x, h, c, gates, tanh_c, Wx, Wh)
+
+
+def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
+    """Twin of lstm.lstm_backward."""
+    x, h, c, gates, tanh_c, Wx, Wh = cache
+    B, T, _ = x.shape
+    H = Wh.shape[0]
+    dhs = np.ascontiguousarray(dhs, dtype=h.dtype)
+    da = np.empty((B, T, 4 * H), dtype=h.dtype)
+    dh_rec = _zeros_or(dh_last, B, H, h.dtype)
+    dc = _zeros_or(dc_last, B, H, h.dtype)
+    for t in reversed(range(T)):
+        K.lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
+        np.matmul(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+    dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, 4 * H), Wx)
+    return dx, dh_rec, dc, dWx, dWh, db
+
+
+# ---------------------------------------------------------------- GRU
+def gru_forward(x, h0, Wx, Wh, b):
+    """Twin of gru.gru_forward."""
+    B, T, _ = x.shape
+    H = Wh.shape[0]
+    xa = _input_projection(x, Wx, b)
+    dtype = xa.dtype
+    h = np.empty((B, T + 1, H), dtype=dtype)
+    gates = np.empty((B, T, 3 * H), dtype=dtype)
+    ha_n = np.empty((B, T, H), dtype=dtype)
+    h[:, 0] = h0
+    ha = np.empty((B, 3 * H), dtype=dtype)
+    for t in range(T):
+        np.matmul(h[:, t], Wh, out=ha)
+        K.gru_step_forward_kernel(t, xa, ha, h, gates, ha_n)
+    return h[:, 1:], GRUCache(x, h, gates, ha_n, Wx, Wh)
+
+
+def gru_backward(dhs, cache: GRUCache, dh_last=None):
+    """Twin of gru.gru_backward."""
+    x, h, gates, ha_n, Wx, Wh = cache
+    B, T, D = x.shape
+    H = Wh.shape[0]
+    dhs = np.ascontiguousarray(dhs, dtype=h.dtype)
+    dxa = np.empty((B, T, 3 * H), dtype=h.dtype)
+    dha = np.empty((B, T, 3 * H), dtype=h.dtype)
+    dh_rec = np.zeros((B, H), dtype=h.dtype)
+    dh_direct = _zeros_or(dh_last, B, H, h.dtype)  # the carried-state gradient enters like a direct one
+    for t in reversed(range(T)):
+        K.gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
+        np.matmul(dha[:, t], Wh.T, out=dh_rec)  # forward: ha = h_prev @ Wh
+    dxa2 = dxa.reshape(B * T, 3 * H)
+    dx = (dxa2 @ Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
+    dWx = x.reshape(B * T, D).T @ dxa2
+    dWh = h[:, :T].reshape(B * T, H).T @ dha.reshape(B * T, 3 * H)
+    db = dxa2.sum(axis=0)
+    return dx, dh_direct + dh_rec, dWx, dWh, db
+
+
+# ---------------------------------------------------------------- embedding and loss
+def embedding_backward(dx, cache: EmbeddingCache):
+    """Twin of layers.embedding_backward."""
+    E = dx.shape[-1]
+    dW = np.zeros((cache.V, E), dtype=dx.dtype)
+    K.embedding_backward_kernel(np.ascontiguousarray(cache.ids).ravel(), np.ascontiguousarray(dx).reshape(-1, E), dW)
+    return dW
+
+
+def softmax_cross_entropy_forward(logits, targets):
+    """Twin of layers.softmax_cross_entropy_forward."""
+    logits = np.ascontiguousarray(logits)
+    targets = np.ascontiguousarray(targets)
+    probs = np.empty_like(logits)
+    total = K.softmax_cross_entropy_kernel(logits, targets, probs)
+    return logits.dtype.type(total / logits.shape[0]), SoftmaxCECache(probs, targets)
+
+
+def softmax_cross_entropy_backward(dloss, cache: SoftmaxCECache):
+    """Twin of layers.softmax_cross_entropy_backward."""
+    dlogits = np.empty_like(cache.probs)
+    K.softmax_cross_entropy_backward_kernel(cache.probs, cache.targets, float(dloss) / cache.probs.shape[0], dlogits)
+    return dlogits
+
+
+__all__ = [
+    "embedding_forward", "embedding_backward", "linear_forward", "linear_backward",
+    "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+    "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+]

@@ -1,0 +1,123 @@
+"""Every numba kernel against its numpy reference twin (charnn/fast.py vs layers/rnn/lstm/gru).
+
+float32, odd shapes including B=1 and T=1. Tolerance: the kernels use a rational tanh accurate to
+a few ulp and accumulate in a different order, so outputs agree to ~1e-6 relative and gradients,
+which pass through T steps of products, to ~1e-5 relative (scaled by the array's largest entry).
+"""
+import numpy as np
+import pytest
+
+from charnn import fast, gru, layers, lstm, rnn
+from charnn.activations import ACTIVATIONS
+from charnn.gradcheck import rel_error
+from charnn import kernels as K
+
+SHAPES = [(1, 1, 3, 4), (2, 5, 3, 7), (3, 8, 6, 16), (1, 9, 5, 33)]  # (B, T, D, H)
+
+
+def arrays(rng, *shapes, scale=0.5):
+    return [(rng.standard_normal(s) * scale).astype(np.float32) for s in shapes]
+
+
+def close(a, b, tol):
+    assert a.dtype == b.dtype == np.float32
+    assert rel_error(a, b) < tol, rel_error(a, b)
+
+
+def test_fast_tanh_and_sigmoid_accuracy():
+    from numba import njit
+
+    @njit
+    def apply(x, out, which):
+        for i in range(x.size):
+            out[i] = K.tanh(x[i]) if which == 0 else K.sigmoid(x[i])
+
+    x = np.concatenate([np.linspace(-30, 30, 400_001), [-1e30, -100, -1e-30, 0, 1e-30, 100, 1e30]]).astype(np.float32)
+    out = np.empty_like(x)
+    apply(x, out, 0)
+    exact = np.tanh(x.astype(np.float64))
+    assert np.max(np.abs(out - exact) / np.maximum(np.abs(exact), 1e-30)) < 4e-7
+    assert np.all(np.abs(out) <= 1)
+    apply(x, out, 1)
+    exact = 0.5 * (1 + np.tanh(0.5 * x.astype(np.float64)))
+    assert np.max(np.abs(out - exact)) < 3e-7 and np.all((out >= 0) & (out <= 1))
+
+
+@pytest.mark.parametrize("B,T,D,H", SHAPES)
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_rnn_kernels_match_reference(B, T, D, H, activation):
+    rng = np.random.default_rng(B * 100 + T)
+    x, h0, Wx, Wh, b, dhs, dh_last = arrays(rng, (B, T, D), (B, H), (D, H), (H, H), (H,), (B, T, H), (B, H))
+    hs_ref, cache_ref = rnn.rnn_forward(x, h0, Wx, Wh, b, activation)
+    hs, cache = fast.rnn_forward(x, h0, Wx, Wh, b, activation)
+    close(hs, hs_ref, 2e-6)
+    for g, g_ref in zip(fast.rnn_backward(dhs, cache, dh_last), rnn.rnn_backward(dhs, cache_ref, dh_last)):
+        close(g, g_ref, 2e-5)
+
+
+@pytest.mark.parametrize("B,T,D,H", SHAPES)
+def test_lstm_kernels_match_reference(B, T, D, H):
+    rng = np.random.default_rng(B * 100 + T)
+    x, h0, c0, Wx, Wh, b, dhs, dh_last, dc_last = arrays(
+        rng, (B, T, D), (B, H), (B, H), (D, 4 * H), (H, 4 * H), (4 * H,), (B, T, H), (B, H), (B, H))
+    hs_ref, c_ref, cache_ref = lstm.lstm_forward(x, h0, c0, Wx, Wh, b)
+    hs, c_last, cache = fast.lstm_forward(x, h0, c0, Wx, Wh, b)
+    close(hs, hs_ref, 2e-6)
+    close(c_last, c_ref, 2e-6)
+    for name in ("h", "c", "gates", "tanh_c"):
+        close(getattr(cache, name), getattr(cache_ref, name), 2e-6)
+    for last in [(None, None), (dh_last, dc_last)]:
+        for g, g_ref in zip(fast.lstm_backward(dhs, cache, *last), lstm.lstm_backward(dhs, cache_ref, *last)):
+            close(g, g_ref, 2e-5)
+
+
+@pytest.mark.parametrize("B,T,D,H", SHAPES)
+def test_gru_kernels_match_reference(B, T, D, H):
+    rng = np.random.default_rng(B * 100 + T)
+    x, h0, Wx, Wh, b, dhs, dh_last = arrays(rng, (B, T, D), (B, H), (D, 3 * H), (H, 3 * H), (3 * H,), (B, T, H), (B, H))
+    hs_ref, cache_ref = gru.gru_forward(x, h0, Wx, Wh, b)
+    hs, cache = fast.gru_forward(x, h0, Wx, Wh, b)
+    close(hs, hs_ref, 2e-6)
+    for last in [None, dh_last]:
+        for g, g_ref in zip(fast.gru_backward(dhs, cache, last), gru.gru_backward(dhs, cache_ref, last)):
+            close(g, g_ref, 2e-5)
+
+
+@pytest.mark.parametrize("N,V", [(1, 1), (1, 5), (7, 65), (300, 97)])
+def test_softmax_cross_entropy_kernels_match_reference(N, V):
+    rng = np.random.default_rng(N)
+    logits = (rng.standard_normal((N, V)) * 4).astype(np.float32)
+    logits[0, 0] = 80.0  # large logits must not overflow
+    targets = rng.integers(0, V, N).astype(np.int32)
+    loss_ref, cache_ref = layers.softmax_cross_entropy_forward(logits, targets)
+    loss, cache = fast.softmax_cross_entropy_forward(logits, targets)
+    assert loss.dtype == np.float32 and loss == pytest.approx(float(loss_ref), rel=1e-6, abs=1e-6)
+    close(cache.probs, cache_ref.probs, 1e-6)
+    close(fast.softmax_cross_entropy_backward(1.0, cache), layers.softmax_cross_entropy_backward(1.0, cache_ref), 1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (2, 5, 3)])
+def test_embedding_backward_kernel_matches_reference(shape):
+    rng = np.random.default_rng(len(shape))
+    ids = rng.integers(0, 4, shape)  # few ids: many repeated rows to accumulate
+    W = arrays(rng, (4, 6))[0]
+    dx = arrays(rng, shape + (6,))[0]
+    _, cache = layers.embedding_forward(ids, W)
+    close(fast.embedding_backward(dx, cache), layers.embedding_backward(dx, cache), 1e-6)
+
+
+def test_adam_kernel_matches_reference():
+    from charnn.optim import Adam
+
+    rng = np.random.default_rng(0)
+    params = {"a": arrays(rng, (5, 7))[0], "b": arrays(rng, (3,))[0]}
+    ref_params = {k: p.copy() for k, p in params.items()}
+    fast_opt, ref_opt = Adam(params, lr=0.01, backend="numba"), Adam(ref_params, lr=0.01)
+    for _ in range(5):
+        grads = {k: arrays(rng, p.shape)[0] for k, p in params.items()}
+        fast_opt.step(params, {k: g.copy() for k, g in grads.items()})
+        ref_opt.step(ref_params, grads)
+    for k in params:
+        assert params[k].dtype == np.float32
+        np.testing.assert_allclose(params[k], ref_params[k], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(fast_opt.v[k], ref_opt.v[k], rtol=1e-6, atol=1e-12)
