@@ -9,6 +9,7 @@
 """
 __version__ = "0.1.0"
 
+from ._blas import BLAS_CHOICE  # noqa: E402,F401  first: it must run before numpy loads OpenBLAS
 from .checkpoint import load
 from .data import Vocab, read_corpus
 from .errors import CharnnError, CheckpointError, CorpusError, DivergedError, VocabError

@@ -60,7 +60,7 @@ def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
     h[:, 0] = h0
     ha = np.empty((B, H), dtype=xa.dtype)
     for t in range(T):
-        np.matmul(h[:, t], Wh, out=ha)
+        np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
         K.rnn_step_forward_kernel(t, xa, ha, h, code)
     return h[:, 1:], RNNCache(x, h, Wx, Wh, activation)
 
@@ -76,7 +76,7 @@ def rnn_backward(dhs, cache: RNNCache, dh_last=None):
     dh_rec = _zeros_or(dh_last, B, H, h.dtype)
     for t in reversed(range(T)):
         K.rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
-        np.matmul(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+        np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
     dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, H), Wx)
     return dx, dh_rec, dWx, dWh, db
 
@@ -95,7 +95,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     h[:, 0], c[:, 0] = h0, c0
     ha = np.empty((B, 4 * H), dtype=dtype)
     for t in range(T):
-        np.matmul(h[:, t], Wh, out=ha)
+        np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
         K.lstm_step_forward_kernel(t, xa, ha, h, c, gates, tanh_c)
     return h[:, 1:], c[:, T], LSTMCache(x, h, c, gates, tanh_c, Wx, Wh)
 
@@ -111,7 +111,7 @@ def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
     dc = _zeros_or(dc_last, B, H, h.dtype)
     for t in reversed(range(T)):
         K.lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
-        np.matmul(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+        np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
     dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, 4 * H), Wx)
     return dx, dh_rec, dc, dWx, dWh, db
 
@@ -129,7 +129,7 @@ def gru_forward(x, h0, Wx, Wh, b):
     h[:, 0] = h0
     ha = np.empty((B, 3 * H), dtype=dtype)
     for t in range(T):
-        np.matmul(h[:, t], Wh, out=ha)
+        np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
         K.gru_step_forward_kernel(t, xa, ha, h, gates, ha_n)
     return h[:, 1:], GRUCache(x, h, gates, ha_n, Wx, Wh)
 
@@ -146,7 +146,7 @@ def gru_backward(dhs, cache: GRUCache, dh_last=None):
     dh_direct = _zeros_or(dh_last, B, H, h.dtype)  # the carried-state gradient enters like a direct one
     for t in reversed(range(T)):
         K.gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
-        np.matmul(dha[:, t], Wh.T, out=dh_rec)  # forward: ha = h_prev @ Wh
+        np.dot(dha[:, t], Wh.T, out=dh_rec)  # forward: ha = h_prev @ Wh
     dxa2 = dxa.reshape(B * T, 3 * H)
     dx = (dxa2 @ Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
     dWx = x.reshape(B * T, D).T @ dxa2

@@ -299,6 +299,23 @@ class CharModel:
             raise CharnnError("need at least two characters to score: each one is predicted from the one before")
         return total / count
 
+    def surprisal(self, text: str) -> np.ndarray:
+        """-ln p(c_i | c_<i) in nats for every character of `text` after the first: (len - 1,).
+
+        Scored as one stream from a zero state (every character sees all the text before it),
+        in chunks of 256 so the state is carried exactly as in sampling."""
+        ids = self.vocab.encode(text, "text to score")
+        out = np.empty(max(len(ids) - 1, 0))
+        state = self.initial_state(1)
+        for start in range(0, len(ids) - 1, 256):
+            x = ids[None, start : start + 256]
+            y = ids[None, start + 1 : start + 257]
+            x = x[:, : y.shape[1]]
+            _, cache, state = self.forward(x, y, state)
+            probs = cache.ce.probs  # (T, V)
+            out[start : start + y.shape[1]] = -np.log(np.maximum(probs[np.arange(y.shape[1]), y[0]], 1e-45))
+        return out
+
     def loss(self, text: str) -> float:
         """Mean nats per character of `text` under the model (every character after the first)."""
         return self.mean_loss(self.vocab.encode(text, "text to score"))

@@ -158,3 +158,27 @@ def test_gradcheck_command_fails_on_a_wrong_backward(runner, monkeypatch):
     monkeypatch.setitem(acts.ACTIVATIONS, "elu", acts.Activation(right.forward, lambda dh, h: dh * (h > 0)))  # drops the a<0 branch
     r = invoke(runner, "gradcheck", "--model", "rnn", "--activation", "elu")
     assert r.exit_code == 1 and "FAIL" in r.output and "gradient check failed" in r.output
+
+
+def test_eval_reports_loss_and_shows_surprisal(runner, corpus_file, text, tmp_path):
+    invoke(runner, "train", corpus_file, *SMALL, "--steps", "15", "--quiet", "--backend", "numpy")
+    (tmp_path / "held.txt").write_text(text[:500])
+    r = invoke(runner, "eval", "checkpoints/tiny-lstm.npz", "held.txt")
+    assert r.exit_code == 0, r.output
+    assert "499 characters scored" in r.output and "nats/char" in r.output and "bits/char" in r.output
+    import charnn
+    model = charnn.load("checkpoints/tiny-lstm.npz", backend="numpy")
+    nats = model.surprisal(text[:500])
+    assert f"loss {nats.mean():.4f} nats/char" in r.output
+    # one stream from a zero state: the same as the model's own chunked scoring with one stream
+    assert nats.mean() == pytest.approx(model.mean_loss(model.vocab.encode(text[:500]), n_streams=1, seq_len=64), rel=1e-5)
+    shown = runner.invoke(main, ["eval", "checkpoints/tiny-lstm.npz", "held.txt", "--show"], color=True)
+    assert "\x1b[" in shown.output and text[:40].split()[0] in click_unstyle(shown.output)
+    assert_clean_error(invoke(runner, "eval", "checkpoints/tiny-lstm.npz", "missing.txt"), "corpus not found")
+    (tmp_path / "odd.txt").write_text("ZZZ§")
+    assert_clean_error(invoke(runner, "eval", "checkpoints/tiny-lstm.npz", "odd.txt"), "not in the model's vocabulary")
+
+
+def click_unstyle(s):
+    import click
+    return click.unstyle(s)
