@@ -8,6 +8,7 @@ import click
 
 from . import __version__
 from .checkpoint import load
+from .clitools import fail as _fail
 from .errors import CharnnError
 from .activations import ACTIVATIONS
 from .model import BACKENDS, MODELS
@@ -20,11 +21,6 @@ LATEST = os.path.join("checkpoints", ".latest")  # path of the checkpoint `charn
 
 POSITIVE = click.IntRange(min=1)
 POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
-
-
-def _fail(message: str, code: int = 1):
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -248,6 +244,10 @@ def sample(checkpoint, length, temperature, prime, top_k, argmax, seed, backend)
         sys.stderr.close()
         os._exit(0)
 
+
+from .corpus_cli import corpus  # noqa: E402  (the `charnn corpus` group lives in its own module)
+
+main.add_command(corpus)
 
 if __name__ == "__main__":
     main()
