@@ -87,8 +87,16 @@ def model_arrays(model: CharModel) -> dict[str, np.ndarray]:
     return {f"param/{k}": v for k, v in model.params.items()}
 
 
+# what a model-only checkpoint keeps of how it was trained (not the optimizer, RNG or carried state)
+TRAINING_SUMMARY = ("config", "corpus", "step", "epoch", "val_loss", "best_val", "command")
+
+
 def save_model(path, model: CharModel, extra_meta: dict | None = None) -> None:
+    """Write the model alone: parameters, config, vocabulary, and a summary of its training."""
     meta = model_meta(model)
+    if "train" in model.meta or "trained" in model.meta:
+        summary = model.meta.get("trained") or model.meta["train"]
+        meta["trained"] = {k: summary[k] for k in TRAINING_SUMMARY if k in summary}
     meta.update(extra_meta or {})
     write_checkpoint(path, meta, model_arrays(model))
 

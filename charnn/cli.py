@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 import click
@@ -93,7 +94,8 @@ def train(ctx, corpus, resume, quiet, **options):
         else:
             config = TrainConfig(corpus=corpus, **options)
         config = resolve_paths(config)
-        result = run_training(config, resume=resume, reporter=None if quiet else ConsoleReporter())
+        command = " ".join(["charnn"] + [shlex.quote(a) for a in sys.argv[1:]])
+        result = run_training(config, resume=resume, reporter=None if quiet else ConsoleReporter(), command=command)
     except KeyboardInterrupt:
         _remember_if_written(config)
         _fail(f"interrupted; saved {config.out}: add --resume {config.out} to continue", 130)

@@ -45,7 +45,7 @@ class ConsoleReporter(Reporter):
         steps = f"{total_steps} steps" if total_steps < UNLIMITED else f"{config.time_limit:g} s"
         self._echo(
             f"{config.model} {config.layers}x{config.hidden}, {n:,} parameters, vocab {model.config.vocab_size}; "
-            f"{n_train:,} train / {n_val:,} validation chars; {verb} {steps} of {chars_per_step}-char steps "
+            f"{n_train:,} train / {n_val:,} validation chars; {verb} {steps}, {chars_per_step} chars a step "
             f"-> {config.out}"
         )
 

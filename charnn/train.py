@@ -179,12 +179,14 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | None = None) -> TrainResult:
+def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | None = None,
+          command: str | None = None) -> TrainResult:
     """Train a model as `config` says, or continue the run saved in `resume`.
 
     Writes the latest state to config.out at every evaluation and at the end, and the best
     validation state next to it (see best_path). Raises CharnnError subclasses for bad input,
     DivergedError if the loss stops being finite, KeyboardInterrupt after saving on Ctrl-C.
+    command: the command line that started the run, recorded in the checkpoints.
     """
     config = resolve_paths(config.validate())
     reporter = reporter or Reporter()
@@ -266,6 +268,7 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
             "best_val": None if math.isinf(best_val) else best_val,
             "optimizer": opt_meta,
             "rng": rng.bit_generator.state,
+            "command": command or (saved.get("command") if resume is not None else None),
         }
         arrays = model_arrays(model)
         arrays.update({f"optim/{k}": v for k, v in opt_arrays.items()})

@@ -202,3 +202,12 @@ def test_time_limit_stops_validates_and_saves(corpus_file, tmp_path):
     assert 0 < r.step < 100_000 and r.val_history[-1][0] == r.step
     meta, _ = read_checkpoint(r.checkpoint)
     assert meta["train"]["step"] == r.step
+
+
+def test_model_only_save_keeps_a_training_summary(corpus_file, tmp_path):
+    result = train(cfg(corpus_file, tmp_path, steps=10), command="charnn train tiny.txt --steps 10")
+    charnn.load(result.checkpoint).save(tmp_path / "ship.npz")
+    meta, arrays = read_checkpoint(tmp_path / "ship.npz")
+    assert "train" not in meta and not any(k.startswith(("optim/", "state/")) for k in arrays)
+    assert meta["trained"]["command"] == "charnn train tiny.txt --steps 10" and meta["trained"]["step"] == 10
+    assert os.path.getsize(tmp_path / "ship.npz") < os.path.getsize(result.checkpoint) / 2  # no Adam moments
