@@ -51,6 +51,10 @@ def generate(model, length: int, temperature: float = 1.0, prime: str = "", top_
     if prime_ids is None:
         start = vocab.stoi["\n"] if "\n" in vocab.stoi else int(rng.integers(len(vocab)))
         prime_ids = np.array([start], dtype=np.int32)
+    if getattr(model, "backend", "numpy") == "numba":
+        from .sample_kernels import sample_numba  # the whole loop compiled; same characters as _generate
+
+        return sample_numba(model, prime_ids, length, temperature, top_k, argmax, rng)
     return _generate(model, prime_ids, length, temperature, top_k, argmax, rng)
 
 

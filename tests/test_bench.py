@@ -1,0 +1,124 @@
+"""The speed benchmark (charnn.bench, bench/speed.py) on tiny configurations: the rows have the
+promised fields with sensible values. Timings are never asserted, only that they are positive."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from charnn import bench
+from charnn.bench import CONFIGS, config_by_name, make_config, run_benchmarks
+
+SPEED = os.path.join(os.path.dirname(__file__), "..", "bench", "speed.py")
+
+
+def tiny(model="lstm", layers=1, hidden=16):
+    return make_config(model, layers, hidden, batch_size=4, seq_len=8)
+
+
+@pytest.fixture(autouse=True)
+def no_settling(monkeypatch):
+    monkeypatch.setattr(bench, "SETTLE_S", 0.0)  # the pauses between timed phases only matter for real runs
+
+
+FAST = dict(steps=2, warmup_steps=1, sample_length=20, sample_repeats=2)
+
+
+def positive(x):
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_configs_are_the_issues_five():
+    assert [c["name"] for c in CONFIGS] == ["lstm-2x128", "lstm-2x256", "lstm-2x512", "gru-2x256", "rnn-1x512"]
+    for c in CONFIGS:
+        assert (c["batch_size"], c["seq_len"], c["vocab_size"], c["embed"], c["lr"], c["clip"]) == (32, 64, 65, 64, 2e-3, 5.0)
+    assert config_by_name("rnn-1x512")["activation"] == "tanh"
+    assert config_by_name(" GRU-3x7 ")["name"] == "gru-3x7"
+    for bad in ("lstm", "lstm-2x", "mlp-2x256", "lstm-0x16"):
+        with pytest.raises(ValueError):
+            config_by_name(bad)
+
+
+def test_flop_count_follows_the_formula():
+    # LSTM 2x256, E 64, V 65: per character 6*(D + H)*4H per layer (D = 64, then 256) + 6*H*V for the head
+    assert bench.train_flops_per_char(config_by_name("lstm-2x256")) == 6 * (64 + 256) * 1024 + 6 * (256 + 256) * 1024 + 6 * 256 * 65
+    assert bench.train_flops_per_char(config_by_name("gru-2x256")) == 6 * (64 + 256) * 768 + 6 * 512 * 768 + 6 * 256 * 65
+    assert bench.train_flops_per_char(config_by_name("rnn-1x512")) == 6 * (64 + 512) * 512 + 6 * 512 * 65
+
+
+def test_backend_keyword_is_passed_only_when_accepted():
+    def old(config, vocab, seed=0):
+        pass
+
+    def new(config, vocab, seed=0, backend="numba"):
+        pass
+
+    assert bench.backend_kwargs(old, "numpy") == {}
+    assert bench.backend_kwargs(new, "numpy") == {"backend": "numpy"}
+    assert bench.backend_kwargs(new, None) == {}
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
+def test_charnn_rows_without_torch(model):
+    config = tiny(model)
+    rows = run_benchmarks([config], torch=False, backend="numpy", **FAST)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["kind"] == "speed" and row["config"] == f"{model}-1x16" and row["backend"] == "numpy"
+    for key in ("charnn_train_chars_per_s_median", "charnn_sample_chars_per_s_median", "charnn_train_gflop_per_s_median",
+                "charnn_train_step_s_median", "charnn_sample_call_s_median"):
+        assert positive(row[key]), key
+    assert row["charnn_train_timed_steps"] == 2 and row["charnn_sample_timed_calls"] == 2
+    assert row["charnn_params"] == bench.charnn_param_count(config)
+    assert row["train_flops_per_step"] == bench.train_flops_per_char(config) * 4 * 8
+    assert all(math.isfinite(x) for x in row["charnn_train_loss_first_last"])
+    assert row["torch_train_chars_per_s_median"] is None and row["train_ratio_charnn_over_torch"] is None
+    assert "torch" in row["torch_note"]
+    json.dumps(row)  # every field is JSON
+
+
+def test_both_backends_give_a_row_each():
+    rows = run_benchmarks(["lstm-1x8"], torch=False, backend="both", **dict(FAST, steps=1))
+    assert [r["backend"] for r in rows] == ["numba", "numpy"]
+
+
+def test_torch_twin_does_the_same_work():
+    pytest.importorskip("torch")
+    config = tiny("lstm", layers=2)
+    (row,) = run_benchmarks([config], torch=True, backend="numpy", **FAST)
+    for key in ("torch_train_chars_per_s_median", "torch_sample_chars_per_s_median", "train_ratio_charnn_over_torch",
+                "sample_ratio_charnn_over_torch", "torch_train_gflop_per_s_median"):
+        assert positive(row[key]), key
+    # PyTorch keeps two bias vectors per layer (b_ih, b_hh), charnn one: that is the only difference
+    assert row["torch_extra_bias_params"] == 2 * 4 * 16
+    assert row["torch_note"] is None and row["torch_threads"] >= 1
+
+
+def test_clear_numba_cache_removes_only_cache_files(tmp_path):
+    for name in ("lstm.kernel-1.py311.nbi", "lstm.kernel-1.py311.1.nbc", "lstm.cpython-311.pyc"):
+        (tmp_path / name).write_text("x")
+    assert bench.clear_numba_cache(str(tmp_path)) == 2
+    assert sorted(os.listdir(tmp_path)) == ["lstm.cpython-311.pyc"]
+
+
+def test_startup_row_without_clearing_the_cache():
+    """Fresh processes and the installed console script; cache left alone (other runs may share it)."""
+    row = bench.startup_times(tiny("rnn"), backend="numpy", sample_length=20, clear_cache=False)
+    assert row["kind"] == "startup" and row["cache_cleared"] is False and row["cache_files_removed_before_probe"] == 0
+    for key in ("probe_cold_import_charnn_s", "probe_cold_first_train_step_s", "probe_cold_first_sample_call_s",
+                "probe_warm_first_train_step_s", "probe_warm_first_sample_call_s", "cli_sample_wall_s_cold", "cli_sample_wall_s_warm"):
+        assert positive(row[key]), key
+
+
+def test_speed_script_prints_json_lines_only():
+    proc = subprocess.run([sys.executable, SPEED, "--configs", "rnn-1x8", "--steps", "1", "--warmup", "0", "--sample-length", "10",
+                           "--sample-repeats", "1", "--no-torch", "--no-startup", "--backend", "numpy"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["config"] == "rnn-1x8"
+    assert "torch skipped" in proc.stderr
+    bad = subprocess.run([sys.executable, SPEED, "--configs", "lstm-big"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "bad configuration name" in bad.stderr

@@ -1,0 +1,184 @@
+"""The numba sampling kernels against their numpy reference, charnn.sampling (model.step + pick):
+the same characters for the same seed, the same logits within float32 rounding, and the block-wise
+uniform draws the same stream as one draw per character.
+
+The models are tiny (H of 10 or 12, so the 4-row matvec has a ragged tail and the two-thread layout
+pads H) and every parameter is perturbed, so no bias is zero and every path is exercised.
+"""
+import os
+from functools import partial
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from charnn import sampling
+from charnn.activations import ACTIVATIONS
+from charnn.data import Vocab
+from charnn.model import CharModel, ModelConfig
+from charnn.sample_kernels import (ACTIVATION_CODES, BLOCK, FIRST_BLOCK, _activate, _Chooser, cpus_busy, prepare,
+                                   sample_ids, sample_numba, step_logits)
+
+VOCAB = Vocab(sorted(set("abcdefgh ijk.\n")))  # has a newline: generation starts from it
+VOCAB_NO_NEWLINE = Vocab(list("abcdefg"))  # no newline: the first character is drawn from the rng
+
+MODELS = (
+    [("rnn", act, 8, 1 + i % 2, 12) for i, act in enumerate(ACTIVATIONS)]
+    + [("rnn", "tanh", 0, 2, 10), ("lstm", "tanh", 8, 2, 12), ("lstm", "tanh", 0, 1, 10),
+       ("gru", "tanh", 8, 1, 12), ("gru", "tanh", 0, 2, 10)]
+    + [("mlp", act, 5, 2 - i % 2, 12) for i, act in enumerate(ACTIVATIONS)]
+)
+
+
+def spec_id(spec) -> str:
+    kind, activation, embed, layers, hidden = spec
+    return f"{kind}-{activation}-E{embed}-L{layers}-H{hidden}"
+
+
+# (temperature, top_k, argmax, prime)
+OPTIONS = [(1.0, None, False, ""), (0.6, 3, False, "ab"), (1.4, None, False, "k.a"), (1.0, 20, False, "c"),
+           (0.8, 1, False, ""), (1.0, None, True, "ba")]
+
+
+def make_model(kind, activation, embed, layers, hidden, vocab=VOCAB, seed=0):
+    config = ModelConfig(model=kind, vocab_size=len(vocab), hidden=hidden, layers=layers, embed=embed,
+                         activation=activation, context=3)
+    model = CharModel.create(config, vocab, seed=seed, backend="numpy")  # the reference, throughout
+    rng = np.random.default_rng(seed + 100)
+    for p in model.params.values():  # no zero biases, livelier dynamics than the initialisation
+        p += rng.normal(0.0, 0.4, p.shape).astype(p.dtype)
+    return model
+
+
+def generate_with(sampler, model, *args, **kwargs) -> str:
+    """model.generate with sampling._generate swapped for sampler: the same validation, seeding and
+    choice of the first character as the numpy path."""
+    original = sampling._generate
+    sampling._generate = sampler
+    try:
+        return "".join(model.generate(*args, **kwargs))
+    finally:
+        sampling._generate = original
+
+
+@pytest.mark.parametrize("spec", MODELS, ids=spec_id)
+def test_kernel_samples_the_numpy_sequence(spec):
+    model = make_model(*spec)
+    for temperature, top_k, argmax, prime in OPTIONS:
+        for seed in (0, 1):
+            kwargs = dict(temperature=temperature, prime=prime, top_k=top_k, argmax=argmax, seed=seed)
+            expected = "".join(model.generate(150, **kwargs))
+            assert generate_with(sample_numba, model, 150, **kwargs) == expected, kwargs
+
+
+@pytest.mark.parametrize("spec", [s for s in MODELS if s[0] != "mlp" and s[1] in ("tanh", "sigmoid")],
+                         ids=spec_id)
+def test_hidden_units_split_over_two_threads_sample_the_same_sequence(spec):
+    """Two unit blocks (H padded to whole cache lines; padded units feed only zero weights). Short:
+    on a loaded machine each parallel region can wait for a time slice."""
+    model = make_model(*spec)
+    kwargs = dict(temperature=0.9, prime="ab", top_k=5, seed=2)
+    expected = "".join(model.generate(60, **kwargs))
+    assert generate_with(partial(sample_numba, threads=2), model, 60, **kwargs) == expected
+
+
+@pytest.mark.parametrize("kind", ["lstm", "mlp"])
+def test_first_character_drawn_from_the_rng_without_newline(kind):
+    model = make_model(kind, "tanh", 4, 1, 12, vocab=VOCAB_NO_NEWLINE)
+    for seed in range(4):
+        expected = "".join(model.generate(100, seed=seed))
+        assert generate_with(sample_numba, model, 100, seed=seed) == expected
+
+
+@pytest.mark.parametrize("spec", MODELS, ids=spec_id)
+def test_kernel_logits_match_model_step(spec):
+    model = make_model(*spec)
+    ids = np.random.default_rng(3).integers(0, len(VOCAB), size=7)
+    state = model.initial_state(1)
+    for i in ids:
+        logits, state = model.step(np.array([i]), state)
+    expected = logits[0]
+    for threads in (1, 2):
+        got = step_logits(model, ids, threads=threads)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        err = np.max(np.abs(got - expected)) / np.max(np.abs(expected))
+        assert err < 1e-5, f"threads={threads}: relative error {err:.1e}"
+
+
+def test_block_draws_are_the_stream_of_single_draws():
+    singles = np.random.default_rng(7)
+    expected = np.array([singles.random() for _ in range(FIRST_BLOCK + 3 * BLOCK + 5)])
+    blocks = np.random.default_rng(7)
+    got = np.concatenate([blocks.random(n) for n in (FIRST_BLOCK, BLOCK, BLOCK, BLOCK, 5)])
+    assert np.array_equal(got, expected)
+    assert blocks.bit_generator.state == singles.bit_generator.state
+
+
+def test_sample_ids_streams_blocks_and_leaves_the_rng_where_the_numpy_path_does():
+    model = make_model("gru", "tanh", 8, 2, 12)
+    prime = np.array([1, 2], dtype=np.int32)
+    length = FIRST_BLOCK + 2 * BLOCK + 3
+    rng_numpy, rng_kernel = np.random.default_rng(5), np.random.default_rng(5)
+    expected = "".join(sampling._generate(model, prime, length, 1.0, None, False, rng_numpy))
+    blocks = list(sample_ids(model, prime, length, rng=rng_kernel))
+    assert [len(b) for b in blocks] == [FIRST_BLOCK, BLOCK, BLOCK, 3]
+    assert "".join(VOCAB.chars[i] for i in np.concatenate(blocks)) == expected
+    assert rng_kernel.bit_generator.state == rng_numpy.bit_generator.state
+    assert list(sample_ids(model, prime, 0, rng=rng_kernel)) == []
+
+
+def test_argmax_consumes_no_draws():
+    model = make_model("lstm", "tanh", 8, 1, 12)
+    rng = np.random.default_rng(9)
+    before = rng.bit_generator.state
+    "".join(sample_numba(model, np.array([0]), 50, argmax=True, rng=rng))
+    assert rng.bit_generator.state == before
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activations_match_charnn_activations(name):
+    """The kernels' tanh is their own (arithmetic, so it vectorises): within a few float32 ulp."""
+    a = np.concatenate([np.linspace(-12, 12, 20001), [0.0, -0.0, 1e-30, -1e-30, 0.625, -0.625, 88.0, -88.0]])
+    a = a.astype(np.float32)
+    h = np.empty_like(a)
+    _activate(a, h, ACTIVATION_CODES[name])
+    expected = ACTIVATIONS[name].forward(a)
+    assert h.dtype == np.float32
+    assert np.allclose(h, expected, rtol=4e-7, atol=1e-7), np.max(np.abs(h - expected))
+
+
+def test_unknown_models_are_not_implemented():
+    config = SimpleNamespace(model="transformer", activation="tanh", hidden=8, layers=1, embed=4, context=3,
+                             vocab_size=5)
+    with pytest.raises(NotImplementedError):
+        prepare(SimpleNamespace(config=config, params={}))
+    with pytest.raises(NotImplementedError):
+        prepare(SimpleNamespace(config=SimpleNamespace(**(vars(config) | {"model": "rnn", "activation": "gelu"})),
+                                params={}))
+
+
+def test_chooser_runs_the_faster_thread_count_and_probes_the_other_ever_less_often():
+    def run(cost, calls=60):
+        """The thread counts picked when a call on n threads takes cost(n, call) per step."""
+        chooser, picks = _Chooser([1, 2], first_gap=4), []
+        for call in range(calls):
+            n = chooser.next()
+            picks.append(n)
+            chooser.record(n, cost(n, call), 1)
+        return picks
+
+    def at(picks, n):
+        return [i for i, m in enumerate(picks) if m == n]
+
+    picks = run(lambda n, call: {1: 1.0, 2: 3.0}[n])  # two threads slower: probed at doubling gaps
+    assert at(picks, 2) == [2, 6, 14, 30]
+    picks = run(lambda n, call: {1: 2.0, 2: 1.0}[n])  # two threads faster: taken from the first probe
+    assert at(picks, 1) == [0, 1, 6, 10, 18, 34]
+    picks = run(lambda n, call: {1: 2.0, 2: 1.0 if call < 20 else 100.0}[n])  # then a core gets busy
+    assert picks[20] == 2 and set(picks[21:24]) == {1}  # at once back to one thread
+
+
+def test_cpus_busy_counts_the_threads_asked_for():
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc/loadavg: cpus_busy answers False")
+    assert cpus_busy(10_000)  # more threads than CPUs can never find them idle
