@@ -185,6 +185,30 @@ def evaluate(checkpoint, file, show, backend):
     click.echo(f"{file}: {len(nats)} characters scored, loss {mean:.4f} nats/char = {mean / math.log(2):.4f} bits/char")
 
 
+@main.command()
+@click.option("--configs", default=None, help="Comma-separated subset, e.g. lstm-2x256,gru-2x256 [default: all five].")
+@click.option("--steps", type=POSITIVE, default=20, show_default=True, help="Timed training steps per configuration.")
+@click.option("--backend", type=click.Choice([*BACKENDS, "both"]), default="numba", show_default=True, help="charnn backend to time.")
+@click.option("--no-torch", is_flag=True, help="Skip PyTorch even if it is installed.")
+@click.option("--startup/--no-startup", default=False, show_default=True, help="Also time first calls and `charnn sample` cold/warm start (clears numba's cache).")
+def bench(configs, steps, backend, no_torch, startup):
+    """Time training and sampling chars/s against PyTorch on this CPU; one JSON line per configuration.
+
+    The same as `python bench/speed.py`. PyTorch is optional (`pip install torch==2.13.0`).
+    """
+    import json
+
+    from .bench import config_by_name, iter_benchmarks
+
+    try:
+        chosen = [config_by_name(n) for n in configs.split(",") if n.strip()] if configs else None
+    except ValueError as e:
+        _fail(str(e))
+    note = lambda text: click.echo(text, err=True)
+    for row in iter_benchmarks(chosen, steps=steps, backend=backend, torch=not no_torch, startup=startup, note=note):
+        click.echo(json.dumps(row))
+
+
 def _remember(path: str) -> None:
     """Record the checkpoint just written, so a plain `charnn sample` finds it."""
     try:

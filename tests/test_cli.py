@@ -182,3 +182,7 @@ def test_eval_reports_loss_and_shows_surprisal(runner, corpus_file, text, tmp_pa
 def click_unstyle(s):
     import click
     return click.unstyle(s)
+
+
+def test_bench_command_rejects_unknown_configs(runner):
+    assert_clean_error(invoke(runner, "bench", "--configs", "lstm-2x256,transformer-1x1"), "bad configuration name")
