@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -75,7 +76,7 @@ def get(name, force, source, quiet):
     """
     def progress(length):
         return click.progressbar(length=length, label=f"downloading {name} ({length / 1e6:,.1f} MB)",
-                                 file=click.get_text_stream("stderr"))
+                                 file=sys.stderr)
 
     try:
         result = corpora.get_corpus(name, force=force, source=source,
