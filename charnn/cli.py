@@ -169,7 +169,7 @@ def evaluate(checkpoint, file, show, backend):
     from .data import read_corpus
 
     try:
-        model = load(checkpoint, backend=backend)
+        model = load(resolve_checkpoint(checkpoint), backend=backend)
         text = read_corpus(file)
         if len(text) < 2:
             raise CharnnError(f"{file} has a single character: nothing to predict")
@@ -224,19 +224,31 @@ def _remember_if_written(config) -> None:
         _remember(config.out)
 
 
-def _default_checkpoint() -> str:
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")  # the checkout's
+
+
+def resolve_checkpoint(name: str | None) -> str:
+    """A path as given; a bare name (`shakespeare`) that is no file here is a shipped checkpoint;
+    nothing: the checkpoint `charnn train` wrote last, else the shipped `shakespeare`."""
+    if name:
+        shipped = os.path.join(SHIPPED, name + ".npz")
+        if not os.path.exists(name) and os.sep not in name and os.path.exists(shipped):
+            return shipped
+        return name
     try:
         with open(LATEST, encoding="utf-8") as f:
             path = f.read().strip()
     except OSError:
         path = ""
-    if not path:
-        raise CharnnError("no checkpoint given and none trained here yet: run `charnn train CORPUS` first, or pass --checkpoint PATH")
-    return path
+    if path:
+        return path
+    if os.path.exists(os.path.join(SHIPPED, "shakespeare.npz")):
+        return os.path.join(SHIPPED, "shakespeare.npz")
+    raise CharnnError("no checkpoint given and none trained here yet: run `charnn train CORPUS` first, or pass --checkpoint PATH")
 
 
 @main.command()
-@click.option("--checkpoint", "-c", type=click.Path(dir_okay=False), default=None, help="Checkpoint to sample from [default: the one `charnn train` wrote last].")
+@click.option("--checkpoint", "-c", type=click.Path(dir_okay=False), default=None, help="Checkpoint path, or a shipped name (shakespeare) [default: the one `charnn train` wrote last, else shakespeare].")
 @click.option("--length", "-n", type=click.IntRange(min=0), default=1000, show_default=True, help="Characters to generate.")
 @click.option("--temperature", "-t", type=POSITIVE_FLOAT, default=1.0, show_default=True, help="Below 1: safer, more repetitive; above 1: more surprising.")
 @click.option("--prime", "-p", default="", help="Text to start from (printed first); every character must be in the model's vocabulary.")
@@ -253,7 +265,7 @@ def sample(checkpoint, length, temperature, prime, top_k, argmax, seed, backend)
       charnn sample -c checkpoints/input-lstm.best.npz --top-k 5
     """
     try:
-        model = load(checkpoint or _default_checkpoint(), backend=backend)
+        model = load(resolve_checkpoint(checkpoint), backend=backend)
         chars = model.generate(length, temperature=temperature, prime=prime, top_k=top_k, argmax=argmax, seed=seed)
     except CharnnError as e:
         _fail(str(e))

@@ -76,7 +76,8 @@ def test_nonsense_training_options(runner, corpus_file, option, value):
     assert option in r.output or "Invalid value" in r.output
 
 
-def test_bad_sampling_inputs(runner, corpus_file, tmp_path):
+def test_bad_sampling_inputs(runner, corpus_file, tmp_path, monkeypatch):
+    monkeypatch.setattr("charnn.cli.SHIPPED", str(tmp_path / "no-shipped-checkpoints"))
     assert_clean_error(invoke(runner, "sample"), "no checkpoint given")
     assert_clean_error(invoke(runner, "sample", "-c", "nope.npz"), "checkpoint not found")
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
@@ -186,3 +187,18 @@ def click_unstyle(s):
 
 def test_bench_command_rejects_unknown_configs(runner):
     assert_clean_error(invoke(runner, "bench", "--configs", "lstm-2x256,transformer-1x1"), "bad configuration name")
+
+
+def test_shipped_names_and_fallback(runner, corpus_file, tmp_path, monkeypatch):
+    shipped = tmp_path / "shipped"
+    monkeypatch.setattr("charnn.cli.SHIPPED", str(shipped))
+    invoke(runner, "train", corpus_file, *SMALL, "--steps", "3", "--quiet", "--out", "elsewhere/m.npz")
+    import charnn
+    shipped.mkdir()
+    charnn.load("elsewhere/m.npz").save(shipped / "shakespeare.npz")
+    os.remove("checkpoints/.latest")
+    a = invoke(runner, "sample", "-n", "30", "--seed", "2")  # nothing trained here: the shipped model
+    b = invoke(runner, "sample", "-n", "30", "--seed", "2", "--checkpoint", "shakespeare")
+    c = invoke(runner, "sample", "-n", "30", "--seed", "2", "--checkpoint", "elsewhere/m.npz")
+    assert a.exit_code == 0 and a.output == b.output == c.output
+    assert_clean_error(invoke(runner, "sample", "--checkpoint", "latex"), "checkpoint not found")
