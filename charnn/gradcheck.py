@@ -100,3 +100,11 @@ def gradcheck_model(model: str = "lstm", activation: str = "tanh", *, vocab_size
     ids = rng.integers(0, vocab_size, (batch, steps))
     targets = rng.integers(0, vocab_size, (batch, steps))
     return model_gradient_errors(m, ids, targets, seed=seed)
+
+
+def assert_gradients_match(f: Callable[[], float], analytic, *arrays, tol: float = 1e-7) -> None:
+    """Assert each analytic gradient equals the numerical gradient of scalar f() with respect to
+    its array (the arrays are paired with `analytic` in order), to max relative error `tol`."""
+    for a, x in zip(analytic, arrays):
+        err = rel_error(a, numerical_gradient(f, x))
+        assert err < tol, f"relative error {err:.2e} >= {tol:g}"

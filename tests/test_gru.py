@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from charnn.gradcheck import numerical_gradient, rel_error
+from charnn.gradcheck import assert_gradients_match, numerical_gradient, rel_error
 from charnn.gru import gru_backward, gru_forward, gru_step_backward, gru_step_forward
 
 TOL = 1e-7
@@ -21,10 +21,7 @@ def rng():
 
 
 def check(f, analytic, *arrays):
-    """Assert each analytic gradient matches the numerical gradient of scalar f() w.r.t. its array."""
-    for a, x in zip(analytic, arrays):
-        err = rel_error(a, numerical_gradient(f, x))
-        assert err < TOL, f"relative error {err:.2e}"
+    assert_gradients_match(f, analytic, *arrays, tol=TOL)
 
 
 def gru_params(rng, D=4, H=5):

@@ -6,7 +6,7 @@ must be below 1e-7 for every gradient; correct code measures ~1e-9 to 1e-11.
 import numpy as np
 import pytest
 
-from charnn.gradcheck import numerical_gradient, rel_error
+from charnn.gradcheck import assert_gradients_match, numerical_gradient, rel_error
 from charnn.layers import (
     embedding_backward, embedding_forward, linear_backward, linear_forward, log_softmax, one_hot,
     softmax_cross_entropy_backward, softmax_cross_entropy_forward,
@@ -23,10 +23,7 @@ def rng():
 
 
 def check(f, analytic, *arrays):
-    """Assert each analytic gradient matches the numerical gradient of scalar f() w.r.t. its array."""
-    for a, x in zip(analytic, arrays):
-        err = rel_error(a, numerical_gradient(f, x))
-        assert err < TOL, f"relative error {err:.2e}"
+    assert_gradients_match(f, analytic, *arrays, tol=TOL)
 
 
 # ------------------------------------------------------------ embedding, linear, softmax-CE
