@@ -57,6 +57,8 @@ def main():
 @click.option("--clip", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Max global gradient norm; 0 disables clipping.")
 @click.option("--steps", type=POSITIVE, default=None, help="Stop after this many steps in total [default: 2000 unless --epochs is given].")
 @click.option("--epochs", type=POSITIVE_FLOAT, default=None, help="Stop after this many passes over the training split (the earlier of --steps/--epochs wins).")
+@click.option("--sample-every", type=click.IntRange(min=0), default=0, show_default=True, help="Print a sample every N steps to watch the text improve; 0: never.")
+@click.option("--sample-length", type=POSITIVE, default=200, show_default=True, help="Characters in each of those samples.")
 @click.option("--time-limit", type=POSITIVE_FLOAT, default=None, help="Or stop after this many seconds (then validate and save).")
 @click.option("--eval-every", type=POSITIVE, default=200, show_default=True, help="Steps between validation passes; each writes the checkpoints.")
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Last fraction of the text held out for validation.")

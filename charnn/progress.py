@@ -76,6 +76,9 @@ class ConsoleReporter(Reporter):
         mark = " (best)" if best else ""
         self._echo(f"step {step}: validation loss {val_loss:.4f} nats = {val_loss / math.log(2):.4f} bits/char{mark}")
 
+    def sample(self, *, step, text):
+        self._echo(f"--- sample at step {step} ---\n{text}\n---")
+
     def message(self, text):
         self._echo(text)
 

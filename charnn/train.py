@@ -55,6 +55,8 @@ class TrainConfig:
     epochs: float | None = None  # or after this many passes over the training split
     time_limit: float | None = None  # or after this many seconds of this run (then validates and saves)
     eval_every: int = 200  # steps between validation passes (each also writes checkpoints)
+    sample_every: int = 0  # steps between printed samples, to watch the text improve; 0: never
+    sample_length: int = 200  # characters in each of those samples
     seed: int = 1337  # initialisation and every other random choice
     backend: str = "numba"  # numba: fused kernels; numpy: the reference implementation (slower)
     out: str | None = None  # checkpoint path; default checkpoints/<corpus>-<model>.npz
@@ -81,6 +83,8 @@ class TrainConfig:
             raise CharnnError(f"embed must be 0 (one-hot) or a positive integer, got {self.embed!r}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
             raise CharnnError(f"steps must be a positive integer, got {self.steps!r}")
+        if not isinstance(self.sample_every, int) or self.sample_every < 0 or not isinstance(self.sample_length, int) or self.sample_length < 1:
+            raise CharnnError("sample_every must be >= 0 and sample_length >= 1")
         if self.time_limit is not None and not self.time_limit > 0:
             raise CharnnError(f"time limit must be > 0 seconds, got {self.time_limit!r}")
         if self.epochs is not None and not (self.epochs > 0 and math.isfinite(self.epochs)):
@@ -138,6 +142,7 @@ class Reporter:
     def start(self, *, step: int, total_steps: int, chars_per_step: int, model: CharModel, config: TrainConfig, n_train: int, n_val: int): ...
     def step(self, *, step: int, loss: float, chars_per_s: float): ...
     def eval(self, *, step: int, val_loss: float, best: bool): ...
+    def sample(self, *, step: int, text: str): ...
     def message(self, text: str): ...
     def close(self): ...
 
@@ -321,6 +326,9 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
                 out_of_time = config.time_limit is not None and time.perf_counter() - started >= config.time_limit
                 if step % config.eval_every == 0 or step == total_steps or out_of_time:
                     evaluate_and_save()
+                if config.sample_every and step % config.sample_every == 0:
+                    # its own seed: watching the samples must not change the training run
+                    reporter.sample(step=step, text=model.sample(config.sample_length, temperature=0.8, seed=step))
                 if out_of_time:
                     reporter.message(f"time limit of {config.time_limit:g} s reached at step {step}")
                     break

@@ -202,3 +202,8 @@ def test_shipped_names_and_fallback(runner, corpus_file, tmp_path, monkeypatch):
     c = invoke(runner, "sample", "-n", "30", "--seed", "2", "--checkpoint", "elsewhere/m.npz")
     assert a.exit_code == 0 and a.output == b.output == c.output
     assert_clean_error(invoke(runner, "sample", "--checkpoint", "latex"), "checkpoint not found")
+
+
+def test_sample_every_prints_samples(runner, corpus_file):
+    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "6", "--sample-every", "3", "--sample-length", "20")
+    assert r.exit_code == 0 and r.output.count("--- sample at step") == 2

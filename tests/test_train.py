@@ -211,3 +211,18 @@ def test_model_only_save_keeps_a_training_summary(corpus_file, tmp_path):
     assert "train" not in meta and not any(k.startswith(("optim/", "state/")) for k in arrays)
     assert meta["trained"]["command"] == "charnn train tiny.txt --steps 10" and meta["trained"]["step"] == 10
     assert os.path.getsize(tmp_path / "ship.npz") < os.path.getsize(result.checkpoint) / 2  # no Adam moments
+
+
+def test_sample_every_reports_samples_without_changing_the_run(corpus_file, tmp_path):
+    class Collect(Reporter):
+        def __init__(self):
+            self.samples = []
+
+        def sample(self, *, step, text):
+            self.samples.append((step, text))
+
+    plain = train(cfg(corpus_file, tmp_path, steps=20, out=str(tmp_path / "a.npz")))
+    seen = Collect()
+    watched = train(cfg(corpus_file, tmp_path, steps=20, sample_every=8, sample_length=30, out=str(tmp_path / "b.npz")), reporter=seen)
+    assert watched.losses == plain.losses
+    assert [s for s, _ in seen.samples] == [8, 16] and all(len(t) == 30 for _, t in seen.samples)
