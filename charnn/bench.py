@@ -25,8 +25,8 @@ What is timed, per configuration (a dict like the entries of CONFIGS):
 Training data are random ids over a 65-character vocabulary (the tiny Shakespeare character set),
 cut into B streams by charnn's own BatchStreams; speed does not depend on what the text says.
 
-The `backend` keyword ("numba" or "numpy") is passed to CharModel.create and make_optimizer only
-when their signatures accept it (see backend_kwargs), so this module runs with or without it.
+The charnn backend ("numba" or "numpy"; None: charnn's default) is used for the model and the
+optimizer alike, as `charnn train --backend` does.
 
 Nothing here is imported by the rest of charnn, and PyTorch is imported only inside the torch_*
 functions: charnn does not depend on it.
@@ -34,7 +34,6 @@ functions: charnn does not depend on it.
 from __future__ import annotations
 
 import glob
-import inspect
 import json
 import math
 import os
@@ -51,7 +50,7 @@ from typing import Iterator
 import numpy as np
 
 from .data import BatchStreams, Vocab
-from .model import GATES, CharModel, ModelConfig
+from .model import DEFAULT_BACKEND, GATES, CharModel, ModelConfig
 from .optim import clip_grad_norm, make_optimizer
 
 # The tiny Shakespeare character set: newline, space, 11 punctuation marks and digits, A-Z, a-z.
@@ -144,28 +143,13 @@ def _streams(config: dict, chunks: int = 8, seed: int = 0) -> BatchStreams:
 
 
 # ---------------------------------------------------------------- backends
-def backend_kwargs(fn, backend: str | None) -> dict:
-    """{"backend": backend} when `fn` takes a `backend` keyword, else {} (older charnn: one backend)."""
-    if backend is None:
-        return {}
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"backend": backend} if "backend" in params else {}
-
-
 def make_model(config: dict, backend: str | None = "numba", seed: int = 0) -> CharModel:
-    """CharModel.create(ModelConfig(...), Vocab(...), seed=seed), with backend= when it is accepted."""
-    return CharModel.create(_model_config(config), _vocab(config), seed=seed, **backend_kwargs(CharModel.create, backend))
+    """CharModel.create(ModelConfig(...), Vocab(...), seed=seed) on `backend` (None: the default)."""
+    return CharModel.create(_model_config(config), _vocab(config), seed=seed, backend=backend or DEFAULT_BACKEND)
 
 
 def _backend_report(model, optimizer, backend: str | None) -> dict:
-    model_ok = bool(backend_kwargs(CharModel.create, backend))
-    optim_ok = bool(backend_kwargs(make_optimizer, backend))
-    effective = getattr(model, "backend", None) or (backend if model_ok else "default (CharModel.create has no backend keyword)")
-    return {"backend": backend, "backend_effective": effective,
-            "backend_keyword": {"CharModel.create": model_ok, "make_optimizer": optim_ok}}
+    return {"backend": backend, "backend_effective": model.backend}
 
 
 # ---------------------------------------------------------------- charnn
@@ -192,7 +176,7 @@ def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, b
     """
     B, T = config["batch_size"], config["seq_len"]
     model = make_model(config, backend, seed)
-    optimizer = make_optimizer(config.get("optimizer", "adam"), model.params, config["lr"], **backend_kwargs(make_optimizer, backend))
+    optimizer = make_optimizer(config.get("optimizer", "adam"), model.params, config["lr"], backend or DEFAULT_BACKEND)
     streams = _streams(config, seed=seed)
     cpe = streams.chunks_per_epoch
     state = model.initial_state(B)
@@ -412,7 +396,7 @@ def _probe(spec: dict, t_start: float) -> dict:
     config, backend, length = spec["config"], spec["backend"], spec["sample_length"]
     B = config["batch_size"]
     model = make_model(config, backend, seed=0)
-    optimizer = make_optimizer(config.get("optimizer", "adam"), model.params, config["lr"], **backend_kwargs(make_optimizer, backend))
+    optimizer = make_optimizer(config.get("optimizer", "adam"), model.params, config["lr"], backend or DEFAULT_BACKEND)
     streams = _streams(config, seed=0)
     state = model.initial_state(B)
     step_s = []

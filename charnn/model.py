@@ -137,7 +137,6 @@ def make_cell(kind: str, activation: str = "tanh", ops: SimpleNamespace | None =
 RECURRENT = ("rnn", "lstm", "gru")
 MODELS = RECURRENT + ("mlp",)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-CELLS = MODELS  # names accepted by --model
 
 
 # ---------------------------------------------------------------- configuration

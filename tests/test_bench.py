@@ -48,16 +48,13 @@ def test_flop_count_follows_the_formula():
     assert bench.train_flops_per_char(config_by_name("rnn-1x512")) == 6 * (64 + 512) * 512 + 6 * 512 * 65
 
 
-def test_backend_keyword_is_passed_only_when_accepted():
-    def old(config, vocab, seed=0):
-        pass
+def test_make_model_uses_the_backend_asked_for():
+    from charnn.model import DEFAULT_BACKEND
 
-    def new(config, vocab, seed=0, backend="numba"):
-        pass
-
-    assert bench.backend_kwargs(old, "numpy") == {}
-    assert bench.backend_kwargs(new, "numpy") == {"backend": "numpy"}
-    assert bench.backend_kwargs(new, None) == {}
+    tiny = config_by_name("lstm-1x16")
+    assert bench.make_model(tiny, backend="numpy").backend == "numpy"
+    assert bench.make_model(tiny, backend="numba").backend == "numba"
+    assert bench.make_model(tiny, backend=None).backend == DEFAULT_BACKEND
 
 
 @pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
