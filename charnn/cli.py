@@ -100,7 +100,9 @@ def train(ctx, corpus, resume, quiet, **options):
         result = run_training(config, resume=resume, reporter=None if quiet else ConsoleReporter(), command=command)
     except KeyboardInterrupt:
         _remember_if_written(config)
-        _fail(f"interrupted; saved {config.out}: add --resume {config.out} to continue", 130)
+        if config is not None and config.out and os.path.exists(config.out):
+            _fail(f"interrupted; saved {config.out}: add --resume {config.out} to continue", 130)
+        _fail("interrupted before any checkpoint was written", 130)
     except CharnnError as e:
         _remember_if_written(config)
         _fail(str(e))
