@@ -52,9 +52,13 @@ def generate(model, length: int, temperature: float = 1.0, prime: str = "", top_
         start = vocab.stoi["\n"] if "\n" in vocab.stoi else int(rng.integers(len(vocab)))
         prime_ids = np.array([start], dtype=np.int32)
     if getattr(model, "backend", "numpy") == "numba":
-        from .sample_kernels import sample_numba  # the whole loop compiled; same characters as _generate
+        from . import fast_sampling as fs  # the whole loop compiled; same characters as _generate
 
-        return sample_numba(model, prime_ids, length, temperature, top_k, argmax, rng)
+        if length > fs.COLD_NUMPY_MAX or fs.is_compiled(model):
+            return fs.sample_numba(model, prime_ids, length, temperature, top_k, argmax, rng)
+        # first run after an install: numpy now (quicker than compiling), compiled from the next run
+        fs.start_background_warm_up()
+        model = type(model)(model.config, model.vocab, model.params, model.meta, backend="numpy")
     return _generate(model, prime_ids, length, temperature, top_k, argmax, rng)
 
 

@@ -16,8 +16,9 @@ from charnn import sampling
 from charnn.activations import ACTIVATIONS
 from charnn.data import Vocab
 from charnn.model import CharModel, ModelConfig
-from charnn.sample_kernels import (ACTIVATION_CODES, BLOCK, FIRST_BLOCK, _activate, _Chooser, cpus_busy, prepare,
-                                   sample_ids, sample_numba, step_logits)
+from charnn.fast_sampling import (BLOCK, FIRST_BLOCK, _Chooser, cpus_busy, is_compiled, prepare, sample_ids, sample_numba,
+                                  step_logits)
+from charnn.kernels import ACTIVATION_CODES, activate_vector
 
 VOCAB = Vocab(sorted(set("abcdefgh ijk.\n")))  # has a newline: generation starts from it
 VOCAB_NO_NEWLINE = Vocab(list("abcdefg"))  # no newline: the first character is drawn from the rng
@@ -141,7 +142,7 @@ def test_activations_match_charnn_activations(name):
     a = np.concatenate([np.linspace(-12, 12, 20001), [0.0, -0.0, 1e-30, -1e-30, 0.625, -0.625, 88.0, -88.0]])
     a = a.astype(np.float32)
     h = np.empty_like(a)
-    _activate(a, h, ACTIVATION_CODES[name])
+    activate_vector(a, h, ACTIVATION_CODES[name])
     expected = ACTIVATIONS[name].forward(a)
     assert h.dtype == np.float32
     assert np.allclose(h, expected, rtol=4e-7, atol=1e-7), np.max(np.abs(h - expected))
@@ -182,3 +183,41 @@ def test_cpus_busy_counts_the_threads_asked_for():
     if not os.path.exists("/proc/loadavg"):
         pytest.skip("no /proc/loadavg: cpus_busy answers False")
     assert cpus_busy(10_000)  # more threads than CPUs can never find them idle
+
+
+def test_is_compiled_after_the_kernel_has_run_in_this_process():
+    model = make_model("gru", "tanh", 8, 1, 12)
+    step_logits(model, [1, 2])  # compiles (or loads from the cache)
+    assert is_compiled(model)
+
+
+COLD_SCRIPT = """
+import sys, charnn
+from charnn.fast_sampling import is_compiled
+model = charnn.load(sys.argv[1])
+print(is_compiled(model))
+print("".join(model.generate(200, prime="ab", seed=3)))
+"""
+
+
+def test_first_run_on_a_cold_cache_samples_with_numpy_and_the_warm_up_makes_later_runs_compiled(tmp_path):
+    """A fresh numba cache (NUMBA_CACHE_DIR): the first process sees the kernel uncompiled and samples
+    with the numpy path; after `python -m charnn.fast_sampling` (the background warm-up, run here in
+    the foreground) a new process finds it compiled and samples the same characters with it."""
+    import subprocess
+    import sys
+
+    model = make_model("lstm", "tanh", 8, 2, 12)
+    path = tmp_path / "m.npz"
+    model.save(str(path))
+    expected = "".join(model.generate(200, prime="ab", seed=3))  # the numpy reference
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"), CHARNN_BACKGROUND_COMPILE="0")
+
+    def run(*args):
+        done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run("-c", COLD_SCRIPT, str(path)) == f"False\n{expected}\n"
+    run("-m", "charnn.fast_sampling")
+    assert run("-c", COLD_SCRIPT, str(path)) == f"True\n{expected}\n"

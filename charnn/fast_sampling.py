@@ -21,10 +21,11 @@ call with one GEMM and layer 0 needs no input matvec:
     MLP         x0[j, v] = embed.W[v] @ layer0.W[j*E:(j+1)*E]      (K, V+1, H), so that
                 emb(window) @ layer0.W = sum_j x0[j, window[j]]    (concatenation = sum of blocks)
 
-Every @njit function here is cache=True (JIT, as in charnn.kernels), reads no mutable module globals
-(only the integer codes) and calls only functions of this file; weights and state are float32
-(float64 models are cast on the way in). One function is parallel: `_recurrent_step` can split a
-layer's hidden units over threads (see RecurrentNet, prepare and sample_ids for when it pays).
+The kernels live with every other @njit function in charnn.kernels (section "batch-1 sampling");
+this module lays a model's weights out for them, chooses the thread count and streams the ids.
+Weights and state are float32 (float64 models are cast on the way in). One kernel is parallel:
+`recurrent_step_kernel` can split a layer's hidden units over threads (see RecurrentNet, prepare
+and sample_ids for when it pays).
 """
 from __future__ import annotations
 
@@ -33,16 +34,8 @@ from time import perf_counter
 from typing import Iterator, NamedTuple
 
 import numpy as np
-from numba import njit, prange
 
-# error_model="numpy": no Python exception check per float division, so loops with one vectorise
-JIT = dict(cache=True, error_model="numpy", nogil=True)
-
-# activation codes, in the order of charnn.activations.ACTIVATIONS (as in charnn.kernels)
-TANH, SIGMOID, RELU, LEAKY_RELU, ELU, SOFTPLUS = range(6)
-ACTIVATION_CODES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU, "leaky_relu": LEAKY_RELU, "elu": ELU, "softplus": SOFTPLUS}
-RNN, LSTM, GRU = range(3)
-CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+from .kernels import ACTIVATION_CODES, CELL_CODES, mlp_sample_kernel, recurrent_sample_kernel
 
 FIRST_BLOCK = 8  # characters in the first kernel call, so the first output appears at once
 BLOCK = 64  # characters per kernel call after that
@@ -50,7 +43,7 @@ BLOCK = 64  # characters per kernel call after that
 
 # ---------------------------------------------------------------- weights as the kernels see them
 class RecurrentNet(NamedTuple):
-    """A recurrent model laid out for `_recurrent_sample` (all float32, C-contiguous).
+    """A recurrent model laid out for `recurrent_sample_kernel` (all float32, C-contiguous).
 
     The hidden units are split into NB blocks of w units, block b holding units [b*w, (b+1)*w) (H
     is padded with zero units to Hp = NB*w when NB > 1). A block's columns are its units' columns of
@@ -70,7 +63,7 @@ class RecurrentNet(NamedTuple):
 
 
 class MLPNet(NamedTuple):
-    """An MLP model laid out for `_mlp_sample` (all float32, C-contiguous)."""
+    """An MLP model laid out for `mlp_sample_kernel` (all float32, C-contiguous)."""
 
     act: int  # an activation code
     x0: np.ndarray  # (K, V+1, H) layer 0's contribution of id v at window position j
@@ -78,310 +71,6 @@ class MLPNet(NamedTuple):
     b: np.ndarray  # (L, H) biases of all layers
     head_W: np.ndarray  # (H, V)
     head_b: np.ndarray  # (V,)
-
-
-# ---------------------------------------------------------------- kernels: linear algebra
-@njit(**JIT)
-def _matvec(x, W, out):
-    """out = x @ W: x (D,), W (D, M) -> out (M,), float32 accumulation.
-
-    Row k of W is added scaled by x[k], four rows per pass over out: the inner loop runs over
-    contiguous memory and vectorises, out is loaded and stored a quarter as often, and W is read
-    front to back (hardware prefetchers follow it; they stop at 4 KiB pages, so reading column
-    slices of a wide W row by row is several times slower)."""
-    D, M = W.shape
-    out[:] = 0.0
-    k = 0
-    while k + 4 <= D:
-        x0, x1, x2, x3 = x[k], x[k + 1], x[k + 2], x[k + 3]
-        for j in range(M):
-            out[j] += x0 * W[k, j] + x1 * W[k + 1, j] + x2 * W[k + 2, j] + x3 * W[k + 3, j]
-        k += 4
-    while k < D:
-        xk = x[k]
-        for j in range(M):
-            out[j] += xk * W[k, j]
-        k += 1
-
-
-# ---------------------------------------------------------------- kernels: nonlinearities
-@njit(**JIT)
-def _exp_pos(y):
-    """e^y for float32 y in [0, 20] (Cephes expf): y = n ln2 + r with |r| <= ln2 / 2, e^r by a
-    polynomial, 2^n exact as the float of the integer 1 << n. Only arithmetic, so loops vectorise."""
-    n = np.floor(y * np.float32(1.44269504088896341) + np.float32(0.5))  # round(y / ln2)
-    r = y - n * np.float32(0.693359375)  # ln2 in two parts (Cody-Waite): r exact to float32
-    r = r - n * np.float32(-2.12194440e-4)
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    p = p * (r * r) + r + np.float32(1.0)  # e^r
-    return p * np.float32(np.int32(1) << np.int32(n))
-
-
-@njit(**JIT)
-def _tanh(a):
-    """tanh of a float32 by Cephes tanhf's method, within 1.34 ulp of the exact value for every
-    float32 (checked exhaustively; numpy's float32 tanh: 1.37 ulp, numba's np.tanh: 2.19 ulp).
-    Written in arithmetic and selects so that the loops over the gates vectorise: numba's np.tanh
-    is a scalar call of ~12 ns, which at H = 256 cost as much as the matvecs."""
-    x = abs(a)
-    x2 = x * x
-    s = np.float32(-5.70498872745e-3)  # |a| < 0.625: tanh(x) = x + x^3 P(x^2)
-    s = s * x2 + np.float32(2.06390887954e-2)
-    s = s * x2 + np.float32(-5.37397155531e-2)
-    s = s * x2 + np.float32(1.33314422036e-1)
-    s = s * x2 + np.float32(-3.33332819422e-1)
-    small = x + x * x2 * s
-    e = _exp_pos(np.float32(2.0) * min(x, np.float32(10.0)))  # tanh(10) rounds to 1 in float32
-    large = np.float32(1.0) - np.float32(2.0) / (e + np.float32(1.0))  # tanh(x) = 1 - 2 / (e^2x + 1)
-    t = np.copysign(small if x < np.float32(0.625) else large, a)  # odd, -0.0 included
-    return t if a == a else a  # NaN stays NaN
-
-
-@njit(**JIT)
-def _sigmoid(a):
-    """1 / (1 + exp(-a)) in charnn's tanh form (no overflow), float32 in and out."""
-    half = np.float32(0.5)
-    return half * (np.float32(1.0) + _tanh(half * a))
-
-
-@njit(**JIT)
-def _activate(a, h, act):
-    """h = act(a), elementwise, with the formulas of charnn.activations; act is an activation
-    code. The branch sits outside the loops."""
-    zero = np.float32(0.0)
-    if act == TANH:
-        for j in range(a.shape[0]):
-            h[j] = _tanh(a[j])
-    elif act == SIGMOID:
-        for j in range(a.shape[0]):
-            h[j] = _sigmoid(a[j])
-    elif act == RELU:  # max(a, 0)
-        for j in range(a.shape[0]):
-            h[j] = a[j] if a[j] > zero else zero
-    elif act == LEAKY_RELU:  # a if a > 0 else 0.01 a
-        slope = np.float32(0.01)
-        for j in range(a.shape[0]):
-            h[j] = a[j] if a[j] > zero else slope * a[j]
-    elif act == ELU:  # a if a > 0 else expm1(min(a, 0))
-        for j in range(a.shape[0]):
-            h[j] = a[j] if a[j] > zero else np.expm1(a[j])
-    else:  # SOFTPLUS: max(a, 0) + log1p(exp(-|a|)), exp of a non-positive number only
-        for j in range(a.shape[0]):
-            h[j] = max(a[j], zero) + np.log1p(np.exp(-abs(a[j])))
-
-
-# ---------------------------------------------------------------- kernels: one layer, one step
-# Each cell steps one block of w hidden units from its xa = x @ Wx + b and ha = h_prev @ Wh
-# (gates * w,) (gate blocks of w, in the cell's gate order): h_prev, h_next, c are the block's
-# (w,) views of the state. (Views, not an offset index: with an offset numba cannot see that the
-# index is non-negative and the loop no longer vectorises.)
-@njit(**JIT)
-def _rnn_cell(xa, ha, h_next, act):
-    """h_next = act(xa + ha)."""
-    for j in range(xa.shape[0]):
-        ha[j] = xa[j] + ha[j]  # the pre-activation a, over ha
-    _activate(ha, h_next, act)
-
-
-@njit(**JIT)
-def _lstm_cell(xa, ha, c, h_next):
-    """charnn.lstm.lstm_cell: gate blocks i, f, o, g; c updated in place."""
-    w = xa.shape[0] // 4
-    for j in range(w):
-        i = _sigmoid(xa[j] + ha[j])
-        f = _sigmoid(xa[w + j] + ha[w + j])
-        o = _sigmoid(xa[2 * w + j] + ha[2 * w + j])
-        g = _tanh(xa[3 * w + j] + ha[3 * w + j])
-        c[j] = f * c[j] + i * g
-        h_next[j] = o * _tanh(c[j])
-
-
-@njit(**JIT)
-def _gru_cell(xa, ha, h_prev, h_next):
-    """charnn.gru.gru_cell: gate blocks r, z, n, the reset applied after the recurrent matmul
-    (it scales ha_n)."""
-    w = xa.shape[0] // 3
-    one = np.float32(1.0)
-    for j in range(w):
-        r = _sigmoid(xa[j] + ha[j])
-        z = _sigmoid(xa[w + j] + ha[w + j])
-        n = _tanh(xa[2 * w + j] + r * ha[2 * w + j])
-        h_next[j] = (one - z) * n + z * h_prev[j]
-
-
-# ---------------------------------------------------------------- kernels: the head and the draw
-@njit(**JIT)
-def _head(h, W, b, logits):
-    """logits = h @ W + b: h (H,), W (H, V), b (V,) -> logits (V,)."""
-    _matvec(h, W, logits)
-    for j in range(logits.shape[0]):
-        logits[j] += b[j]
-
-
-@njit(**JIT)
-def _kth_largest(z, k, top):
-    """The k-th largest value of z (V,), counting repeats, as np.partition(z, -k)[-k]: an insertion
-    sort of the k largest into top (V,) scratch. (Loops, not np.sort: they compile in a fraction
-    of the time.)"""
-    n = 0  # top[:n] holds the largest values seen so far, descending
-    for j in range(z.shape[0]):
-        v = z[j]
-        if n == k and not v > top[k - 1]:
-            continue
-        i = n if n < k else k - 1  # the slot freed at the end
-        while i > 0 and top[i - 1] < v:
-            top[i] = top[i - 1]
-            i -= 1
-        top[i] = v
-        n = min(n + 1, k)
-    return top[k - 1]
-
-
-@njit(**JIT)
-def _pick(logits, u, temperature, top_k, argmax, z, top, cdf):
-    """charnn.sampling.pick with its uniform draw u in [0, 1) given: logits (V,) float32 -> id.
-    top_k <= 0 means no top-k; z, top, cdf (V,) float64 are scratch."""
-    V = logits.shape[0]
-    if argmax:
-        best = 0
-        for j in range(1, V):
-            if logits[j] > logits[best]:  # strict: the first of equal maxima, as np.argmax
-                best = j
-        return best
-    zmax = -np.inf
-    for j in range(V):
-        z[j] = np.float64(logits[j]) / temperature
-        zmax = max(zmax, z[j])  # the max is always kept, so this is also the max of the kept values
-    kth = -np.inf
-    if 0 < top_k < V:
-        kth = _kth_largest(z, top_k, top)  # ties with it are kept (z >= kth), as in pick
-    total = 0.0
-    for j in range(V):
-        if z[j] >= kth:
-            total += np.exp(z[j] - zmax)  # subtracting the max keeps exp finite at low temperature
-        cdf[j] = total  # a dropped character adds exp(-inf) = 0: the same sequential cumsum
-    target = u * total
-    i = 0
-    while i < V - 1 and cdf[i] <= target:  # searchsorted(cdf, target, side="right"), clamped to V-1
-        i += 1
-    return i
-
-
-# ---------------------------------------------------------------- kernels: whole blocks
-@njit(**JIT)
-def _layer_block(net, l, x_id, blk, h, c, h_next, xa, ha):
-    """Layer l's step for the units of block blk: its xa[blk], ha[blk] (GB,), then the cell.
-    h, c (L, Hp) hold the state, h[l - 1] already stepped; writes the block's units of h_next (Hp,)
-    and c[l]."""
-    xa_b, ha_b = xa[blk], ha[blk]  # (GB,)
-    if l == 0:
-        xa_b[:] = net.x0[blk, x_id]  # embed.W[x_id] @ Wx0 + b0, tabulated
-    else:
-        _matvec(h[l - 1], net.Wx[l - 1, blk], xa_b)  # the layer below, already stepped
-        for j in range(xa_b.shape[0]):
-            xa_b[j] += net.b[l - 1, blk, j]
-    _matvec(h[l], net.Wh[l, blk], ha_b)  # h_prev @ Wh
-    w = xa_b.shape[0] // (4 if net.cell == LSTM else 3 if net.cell == GRU else 1)
-    j0, j1 = blk * w, (blk + 1) * w  # the block's units
-    if net.cell == LSTM:
-        _lstm_cell(xa_b, ha_b, c[l, j0:j1], h_next[j0:j1])
-    elif net.cell == GRU:
-        _gru_cell(xa_b, ha_b, h[l, j0:j1], h_next[j0:j1])
-    else:
-        _rnn_cell(xa_b, ha_b, h_next[j0:j1], net.act)
-
-
-@njit(parallel=True, **JIT)
-def _recurrent_step(net, h, c, x_id, h_next, xa, ha):
-    """Advance every layer one step on input id x_id: h, c (L, Hp) in place. With NB > 1 unit
-    blocks (xa, ha (NB, GB) scratch, h_next (Hp,)) the blocks of a layer run on parallel threads."""
-    NB = xa.shape[0]
-    for l in range(h.shape[0]):
-        if NB == 1:  # no parallel region to start (~1 us each)
-            _layer_block(net, l, x_id, np.int64(0), h, c, h_next, xa, ha)
-        else:
-            # safe in parallel: block blk writes only xa[blk], ha[blk] and its own units of h_next
-            # and c[l]; it reads h[l - 1] (stepped before this loop) and h[l], which no block
-            # writes (h_next is copied into h[l] after the loop).
-            for blk in prange(NB):
-                _layer_block(net, l, x_id, np.int64(blk), h, c, h_next, xa, ha)  # int64: one compile
-        for j in range(h.shape[1]):  # a loop, not h[l, :] = h_next: parallel=True would make that
-            h[l, j] = h_next[j]  # slice copy a parallel region of its own
-
-
-@njit(**JIT)
-def _recurrent_sample(net, h, c, feed, u, temperature, top_k, argmax, out):
-    """Step through feed (M,) ids, then sample N = len(out) ids into out, each step's input the
-    previous step's output; u (N,) float64 holds one uniform per sampled id (unused if argmax).
-    feed[:-1] only warms the state (prime text); the first id sampled follows feed[-1].
-    h, c (L, Hp) float32 are the carried state, updated in place (c unused but for the lstm).
-    Returns the logits (V,) of the last step."""
-    L, Hp = h.shape
-    NB, GB = net.Wh.shape[1], net.Wh.shape[3]
-    V = net.head_b.shape[0]
-    h_next = np.empty(Hp, dtype=np.float32)
-    xa = np.empty((NB, GB), dtype=np.float32)
-    ha = np.empty((NB, GB), dtype=np.float32)
-    logits = np.empty(V, dtype=np.float32)
-    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
-    for t in range(feed.shape[0] - 1):
-        _recurrent_step(net, h, c, feed[t], h_next, xa, ha)
-    current = feed[feed.shape[0] - 1]
-    for t in range(out.shape[0]):
-        _recurrent_step(net, h, c, current, h_next, xa, ha)
-        _head(h[L - 1], net.head_W, net.head_b, logits)
-        current = _pick(logits, u[t], temperature, top_k, argmax, z, top, cdf)
-        out[t] = current
-    return logits
-
-
-@njit(**JIT)
-def _mlp_step(net, window, x_id, a, h):
-    """Shift x_id into window (K,) (the last K ids, padding id V before the text) and run the dense
-    layers: h (H,) gets the last layer's output; a (H,) scratch."""
-    K = window.shape[0]
-    for j in range(K - 1):
-        window[j] = window[j + 1]
-    window[K - 1] = x_id
-    a[:] = 0.0
-    for j in range(K):  # emb(window) @ W0 as the sum of the K tabulated blocks
-        row = net.x0[j, window[j]]  # (H,)
-        for m in range(a.shape[0]):
-            a[m] += row[m]
-    for m in range(a.shape[0]):
-        a[m] += net.b[0, m]
-    H = a.shape[0]
-    _activate(a, h, net.act)
-    for l in range(1, net.b.shape[0]):
-        _matvec(h, net.W[l - 1], a)  # (H,) h @ W; a and h are distinct arrays
-        for m in range(H):
-            a[m] += net.b[l, m]
-        _activate(a, h, net.act)
-
-
-@njit(**JIT)
-def _mlp_sample(net, window, feed, u, temperature, top_k, argmax, out):
-    """`_recurrent_sample` for the MLP: the carried state is window (K,) int64, updated in place."""
-    H = net.b.shape[1]
-    V = net.head_b.shape[0]
-    a = np.empty(H, dtype=np.float32)
-    h = np.empty(H, dtype=np.float32)
-    logits = np.empty(V, dtype=np.float32)
-    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
-    for t in range(feed.shape[0] - 1):
-        _mlp_step(net, window, feed[t], a, h)
-    current = feed[feed.shape[0] - 1]
-    for t in range(out.shape[0]):
-        _mlp_step(net, window, current, a, h)
-        _head(h, net.head_W, net.head_b, logits)
-        current = _pick(logits, u[t], temperature, top_k, argmax, z, top, cdf)
-        out[t] = current
-    return logits
 
 
 # ---------------------------------------------------------------- Python: model -> kernel
@@ -510,9 +199,9 @@ def prepare(model, threads: int | None = None):
         Hp = padded_width(H, max(counts))
         nets = {n: recurrent_net(model, n, Hp) for n in counts}
         state = (np.zeros((cfg.layers, Hp), dtype=np.float32), np.zeros((cfg.layers, Hp), dtype=np.float32))
-        return _recurrent_sample, nets, state
+        return recurrent_sample_kernel, nets, state
     if cfg.model == "mlp":
-        return _mlp_sample, {1: mlp_net(model)}, (np.full(cfg.context, cfg.vocab_size, dtype=np.int64),)
+        return mlp_sample_kernel, {1: mlp_net(model)}, (np.full(cfg.context, cfg.vocab_size, dtype=np.int64),)
     raise NotImplementedError(f"no numba sampling kernel for model type {cfg.model!r}")
 
 
@@ -603,3 +292,90 @@ def step_logits(model, ids, threads: int = 1) -> np.ndarray:
     kernel, nets, state = prepare(model, threads)
     feed = np.asarray(ids, dtype=np.int64).reshape(-1)
     return kernel(nets[max(nets)], *state, feed, np.zeros(1), 1.0, 0, True, np.empty(1, dtype=np.int64))
+
+
+# ---------------------------------------------------------------- the first run on a machine
+# Compiling the sampling kernels takes ~6 s, once per install (numba caches the machine code next to
+# kernels.py). A short sample is quicker to compute with the numpy reference than that, so while the
+# kernels are neither compiled in this process nor cached, `sampling.generate` takes the numpy path
+# for up to COLD_NUMPY_MAX characters and a detached process compiles the cache for the next run.
+COLD_NUMPY_MAX = 20_000  # numpy samples the largest shipped model (LSTM 2x512) at ~2.7k chars/s
+WARM_ENV = "CHARNN_BACKGROUND_COMPILE"  # "0": never start the background compile
+
+
+def _kernel_args(model):
+    """The argument tuple of the model's first kernel call (types are all that matters)."""
+    kernel, nets, state = prepare(model, threads=1)
+    one = np.zeros(1, dtype=np.int64)
+    return kernel, (nets[1], *state, one, np.zeros(1), 1.0, 0, False, one)
+
+
+def is_compiled(model) -> bool:
+    """Whether the model's sampling kernel runs without compiling: compiled in this process, or
+    in numba's on-disk cache for the current kernels.py. (This reads numba's cache index, an
+    internal; if numba changes it, the answer is True and sampling simply compiles as usual.)"""
+    try:
+        from numba import typeof
+        from numba.core.typing.typeof import Purpose
+
+        kernel, args = _kernel_args(model)
+        sig = tuple(typeof(a, Purpose.argument) for a in args)
+        if sig in kernel.overloads:
+            return True
+        cache = kernel._cache
+        key = cache._index_key(sig, kernel.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001  numba internals moved: behave as before this check existed
+        return True
+
+
+def warm_up() -> None:
+    """Compile (and so cache) the sampling kernels for every model family: one recurrent model
+    and one MLP cover them all, since the kernels' argument types do not depend on sizes, cell or
+    activation; a two-thread layout compiles the parallel step."""
+    from .data import Vocab
+    from .model import CharModel, ModelConfig
+
+    vocab = Vocab(list("ab"))
+    for cfg, threads in ((ModelConfig(model="lstm", hidden=32, layers=2, embed=4, vocab_size=2), 2),
+                         (ModelConfig(model="mlp", hidden=8, layers=1, embed=4, context=3, vocab_size=2), 1)):
+        model = CharModel.create(cfg, vocab)
+        list(sample_ids(model, np.array([0]), 2, rng=np.random.default_rng(0), threads=threads))
+
+
+def start_background_warm_up() -> bool:
+    """Start `python -m charnn.fast_sampling` detached (its own session, no terminal output), unless
+    CHARNN_BACKGROUND_COMPILE=0 or one started in the last two minutes (a lock file in the temp
+    folder, one per installed copy of charnn). Returns whether one was started. Never raises: it is
+    only an optimisation."""
+    import hashlib
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    if os.environ.get(WARM_ENV, "1") == "0":
+        return False
+    try:
+        here = hashlib.sha256(os.path.abspath(__file__).encode()).hexdigest()[:16]
+        lock = os.path.join(tempfile.gettempdir(), f"charnn-warm-up-{here}.lock")
+        try:
+            if time.time() - os.path.getmtime(lock) < 120:
+                return False  # another run is compiling
+        except OSError:
+            pass
+        with open(lock, "w", encoding="ascii") as f:
+            f.write(str(os.getpid()))
+        subprocess.Popen([sys.executable, "-m", "charnn.fast_sampling"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        return True
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":  # the background compile of start_background_warm_up
+    # Through the package: run as __main__, this file's RecurrentNet would be another class, and
+    # numba's cache keys the kernels by the classes of their arguments.
+    from charnn.fast_sampling import warm_up as package_warm_up
+
+    package_warm_up()
