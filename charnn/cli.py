@@ -61,6 +61,7 @@ def main():
 @click.option("--sample-length", type=POSITIVE, default=200, show_default=True, help="Characters in each of those samples.")
 @click.option("--time-limit", type=POSITIVE_FLOAT, default=None, help="Or stop after this many seconds (then validate and save).")
 @click.option("--eval-every", type=POSITIVE, default=200, show_default=True, help="Steps between validation passes; each writes the checkpoints.")
+@click.option("--eval-chars", type=click.IntRange(min=1), default=None, help="Score only the first N characters of the validation split [default: all of it]; for very large corpora.")
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Last fraction of the text held out for validation.")
 @click.option("--seed", type=int, default=1337, show_default=True, help="Random seed: same seed and options, same run.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="numba", show_default=True, help="numba: fused compiled kernels; numpy: the plain reference code.")

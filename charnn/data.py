@@ -111,14 +111,14 @@ class BatchStreams:
                 f"lower --batch-size / --seq-len"
             )
         self.B, self.T, self.L = B, T, L
-        self.X = np.ascontiguousarray(ids[: B * L].reshape(B, L))
-        self.Y = np.ascontiguousarray(ids[1 : B * L + 1].reshape(B, L))
+        self.X = ids[: B * L].reshape(B, L)  # views: ids may be a memory map larger than memory
+        self.Y = ids[1 : B * L + 1].reshape(B, L)
         self.chunks_per_epoch = L // T  # a partial chunk at the end of each stream is skipped
 
     def batch(self, k: int) -> Batch:
         """The k-th chunk of an epoch, 0 <= k < chunks_per_epoch."""
         cols = slice(k * self.T, (k + 1) * self.T)
-        return Batch(np.ascontiguousarray(self.X[:, cols]), np.ascontiguousarray(self.Y[:, cols]))
+        return Batch(self.X[:, cols].astype(np.int32), self.Y[:, cols].astype(np.int32))  # copies: ids may be uint8
 
 
 def eval_chunks(ids: np.ndarray, n_streams: int, seq_len: int) -> Iterator[tuple[Batch, bool]]:
@@ -137,8 +137,8 @@ def eval_chunks(ids: np.ndarray, n_streams: int, seq_len: int) -> Iterator[tuple
     Y = ids[1 : S * L + 1].reshape(S, L)
     for k, start in enumerate(range(0, L, seq_len)):
         cols = slice(start, min(start + seq_len, L))
-        yield Batch(np.ascontiguousarray(X[:, cols]), np.ascontiguousarray(Y[:, cols])), k == 0
+        yield Batch(X[:, cols].astype(np.int32), Y[:, cols].astype(np.int32)), k == 0
     tail = ids[S * L :]  # the targets not yet scored: ids[S*L+1:], predicted from ids[S*L:-1]
     for k, start in enumerate(range(0, len(tail) - 1, seq_len)):
         stop = min(start + seq_len, len(tail) - 1)
-        yield Batch(tail[None, start:stop].copy(), tail[None, start + 1 : stop + 1].copy()), k == 0
+        yield Batch(tail[None, start:stop].astype(np.int32), tail[None, start + 1 : stop + 1].astype(np.int32)), k == 0

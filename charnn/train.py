@@ -8,7 +8,6 @@ resumed run to produce bit-identical losses to an uninterrupted one.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import signal
@@ -20,7 +19,8 @@ import numpy as np
 
 from .checkpoint import model_arrays, model_from_checkpoint, model_meta, read_checkpoint, write_checkpoint
 from .corpora import default_corpus
-from .data import BatchStreams, Vocab, read_corpus, split_train_val
+from .data import BatchStreams, Vocab, split_train_val
+from .encoded import EncodedCorpus, encode_corpus
 from .errors import CharnnError, CheckpointError, CorpusError, DivergedError, VocabError
 from .model import BACKENDS, MODELS, CharModel, ModelConfig, init_params
 from .optim import OPTIMIZERS, clip_grad_norm, make_optimizer
@@ -55,6 +55,7 @@ class TrainConfig:
     epochs: float | None = None  # or after this many passes over the training split
     time_limit: float | None = None  # or after this many seconds of this run (then validates and saves)
     eval_every: int = 200  # steps between validation passes (each also writes checkpoints)
+    eval_chars: int | None = None  # score only the first N characters of the validation split; None: all
     sample_every: int = 0  # steps between printed samples, to watch the text improve; 0: never
     sample_length: int = 200  # characters in each of those samples
     seed: int = 1337  # initialisation and every other random choice
@@ -81,8 +82,10 @@ class TrainConfig:
                 raise CharnnError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.embed, int) or self.embed < 0:
             raise CharnnError(f"embed must be 0 (one-hot) or a positive integer, got {self.embed!r}")
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise CharnnError(f"steps must be a positive integer, got {self.steps!r}")
+        for name in ("steps", "eval_chars"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise CharnnError(f"{name.replace('_', ' ')} must be a positive integer, got {v!r}")
         if not isinstance(self.sample_every, int) or self.sample_every < 0 or not isinstance(self.sample_length, int) or self.sample_length < 1:
             raise CharnnError("sample_every must be >= 0 and sample_length >= 1")
         if self.time_limit is not None and not self.time_limit > 0:
@@ -184,6 +187,19 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def ids_in_vocab(encoded: EncodedCorpus, vocab: Vocab) -> np.ndarray:
+    """The corpus's ids in another vocabulary (a resumed model's), which must hold every character
+    of the corpus; the same array when the vocabularies are equal."""
+    if encoded.vocab == vocab:
+        return encoded.ids
+    missing = [c for c in encoded.vocab.chars if c not in vocab.stoi]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise VocabError(f"cannot resume on this corpus: it has {len(missing)} character(s) not in the model's vocabulary: {shown}")
+    lookup = np.array([vocab.stoi[c] for c in encoded.vocab.chars], dtype=np.int32)  # corpus id -> model id
+    return lookup[encoded.ids]
+
+
 def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | None = None,
           command: str | None = None) -> TrainResult:
     """Train a model as `config` says, or continue the run saved in `resume`.
@@ -196,7 +212,7 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
     config = resolve_paths(config.validate())
     reporter = reporter or Reporter()
     corpus, out = config.corpus, config.out
-    text = read_corpus(corpus)
+    encoded = encode_corpus(corpus)  # ids (N,) memory-mapped from a cache next to the corpus
 
     if resume is not None:
         meta, arrays = read_checkpoint(resume)
@@ -211,20 +227,18 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
         model = model_from_checkpoint(meta, arrays, resume, config.backend)
         if model.config.dropout != config.dropout:  # dropout may change on resume; it shapes nothing
             model = CharModel(replace(model.config, dropout=config.dropout), model.vocab, model.params, model.meta, config.backend)
-        try:
-            ids = model.vocab.encode(text, "corpus")
-        except VocabError as e:
-            raise VocabError(f"cannot resume on this corpus: {e}") from None
+        ids = ids_in_vocab(encoded, model.vocab)
         rng = np.random.default_rng()
         rng.bit_generator.state = saved["rng"]
     else:
-        vocab = Vocab.from_text(text)
-        ids = vocab.encode(text, "corpus")
+        vocab, ids = encoded.vocab, encoded.ids
         rng = np.random.default_rng(config.seed)
         mconf = config.model_config(len(vocab))
         model = CharModel(mconf, vocab, init_params(mconf, rng), backend=config.backend)
 
     train_ids, val_ids = split_train_val(ids, config.val_frac)
+    if config.eval_chars is not None:  # a huge corpus: a fixed prefix keeps validation affordable
+        val_ids = val_ids[: config.eval_chars + 1]  # +1: N scored characters need N+1 ids
     if len(val_ids) < 2:
         raise CorpusError(f"corpus too short: the validation split ({config.val_frac:g} of {len(ids)} characters) has fewer than 2")
     streams = BatchStreams(train_ids, config.batch_size, config.seq_len)
@@ -253,7 +267,7 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
     learning_rate(step, config.lr, **schedule)  # a bad schedule fails before any work is done
     dropout_rng = rng if config.dropout > 0 else None  # masks come from the run's RNG, saved with it
 
-    corpus_info = {"path": os.path.abspath(corpus), "chars": len(text), "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    corpus_info = {"path": os.path.abspath(corpus), "chars": len(ids), "sha256": encoded.sha256}
     B, T = config.batch_size, config.seq_len
     has_best = not math.isinf(best_val) and os.path.exists(best_path(out))
     result = TrainResult(model, step, out, best_path(out) if has_best else None, val_loss, None, 0.0)

@@ -226,3 +226,25 @@ def test_sample_every_reports_samples_without_changing_the_run(corpus_file, tmp_
     watched = train(cfg(corpus_file, tmp_path, steps=20, sample_every=8, sample_length=30, out=str(tmp_path / "b.npz")), reporter=seen)
     assert watched.losses == plain.losses
     assert [s for s, _ in seen.samples] == [8, 16] and all(len(t) == 30 for _, t in seen.samples)
+
+
+def test_eval_chars_scores_a_prefix_of_the_validation_split(corpus_file, tmp_path):
+    from charnn.data import split_train_val
+    from charnn.encoded import encode_corpus
+
+    result = train(cfg(corpus_file, tmp_path, steps=10, eval_chars=50))
+    val_ids = split_train_val(encode_corpus(corpus_file).ids, 0.1)[1]
+    assert result.val_history[-1][1] == pytest.approx(result.model.mean_loss(val_ids[:51], n_streams=4, seq_len=16), rel=1e-12)
+    with pytest.raises(CharnnError, match="eval chars"):
+        train(cfg(corpus_file, tmp_path, eval_chars=0))
+
+
+def test_resume_on_a_corpus_with_fewer_characters_maps_its_ids(corpus_file, tmp_path):
+    """The resumed model's vocabulary holds every character of the new corpus, not all of it used."""
+    first = train(cfg(corpus_file, tmp_path, steps=10))
+    text = corpus_file.read_text(encoding="utf-8")
+    used = sorted(set(text))
+    narrower = tmp_path / "narrower.txt"
+    narrower.write_text(text.replace(used[-1], used[0]), encoding="utf-8")
+    rest = train(cfg(narrower, tmp_path, steps=15), resume=first.checkpoint)
+    assert rest.model.vocab == first.model.vocab and len(rest.losses) == 5
