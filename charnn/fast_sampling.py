@@ -50,7 +50,8 @@ class RecurrentNet(NamedTuple):
     every gate, gate-major (i, f, o, g blocks of w for the lstm): GB = gates * w. So one thread's
     share of a layer is one contiguous (Hp, GB) matrix, streamed front to back. Padded units have
     zero rows in every matrix they feed, so they add exact zeros, and two layouts of the same Hp
-    compute every logit with the same float32 operations in the same order."""
+    compute every logit with the same float32 operations in the same order. One layout serves
+    every thread count: `net._replace(threads=n)` shares its arrays."""
 
     cell: int  # RNN, LSTM or GRU
     act: int  # an activation code (the rnn's nonlinearity; unused by lstm / gru)
@@ -60,6 +61,7 @@ class RecurrentNet(NamedTuple):
     Wh: np.ndarray  # (L, NB, Hp, GB) recurrent weights
     head_W: np.ndarray  # (Hp, V)
     head_b: np.ndarray  # (V,)
+    threads: int = 1  # 1: the blocks of a layer run one after another; > 1: on parallel threads
 
 
 class MLPNet(NamedTuple):
@@ -161,16 +163,33 @@ def parallel_threads() -> int:
     return numba.get_num_threads()
 
 
+def own_running_threads() -> int:
+    """Threads of this process that are running or runnable (Linux: state R in
+    /proc/self/task/*/stat), this one included: BLAS worker threads spin for a while after a
+    matrix product and are counted in /proc/loadavg, but they are not competition."""
+    running = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended
+        running += stat[stat.rindex(")") + 2] == "R"  # the state follows the parenthesised name
+    return max(running, 1)
+
+
 def cpus_busy(threads: int) -> bool:
-    """Whether other tasks are running on the CPUs that `threads` parallel threads would need
-    (Linux: the count of runnable tasks in /proc/loadavg, less this one); False where unknown."""
+    """Whether other processes' tasks are running on the CPUs that `threads` parallel threads
+    would need (Linux: the runnable tasks of /proc/loadavg less this process's own); False where
+    unknown."""
     try:
         with open("/proc/loadavg", encoding="ascii") as f:
             runnable = int(f.read().split()[3].split("/")[0])
         cpus = len(os.sched_getaffinity(0))
+        others = runnable - own_running_threads()
     except (OSError, ValueError, IndexError, AttributeError):
         return False
-    return runnable - 1 + threads > cpus
+    return others + threads > cpus
 
 
 def prepare(model, threads: int | None = None):
@@ -196,8 +215,15 @@ def prepare(model, threads: int | None = None):
             counts = (1, n) if n > 1 and not cpus_busy(n) else (1,)
         else:
             counts = (max(1, int(threads)),)
+        shared = []  # one layout, built at first use, run serially or in parallel
+
+        def layout(n):
+            if not shared:
+                shared.append(recurrent_net(model, max(counts)))
+            return shared[0]._replace(threads=n)
+
+        nets = _Layouts(counts, layout)
         Hp = padded_width(H, max(counts))
-        nets = {n: recurrent_net(model, n, Hp) for n in counts}
         state = (np.zeros((cfg.layers, Hp), dtype=np.float32), np.zeros((cfg.layers, Hp), dtype=np.float32))
         return recurrent_sample_kernel, nets, state
     if cfg.model == "mlp":
@@ -205,17 +231,44 @@ def prepare(model, threads: int | None = None):
     raise NotImplementedError(f"no numba sampling kernel for model type {cfg.model!r}")
 
 
+class _Layouts(dict):
+    """{thread count: layout}, each layout built the first time it is used: copying the weights
+    into a layout costs milliseconds, and a short sample may never try the parallel one."""
+
+    def __init__(self, counts, build):
+        super().__init__()
+        self.counts, self.build = tuple(counts), build
+
+    def __iter__(self):
+        return iter(self.counts)
+
+    def __len__(self):
+        return len(self.counts)
+
+    def __contains__(self, n):
+        return n in self.counts
+
+    def __missing__(self, n):
+        if n not in self.counts:
+            raise KeyError(n)
+        layout = self[n] = self.build(n)
+        return layout
+
+
 class _Chooser:
     """Run the thread count with the lower measured time per step, and now and then try each other
     count on a short block: first at the third call (the first may compile, the second times the
     default), then at intervals that double while it stays slower, so that the probes cost little.
-    Every call updates the cost of its count, so when the best slows down (another process takes a
-    core: every parallel region then waits for a time slice, ~100x slower) the switch is at once."""
+    A count's cost is the lower of its last two timings: one block held up by a stray time slice
+    (a parallel region stalls for a scheduler tick, ~4 ms, whenever either of its CPUs is taken)
+    does not condemn it, but when the best slows down for good (another process takes a core:
+    every parallel region then waits, ~100x slower) the switch comes after two blocks."""
 
     def __init__(self, counts, first_gap: int = 8, max_gap: int = 1024):
         self.counts, self.best = list(counts), counts[0]
         self.first_gap, self.max_gap = first_gap, max_gap
-        self.cost = {}  # seconds per step, a moving average
+        self.cost = {}  # seconds per step: the lower of the last two timings
+        self.last = {}  # the last timing of each count
         self.gap = {n: first_gap for n in self.counts}  # calls between probes of n
         self.wait = {n: 3 for n in self.counts}  # calls until n is probed
 
@@ -232,7 +285,8 @@ class _Chooser:
 
     def record(self, n: int, seconds: float, steps: int) -> None:
         new = seconds / steps
-        self.cost[n] = new if n not in self.cost else 0.5 * (self.cost[n] + new)  # smooths the noise
+        self.cost[n] = min(new, self.last.get(n, new))
+        self.last[n] = new
         fastest = min(self.cost, key=self.cost.get)
         if fastest != self.best:  # a probe beat the best, or the best slowed down: switch
             self.wait[self.best], self.gap[self.best] = self.first_gap, self.first_gap
@@ -262,11 +316,12 @@ def sample_ids(model, prime_ids, length: int, temperature: float = 1.0, top_k: i
     done, calls = 0, 0
     while done < length:
         threads_now = chooser.next()
+        net = nets[threads_now]  # built at first use: outside the timed call
         n = min(first_block if calls == 0 or chooser.is_probe(threads_now) else block, length - done)
         u = np.zeros(n) if argmax else rng.random(n)  # (n,) the same stream as n rng.random() calls
         out = np.empty(n, dtype=np.int64)
         t0 = perf_counter()
-        kernel(nets[threads_now], *state, feed, u, temperature, top_k, argmax, out)
+        kernel(net, *state, feed, u, temperature, top_k, argmax, out)
         if calls > 0:  # the first call may include compiling
             chooser.record(threads_now, perf_counter() - t0, len(feed) - 1 + n)
         yield out
@@ -314,14 +369,15 @@ def is_compiled(model) -> bool:
     """Whether the model's sampling kernel runs without compiling: compiled in this process, or
     in numba's on-disk cache for the current kernels.py. (This reads numba's cache index, an
     internal; if numba changes it, the answer is True and sampling simply compiles as usual.)"""
+    kernel = mlp_sample_kernel if model.config.model == "mlp" else recurrent_sample_kernel
+    if kernel.overloads:  # compiled or loaded in this process: each kernel has one signature
+        return True
     try:
         from numba import typeof
         from numba.core.typing.typeof import Purpose
 
         kernel, args = _kernel_args(model)
         sig = tuple(typeof(a, Purpose.argument) for a in args)
-        if sig in kernel.overloads:
-            return True
         cache = kernel._cache
         key = cache._index_key(sig, kernel.targetctx.codegen())
         return key in cache._cache_file._load_index()

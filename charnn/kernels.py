@@ -555,12 +555,14 @@ def layer_block_kernel(net, l, x_id, blk, h, c, h_next, xa, ha):
 
 @njit(parallel=True, **JIT)
 def recurrent_step_kernel(net, h, c, x_id, h_next, xa, ha):
-    """Advance every layer one step on input id x_id: h, c (L, Hp) in place. With NB > 1 unit
-    blocks (xa, ha (NB, GB) scratch, h_next (Hp,)) the blocks of a layer run on parallel threads."""
+    """Advance every layer one step on input id x_id: h, c (L, Hp) in place. The NB unit blocks
+    of a layer (xa, ha (NB, GB) scratch, h_next (Hp,)) run one after another if net.threads is 1,
+    else on parallel threads."""
     NB = xa.shape[0]
     for l in range(h.shape[0]):
-        if NB == 1:  # no parallel region to start (~1 us each)
-            layer_block_kernel(net, l, x_id, np.int64(0), h, c, h_next, xa, ha)
+        if net.threads == 1 or NB == 1:  # no parallel region to start (~1 us each)
+            for blk in range(NB):
+                layer_block_kernel(net, l, x_id, np.int64(blk), h, c, h_next, xa, ha)
         else:
             # safe in parallel: block blk writes only xa[blk], ha[blk] and its own units of h_next
             # and c[l]; it reads h[l - 1] (stepped before this loop) and h[l], which no block
