@@ -429,6 +429,28 @@ def start_background_warm_up() -> bool:
         return False
 
 
+_warm_up_started = [False]
+_warm_up_at_exit = [False]
+
+
+def start_warm_up_once() -> None:
+    if not _warm_up_started[0]:
+        _warm_up_started[0] = True
+        start_background_warm_up()
+
+
+def schedule_warm_up():
+    """Arrange the background compile for when Python exits, and return the function that starts
+    it at once (at most one start per process): the caller runs it once its samples are out, so
+    the compile does not compete with producing them."""
+    import atexit
+
+    if not _warm_up_at_exit[0]:
+        _warm_up_at_exit[0] = True
+        atexit.register(start_warm_up_once)
+    return start_warm_up_once
+
+
 if __name__ == "__main__":  # the background compile of start_background_warm_up
     # Through the package: run as __main__, this file's RecurrentNet would be another class, and
     # numba's cache keys the kernels by the classes of their arguments.

@@ -57,9 +57,15 @@ def generate(model, length: int, temperature: float = 1.0, prime: str = "", top_
         if length > fs.COLD_NUMPY_MAX or fs.is_compiled(model):
             return fs.sample_numba(model, prime_ids, length, temperature, top_k, argmax, rng)
         # first run after an install: numpy now (quicker than compiling), compiled from the next run
-        fs.start_background_warm_up()
         model = type(model)(model.config, model.vocab, model.params, model.meta, backend="numpy")
+        return _then(_generate(model, prime_ids, length, temperature, top_k, argmax, rng), fs.schedule_warm_up())
     return _generate(model, prime_ids, length, temperature, top_k, argmax, rng)
+
+
+def _then(chars: Iterator[str], action) -> Iterator[str]:
+    """chars, then action() once they are all out (so it does not compete with producing them)."""
+    yield from chars
+    action()
 
 
 def _generate(model, prime_ids, length, temperature, top_k, argmax, rng) -> Iterator[str]:

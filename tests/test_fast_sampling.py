@@ -272,3 +272,32 @@ def test_one_layout_run_serially_or_in_parallel_gives_the_same_logits(spec):
         logits.append(recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.zeros(1), 1.0, 0, True,
                                               np.empty(1, dtype=np.int64)))
     assert np.array_equal(logits[0], logits[1])
+
+
+def test_the_background_compile_starts_once_after_the_cold_sample_and_is_switched_off_by_the_variable(monkeypatch):
+    import charnn.fast_sampling as fs
+
+    started = []
+    monkeypatch.setattr(fs, "_warm_up_started", [False])
+    monkeypatch.setattr(fs, "_warm_up_at_exit", [True])  # no atexit hook from this test
+    monkeypatch.setattr(fs, "is_compiled", lambda model: False)
+    monkeypatch.setattr(fs, "start_background_warm_up", lambda: started.append(1))
+    model = make_model("lstm", "tanh", 8, 1, 12)
+    fast = CharModel(model.config, model.vocab, model.params, backend="numba")
+    chars = fast.generate(30, seed=1)
+    next(chars)
+    assert started == []  # not while the characters are being produced
+    rest = "".join(chars)
+    assert len(rest) == 29 and started == [1]
+    "".join(fast.generate(30, seed=1))
+    assert started == [1]  # once per process
+
+
+def test_charnn_background_compile_0_starts_nothing(monkeypatch):
+    import subprocess
+
+    import charnn.fast_sampling as fs
+
+    monkeypatch.setenv("CHARNN_BACKGROUND_COMPILE", "0")
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("started a process"))
+    assert fs.start_background_warm_up() is False
