@@ -232,8 +232,9 @@ def prepare(model, threads: int | None = None):
 
 
 class _Layouts(dict):
-    """{thread count: layout}, each layout built the first time it is used: copying the weights
-    into a layout costs milliseconds, and a short sample may never try the parallel one."""
+    """{thread count: layout}, each built the first time it is asked for (sample_ids asks outside
+    its timed call: copying the weights into the layout costs milliseconds). The counts of one
+    prepare share one set of weight arrays (RecurrentNet.threads differs)."""
 
     def __init__(self, counts, build):
         super().__init__()
