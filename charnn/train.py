@@ -192,11 +192,10 @@ def ids_in_vocab(encoded: EncodedCorpus, vocab: Vocab) -> np.ndarray:
     of the corpus; the same array when the vocabularies are equal."""
     if encoded.vocab == vocab:
         return encoded.ids
-    missing = [c for c in encoded.vocab.chars if c not in vocab.stoi]
-    if missing:
-        shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise VocabError(f"cannot resume on this corpus: it has {len(missing)} character(s) not in the model's vocabulary: {shown}")
-    lookup = np.array([vocab.stoi[c] for c in encoded.vocab.chars], dtype=np.int32)  # corpus id -> model id
+    try:  # the corpus's characters in the model's vocabulary: corpus id -> model id
+        lookup = vocab.encode("".join(encoded.vocab.chars), "corpus")
+    except VocabError as e:
+        raise VocabError(f"cannot resume on this corpus: {e}") from None
     return lookup[encoded.ids]
 
 
