@@ -1,9 +1,10 @@
 """The numba backend: the reference layer functions' exact signatures, return types and caches,
 with the elementwise work done by the fused kernels in kernels.py.
 
-Same math, different engine. Per recurrent step the only work outside a kernel is the one BLAS
-call for h_prev @ Wh (forward) or da @ Wh.T (backward), written into a preallocated buffer; the
-input projections and weight gradients of all T steps are single GEMMs, as in the reference.
+Same math, different engine. Per recurrent step the only work outside a kernel is the one matrix
+product h_prev @ Wh (forward) or da @ Wh.T (backward), written into a preallocated buffer, with the
+weight packed once per call (charnn.gemm: AVX-512 tiles where the CPU has them, else BLAS); the
+input projections and weight gradients of all T steps are single products, as in the reference.
 The reference modules (layers, rnn, lstm, gru) are the specification; tests/test_kernels.py checks
 that every function here agrees with its twin.
 
@@ -14,13 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from . import recycle
+from .gemm import matmul, pack
 from .gru import GRUCache
-from .layers import (  # not worth a kernel: one gather, or a single BLAS call
+from .layers import (  # not worth a kernel: one gather
     EmbeddingCache,
+    LinearCache,
     SoftmaxCECache,
     embedding_forward,
-    linear_backward,
-    linear_forward,
 )
 from .lstm import LSTMCache
 from .rnn import RNNCache
@@ -29,7 +31,7 @@ from .rnn import RNNCache
 def _input_projection(x, Wx, b):
     """xa = x @ Wx + b for all T steps at once: (B, T, D) -> (B, T, G), C-contiguous."""
     B, T, D = x.shape
-    xa = x.reshape(B * T, D) @ Wx  # (N, G)
+    xa = matmul(x.reshape(B * T, D), Wx)  # (N, G)
     xa += b
     return xa.reshape(B, T, -1)
 
@@ -38,9 +40,10 @@ def _weight_gradients(x, h, da2, Wx):
     """dx, dWx, dWh, db from the stacked pre-activation gradients da2 (N, G), one GEMM each."""
     B, T, D = x.shape
     H = h.shape[-1]
-    dx = (da2 @ Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
-    dWx = x.reshape(B * T, D).T @ da2
-    dWh = h[:, :T].reshape(B * T, H).T @ da2  # each step's h_prev against its da
+    dx = matmul(da2, Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
+    da2p = pack(da2)  # used twice
+    dWx = matmul(x.reshape(B * T, D).T, da2p)
+    dWh = matmul(h[:, :T].reshape(B * T, H).T, da2p)  # each step's h_prev against its da
     db = da2.sum(axis=0)
     return dx, dWx, dWh, db
 
@@ -56,11 +59,12 @@ def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
     H = Wh.shape[0]
     code = K.ACTIVATION_CODES[activation]
     xa = _input_projection(x, Wx, b)
-    h = np.empty((B, T + 1, H), dtype=xa.dtype)
+    h = recycle.empty((B, T + 1, H), xa.dtype)
     h[:, 0] = h0
-    ha = np.empty((B, H), dtype=xa.dtype)
+    ha = recycle.empty((B, H), xa.dtype)
+    Whp = pack(Wh)
     for t in range(T):
-        np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+        matmul(h[:, t], Whp, out=ha)
         K.rnn_step_forward_kernel(t, xa, ha, h, code)
     return h[:, 1:], RNNCache(x, h, Wx, Wh, activation)
 
@@ -72,11 +76,12 @@ def rnn_backward(dhs, cache: RNNCache, dh_last=None):
     H = Wh.shape[0]
     code = K.ACTIVATION_CODES[activation]
     dhs = np.ascontiguousarray(dhs, dtype=h.dtype)
-    da = np.empty((B, T, H), dtype=h.dtype)
+    da = recycle.empty((B, T, H), h.dtype)
     dh_rec = _zeros_or(dh_last, B, H, h.dtype)
+    WhT = pack(Wh.T)
     for t in reversed(range(T)):
         K.rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
-        np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+        matmul(da[:, t], WhT, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
     dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, H), Wx)
     return dx, dh_rec, dWx, dWh, db
 
@@ -88,14 +93,15 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     H = Wh.shape[0]
     xa = _input_projection(x, Wx, b)
     dtype = xa.dtype
-    h = np.empty((B, T + 1, H), dtype=dtype)
-    c = np.empty((B, T + 1, H), dtype=dtype)
-    gates = np.empty((B, T, 4 * H), dtype=dtype)
-    tanh_c = np.empty((B, T, H), dtype=dtype)
+    h = recycle.empty((B, T + 1, H), dtype)
+    c = recycle.empty((B, T + 1, H), dtype)
+    gates = recycle.empty((B, T, 4 * H), dtype)
+    tanh_c = recycle.empty((B, T, H), dtype)
     h[:, 0], c[:, 0] = h0, c0
-    ha = np.empty((B, 4 * H), dtype=dtype)
+    ha = recycle.empty((B, 4 * H), dtype)
+    Whp = pack(Wh)
     for t in range(T):
-        np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+        matmul(h[:, t], Whp, out=ha)
         K.lstm_step_forward_kernel(t, xa, ha, h, c, gates, tanh_c)
     return h[:, 1:], c[:, T], LSTMCache(x, h, c, gates, tanh_c, Wx, Wh)
 
@@ -106,12 +112,13 @@ def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
     B, T, _ = x.shape
     H = Wh.shape[0]
     dhs = np.ascontiguousarray(dhs, dtype=h.dtype)
-    da = np.empty((B, T, 4 * H), dtype=h.dtype)
+    da = recycle.empty((B, T, 4 * H), h.dtype)
     dh_rec = _zeros_or(dh_last, B, H, h.dtype)
     dc = _zeros_or(dc_last, B, H, h.dtype)
+    WhT = pack(Wh.T)
     for t in reversed(range(T)):
         K.lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
-        np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+        matmul(da[:, t], WhT, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
     dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, 4 * H), Wx)
     return dx, dh_rec, dc, dWx, dWh, db
 
@@ -123,13 +130,14 @@ def gru_forward(x, h0, Wx, Wh, b):
     H = Wh.shape[0]
     xa = _input_projection(x, Wx, b)
     dtype = xa.dtype
-    h = np.empty((B, T + 1, H), dtype=dtype)
-    gates = np.empty((B, T, 3 * H), dtype=dtype)
-    ha_n = np.empty((B, T, H), dtype=dtype)
+    h = recycle.empty((B, T + 1, H), dtype)
+    gates = recycle.empty((B, T, 3 * H), dtype)
+    ha_n = recycle.empty((B, T, H), dtype)
     h[:, 0] = h0
-    ha = np.empty((B, 3 * H), dtype=dtype)
+    ha = recycle.empty((B, 3 * H), dtype)
+    Whp = pack(Wh)
     for t in range(T):
-        np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+        matmul(h[:, t], Whp, out=ha)
         K.gru_step_forward_kernel(t, xa, ha, h, gates, ha_n)
     return h[:, 1:], GRUCache(x, h, gates, ha_n, Wx, Wh)
 
@@ -140,19 +148,36 @@ def gru_backward(dhs, cache: GRUCache, dh_last=None):
     B, T, D = x.shape
     H = Wh.shape[0]
     dhs = np.ascontiguousarray(dhs, dtype=h.dtype)
-    dxa = np.empty((B, T, 3 * H), dtype=h.dtype)
-    dha = np.empty((B, T, 3 * H), dtype=h.dtype)
-    dh_rec = np.zeros((B, H), dtype=h.dtype)
+    dxa = recycle.empty((B, T, 3 * H), h.dtype)
+    dha = recycle.empty((B, T, 3 * H), h.dtype)
+    dh_rec = recycle.zeros((B, H), h.dtype)
     dh_direct = _zeros_or(dh_last, B, H, h.dtype)  # the carried-state gradient enters like a direct one
+    WhT = pack(Wh.T)
     for t in reversed(range(T)):
         K.gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
-        np.dot(dha[:, t], Wh.T, out=dh_rec)  # forward: ha = h_prev @ Wh
+        matmul(dha[:, t], WhT, out=dh_rec)  # forward: ha = h_prev @ Wh
     dxa2 = dxa.reshape(B * T, 3 * H)
-    dx = (dxa2 @ Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
-    dWx = x.reshape(B * T, D).T @ dxa2
-    dWh = h[:, :T].reshape(B * T, H).T @ dha.reshape(B * T, 3 * H)
+    dx = matmul(dxa2, Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
+    dWx = matmul(x.reshape(B * T, D).T, dxa2)
+    dWh = matmul(h[:, :T].reshape(B * T, H).T, dha.reshape(B * T, 3 * H))
     db = dxa2.sum(axis=0)
     return dx, dh_direct + dh_rec, dWx, dWh, db
+
+
+# ---------------------------------------------------------------- affine map (the head)
+def linear_forward(x, W, b):
+    """Twin of layers.linear_forward."""
+    y = matmul(x, W)  # (N, M)
+    y += b
+    return y, LinearCache(x, W)
+
+
+def linear_backward(dy, cache: LinearCache):
+    """Twin of layers.linear_backward."""
+    dx = matmul(dy, cache.W.T)  # (N, D); forward: y = x @ W + b
+    dW = matmul(cache.x.T, dy)  # (D, M)
+    db = dy.sum(axis=0)  # (M,)
+    return dx, dW, db
 
 
 # ---------------------------------------------------------------- embedding and loss

@@ -1,9 +1,10 @@
 """Every numba kernel in charnn, in one module (see STYLE.md, "Numba stays in its lane").
 
 The kernels fuse the elementwise work that numpy would spread over a dozen temporary arrays per
-step; matrix products stay with BLAS (numpy's matmul), called by the Python wrappers in fast.py,
-which keep the exact signatures of the numpy reference functions. Each kernel's docstring names
-its reference; tests/test_kernels.py checks that every pair agrees.
+step, and compute the matrix products with AVX-512 register tiles where the CPU has them (numpy's
+BLAS otherwise; charnn.gemm decides). The Python wrappers in fast.py keep the exact signatures of
+the numpy reference functions. Each kernel's docstring names its reference; tests/test_kernels.py
+and tests/test_gemm.py check that every pair agrees.
 
 Conventions:
 - Recurrent kernels take the whole C-contiguous (B, T, ...) cache arrays plus the step index t,
@@ -16,16 +17,21 @@ Conventions:
   the whole float range, measured in tests) because math.tanh compiles to a scalar libm call
   that runs ~10x slower than the vectorised loop; sigmoid is computed from it.
 - Training kernels run serial loops: none is large enough per call for threads to pay off, and
-  the scatter-adds (embedding gradient) would race. One sampling kernel is parallel (see there).
+  the scatter-adds (embedding gradient) would race. The matrix product is parallel over output
+  tiles, and one sampling kernel over weight blocks (see each).
+- The products alone use fastmath, and only its "contract" flag (fused multiply-add).
 - Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
-  Adam; then batch-1 sampling, whose Python side (weight layout, thread choice) is fast_sampling.py.
+  Adam; matrix products; then batch-1 sampling, whose Python side (weight layout, thread choice)
+  is fast_sampling.py.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 JIT = dict(cache=True, error_model="numpy", nogil=True)
 
@@ -327,6 +333,126 @@ def adam_kernel(p, g, m, v, beta1, beta2, step_size, v_correction, eps):
         m[k] = mk
         v[k] = vk
         p[k] -= lr * mk / (math.sqrt(vk) * vc + ep)
+
+
+# ---------------------------------------------------------------- matrix products
+# C = A @ B as a register-tiled GEMM, the way BLAS libraries write theirs: B is first copied into
+# panels of NR = 64 columns, Bp (P, K, NR), so the inner loop reads it front to back; then each
+# task computes one MR x NR = 4 x 64 tile of C, keeping the 256 sums in 16 AVX-512 registers for
+# the whole k loop (per k: one broadcast of A[i, k] per row, four vector loads of Bp, 16 FMAs).
+# Why not numpy's OpenBLAS: on this project's Zen 5 machine it runs its AVX2 "Haswell" kernels
+# (about 100 GFLOP/s a core), while these tiles, compiled by numba for the host's AVX-512, run at
+# 210-270 GFLOP/s a core on the shapes training uses (bench/gemm.py). charnn.gemm decides when to
+# use them (float32, AVX-512 present) and otherwise calls numpy; its tests check the two agree.
+MR, NR = 4, 64  # tile rows and columns: 4 x 64 floats = 16 zmm accumulators of the 32
+MC = 32  # rows of A per task: 32 x KB floats (32 KB) stay in L1/L2 while the task runs
+KB = 256  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
+CONTRACT = {"contract"}  # allow fused multiply-add and nothing else (NaN must survive)
+
+
+@intrinsic
+def _tile_scratch(typingctx):
+    """float32[MR * NR] on the stack. A fixed-size stack buffer indexed only by constants (the
+    loops below have constant trip counts and unroll) is promoted by LLVM into registers; a numba
+    heap array is not, and then every FMA loads and stores its sum through L1."""
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=MR * NR)
+    return types.CPointer(types.float32)(), codegen
+
+
+@intrinsic
+def _row_scratch(typingctx):
+    """float32[NR] on the stack: the accumulators of a single-row tile (see _tile_scratch)."""
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=NR)
+    return types.CPointer(types.float32)(), codegen
+
+
+@njit(inline="always", fastmath=CONTRACT, error_model="numpy")
+def _gemm_tile(A, Bp, p, i0, k0, k1, C, n_valid):
+    """C[i0:i0+MR, p*NR : p*NR+n_valid] (+)= A[i0:i0+MR, k0:k1] @ panel p's rows k0:k1:
+    assigned when k0 == 0, added otherwise."""
+    acc = _tile_scratch()
+    for x in range(MR * NR):
+        acc[x] = np.float32(0.0)
+    for k in range(k0, k1):
+        for i in range(MR):
+            a = A[i0 + i, k]
+            for j in range(NR):
+                acc[i * NR + j] += a * Bp[p, k, j]
+    j0 = p * NR
+    if n_valid == NR and k0 == 0:
+        for i in range(MR):
+            for j in range(NR):
+                C[i0 + i, j0 + j] = acc[i * NR + j]
+    elif n_valid == NR:
+        for i in range(MR):
+            for j in range(NR):
+                C[i0 + i, j0 + j] += acc[i * NR + j]
+    else:  # the last panel is partly padding
+        for i in range(MR):
+            for j in range(NR):
+                if j < n_valid:
+                    C[i0 + i, j0 + j] = acc[i * NR + j] if k0 == 0 else C[i0 + i, j0 + j] + acc[i * NR + j]
+
+
+@njit(inline="always", fastmath=CONTRACT, error_model="numpy")
+def _gemm_row(A, Bp, p, i, k0, k1, C, n_valid):
+    """Row i of _gemm_tile: the rows left over below the last full tile."""
+    acc = _row_scratch()
+    for j in range(NR):
+        acc[j] = np.float32(0.0)
+    for k in range(k0, k1):
+        a = A[i, k]
+        for j in range(NR):
+            acc[j] += a * Bp[p, k, j]
+    j0 = p * NR
+    for j in range(NR):
+        if j < n_valid:
+            C[i, j0 + j] = acc[j] if k0 == 0 else C[i, j0 + j] + acc[j]
+
+
+@njit(parallel=True, **JIT)
+def pack_panels_kernel(B, Bp):
+    """Bp[p, k, j] = B[k, p*NR + j], zero past B's last column. B (K, N) any strides -> Bp (P, K, NR).
+    Parallel over panels: each writes its own Bp[p]."""
+    K, N = B.shape
+    for p in prange(Bp.shape[0]):
+        for k in range(K):
+            for j in range(NR):
+                col = p * NR + j
+                Bp[p, k, j] = B[k, col] if col < N else np.float32(0.0)
+
+
+@njit(parallel=True, fastmath=CONTRACT, **JIT)
+def gemm_kernel(A, Bp, C):
+    """C = A @ B: A (M, K) float32 any strides, B packed as Bp (P, K, NR) by pack_panels_kernel,
+    C (M, N) with N <= P*NR. Reference: numpy's A @ B (tests/test_gemm.py).
+
+    Tasks are (group of MC rows, panel) pairs, row-group-major: a group's rows of A (32 KB at
+    K = 256) stay in cache while the thread runs through the panels, and each panel slice is
+    reused by the group's MC / MR tiles. At M = 32 (one recurrent step) there is one group, so
+    two threads split the panels and each keeps its half of the weights in its own L2 from one
+    step to the next. Every task writes only its own block of C.
+    The sum over k runs in blocks of KB, each block's partial sums added to C: one long running sum
+    over 2048 terms (a weight gradient's) is 4x less accurate than numpy's blocked BLAS."""
+    M, K = A.shape
+    N = C.shape[1]
+    P = Bp.shape[0]
+    groups = (M + MC - 1) // MC
+    for task in prange(groups * P):
+        g = task // P
+        p = task - g * P
+        n_valid = min(NR, N - p * NR)
+        i_end = min(M, g * MC + MC)
+        for k0 in range(0, max(K, 1), KB):  # K = 0 still assigns the zero product
+            k1 = min(K, k0 + KB)
+            i0 = g * MC
+            while i0 + MR <= i_end:
+                _gemm_tile(A, Bp, p, i0, k0, k1, C, n_valid)
+                i0 += MR
+            for i in range(i0, i_end):
+                _gemm_row(A, Bp, p, i, k0, k1, C, n_valid)
 
 
 # ================================================================ batch-1 sampling

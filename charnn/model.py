@@ -47,7 +47,8 @@ from .rnn import rnn_step_forward
 BACKENDS = ("numba", "numpy")
 DEFAULT_BACKEND = "numba"
 
-_OP_NAMES = ("embedding_forward", "embedding_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+_OP_NAMES = ("embedding_forward", "embedding_backward", "linear_forward", "linear_backward",
+             "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
              "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward")
 
 
@@ -264,7 +265,7 @@ class CharModel:
 
     def _head_and_loss(self, x, targets, B, T):
         """x (B*T, H) -> loss, head cache, CE cache."""
-        logits, head_cache = linear_forward(x, self.params["head.W"], self.params["head.b"])  # (B*T, V)
+        logits, head_cache = self.ops.linear_forward(x, self.params["head.W"], self.params["head.b"])  # (B*T, V)
         loss, ce_cache = self.ops.softmax_cross_entropy_forward(logits, targets.reshape(B * T))
         return loss, head_cache, ce_cache
 
@@ -280,7 +281,7 @@ class CharModel:
         """Gradients of the mean loss, keyed like the parameters."""
         grads = {}
         dlogits = self.ops.softmax_cross_entropy_backward(1.0, cache.ce)
-        dx, grads["head.W"], grads["head.b"] = linear_backward(dlogits, cache.head)  # (B*T, H)
+        dx, grads["head.W"], grads["head.b"] = self.ops.linear_backward(dlogits, cache.head)  # (B*T, H)
         self._body_backward(dx, cache, grads)
         return grads
 

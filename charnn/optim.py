@@ -30,7 +30,9 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
 
     Returns the norm before clipping, so the caller can also detect a non-finite gradient.
     """
-    norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    # einsum, not np.vdot: vdot is a BLAS call, and OpenBLAS's worker threads then spin for tens of
+    # milliseconds, taking a core from the numba backend's threads in the next step
+    norm = float(np.sqrt(sum(float(np.einsum("i,i", g.ravel(), g.ravel())) for g in grads.values())))
     if max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads.values():

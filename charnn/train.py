@@ -308,6 +308,11 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
         result.val_history.append((step, val_loss))
         reporter.eval(step=step, val_loss=val_loss, best=improved)
 
+    # A blow-up does not always reach inf or NaN: with fused multiply-adds (the numba backend's
+    # products) an overflowing sum stays +-inf instead of turning NaN, tanh maps it to +-1, and the
+    # loss can sit at 1e30 for ever. So, like char-rnn's "loss is exploding" check (3x its first
+    # loss), a loss above three times that of guessing uniformly (ln V) also counts as diverged.
+    exploding_loss = 3.0 * max(math.log(model.config.vocab_size), 1.0)
     reporter.start(step=step, total_steps=total_steps, chars_per_step=B * T, model=model, config=config,
                    n_train=len(train_ids), n_val=len(val_ids))
     train_seconds, start_step, started = 0.0, step, time.perf_counter()
@@ -323,7 +328,7 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
                     loss, cache, new_state = model.forward(x, y, state, dropout_rng)
                     grads = model.backward(cache)
                     norm = clip_grad_norm(grads, config.clip)
-                if not (math.isfinite(float(loss)) and math.isfinite(norm)):
+                if not (math.isfinite(float(loss)) and math.isfinite(norm) and float(loss) <= exploding_loss):
                     kept = f"kept the last good checkpoint {out} (step {saved_step[0]})" if saved_step[0] is not None else "no checkpoint had been written yet"
                     raise DivergedError(
                         f"training diverged at step {step + 1}: loss {float(loss)}, gradient norm {norm}; {kept}. Try a lower --lr or --clip"
