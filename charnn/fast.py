@@ -28,12 +28,15 @@ from .lstm import LSTMCache
 from .rnn import RNNCache
 
 
-def _input_projection(x, Wx, b):
-    """xa = x @ Wx + b for all T steps at once: (B, T, D) -> (B, T, G), C-contiguous."""
+def _input_projection(x, Wx):
+    """x @ Wx for all T steps at once: (B, T, D) -> (B, T, G), C-contiguous. Without the bias:
+    the step kernels add it (one pass over this array fewer)."""
     B, T, D = x.shape
-    xa = matmul(x.reshape(B * T, D), Wx)  # (N, G)
-    xa += b
-    return xa.reshape(B, T, -1)
+    return matmul(x.reshape(B * T, D), Wx).reshape(B, T, -1)  # (B, T, G)
+
+
+def _bias(b, dtype):
+    return np.ascontiguousarray(b, dtype=dtype)
 
 
 def _weight_gradients(x, h, da2, Wx):
@@ -49,8 +52,12 @@ def _weight_gradients(x, h, da2, Wx):
 
 
 def _zeros_or(last, B, H, dtype):
-    return np.zeros((B, H), dtype=dtype) if last is None else np.array(last, dtype=dtype, order="C")
+    return recycle.zeros((B, H), dtype) if last is None else np.array(last, dtype=dtype, order="C")
 
+
+# Each sequence function packs its recurrent weight once. With the tiles (packed.panels is not
+# None) the whole time loop runs in one kernel call (kernels.*_loop); otherwise the same loop
+# runs here, with numpy's BLAS for the per-step product.
 
 # ---------------------------------------------------------------- vanilla RNN
 def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
@@ -58,14 +65,18 @@ def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
     B, T, _ = x.shape
     H = Wh.shape[0]
     code = K.ACTIVATION_CODES[activation]
-    xa = _input_projection(x, Wx, b)
+    xa = _input_projection(x, Wx)
+    bias = _bias(b, xa.dtype)
     h = recycle.empty((B, T + 1, H), xa.dtype)
     h[:, 0] = h0
     ha = recycle.empty((B, H), xa.dtype)
     Whp = pack(Wh)
-    for t in range(T):
-        matmul(h[:, t], Whp, out=ha)
-        K.rnn_step_forward_kernel(t, xa, ha, h, code)
+    if Whp.panels is not None:
+        K.rnn_forward_loop(xa, bias, Whp.panels, h, ha, code)
+    else:
+        for t in range(T):
+            np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+            K.rnn_step_forward_kernel(t, xa, bias, ha, h, code)
     return h[:, 1:], RNNCache(x, h, Wx, Wh, activation)
 
 
@@ -79,9 +90,12 @@ def rnn_backward(dhs, cache: RNNCache, dh_last=None):
     da = recycle.empty((B, T, H), h.dtype)
     dh_rec = _zeros_or(dh_last, B, H, h.dtype)
     WhT = pack(Wh.T)
-    for t in reversed(range(T)):
-        K.rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
-        matmul(da[:, t], WhT, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+    if WhT.panels is not None:
+        K.rnn_backward_loop(dhs, dh_rec, h, da, WhT.panels, code)
+    else:
+        for t in reversed(range(T)):
+            K.rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
+            np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
     dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, H), Wx)
     return dx, dh_rec, dWx, dWh, db
 
@@ -91,8 +105,9 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     """Twin of lstm.lstm_forward."""
     B, T, _ = x.shape
     H = Wh.shape[0]
-    xa = _input_projection(x, Wx, b)
+    xa = _input_projection(x, Wx)
     dtype = xa.dtype
+    bias = _bias(b, dtype)
     h = recycle.empty((B, T + 1, H), dtype)
     c = recycle.empty((B, T + 1, H), dtype)
     gates = recycle.empty((B, T, 4 * H), dtype)
@@ -100,9 +115,12 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     h[:, 0], c[:, 0] = h0, c0
     ha = recycle.empty((B, 4 * H), dtype)
     Whp = pack(Wh)
-    for t in range(T):
-        matmul(h[:, t], Whp, out=ha)
-        K.lstm_step_forward_kernel(t, xa, ha, h, c, gates, tanh_c)
+    if Whp.panels is not None:
+        K.lstm_forward_loop(xa, bias, Whp.panels, h, c, gates, tanh_c, ha)
+    else:
+        for t in range(T):
+            np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+            K.lstm_step_forward_kernel(t, xa, bias, ha, h, c, gates, tanh_c)
     return h[:, 1:], c[:, T], LSTMCache(x, h, c, gates, tanh_c, Wx, Wh)
 
 
@@ -116,9 +134,12 @@ def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
     dh_rec = _zeros_or(dh_last, B, H, h.dtype)
     dc = _zeros_or(dc_last, B, H, h.dtype)
     WhT = pack(Wh.T)
-    for t in reversed(range(T)):
-        K.lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
-        matmul(da[:, t], WhT, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+    if WhT.panels is not None:
+        K.lstm_backward_loop(dhs, dh_rec, dc, c, gates, tanh_c, da, WhT.panels)
+    else:
+        for t in reversed(range(T)):
+            K.lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
+            np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
     dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, 4 * H), Wx)
     return dx, dh_rec, dc, dWx, dWh, db
 
@@ -128,17 +149,21 @@ def gru_forward(x, h0, Wx, Wh, b):
     """Twin of gru.gru_forward."""
     B, T, _ = x.shape
     H = Wh.shape[0]
-    xa = _input_projection(x, Wx, b)
+    xa = _input_projection(x, Wx)
     dtype = xa.dtype
+    bias = _bias(b, dtype)
     h = recycle.empty((B, T + 1, H), dtype)
     gates = recycle.empty((B, T, 3 * H), dtype)
     ha_n = recycle.empty((B, T, H), dtype)
     h[:, 0] = h0
     ha = recycle.empty((B, 3 * H), dtype)
     Whp = pack(Wh)
-    for t in range(T):
-        matmul(h[:, t], Whp, out=ha)
-        K.gru_step_forward_kernel(t, xa, ha, h, gates, ha_n)
+    if Whp.panels is not None:
+        K.gru_forward_loop(xa, bias, Whp.panels, h, gates, ha_n, ha)
+    else:
+        for t in range(T):
+            np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+            K.gru_step_forward_kernel(t, xa, bias, ha, h, gates, ha_n)
     return h[:, 1:], GRUCache(x, h, gates, ha_n, Wx, Wh)
 
 
@@ -153,9 +178,12 @@ def gru_backward(dhs, cache: GRUCache, dh_last=None):
     dh_rec = recycle.zeros((B, H), h.dtype)
     dh_direct = _zeros_or(dh_last, B, H, h.dtype)  # the carried-state gradient enters like a direct one
     WhT = pack(Wh.T)
-    for t in reversed(range(T)):
-        K.gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
-        matmul(dha[:, t], WhT, out=dh_rec)  # forward: ha = h_prev @ Wh
+    if WhT.panels is not None:
+        K.gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhT.panels)
+    else:
+        for t in reversed(range(T)):
+            K.gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
+            np.dot(dha[:, t], Wh.T, out=dh_rec)  # forward: ha = h_prev @ Wh
     dxa2 = dxa.reshape(B * T, 3 * H)
     dx = matmul(dxa2, Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
     dWx = matmul(x.reshape(B * T, D).T, dxa2)

@@ -16,9 +16,9 @@ Conventions:
 - tanh is a rational approximation (accurate to a few float32 ulp: max relative error 3.6e-7 over
   the whole float range, measured in tests) because math.tanh compiles to a scalar libm call
   that runs ~10x slower than the vectorised loop; sigmoid is computed from it.
-- Training kernels run serial loops: none is large enough per call for threads to pay off, and
-  the scatter-adds (embedding gradient) would race. The matrix product is parallel over output
-  tiles, and one sampling kernel over weight blocks (see each).
+- Parallel loops (prange) only where every iteration writes its own slice: the recurrent step
+  kernels over batch rows, the matrix product over output tiles, Adam over elements, one sampling
+  kernel over weight blocks. The scatter-adds (embedding gradient) stay serial: they would race.
 - The products alone use fastmath, and only its "contract" flag (fused multiply-add).
 - Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
   Adam; matrix products; then batch-1 sampling, whose Python side (weight layout, thread choice)
@@ -115,50 +115,62 @@ def activate_grad(h, code):
 # that loops over the hidden units. On 1-D views the unit loop vectorises; indexing the 3-D cache
 # arrays as xa[b, t, j] inside the same loop compiled to code 5-7x slower (measured on the LSTM
 # forward at B=32, H=256: 137 us vs 20 us a step), the vector path lost to the generic
-# multi-dimensional indexing. The row kernels take 1-D arrays only.
+# multi-dimensional indexing. The row kernels take 1-D arrays only. The step kernels run the rows
+# in parallel (prange): each row writes only its own slices of the caches.
+# The forward kernels take xa = x @ Wx without the bias and add it themselves, which saves a
+# pass over the whole (B, T, G) array; the sum (xa + bias) + ha rounds as the reference's does.
 
 # ---------------------------------------------------------------- vanilla RNN
 @njit(**JIT)
-def rnn_row_forward(xa, ha, h_next, code):
-    """h_next = act(xa + ha) for one batch row: xa, ha, h_next (H,)."""
+def rnn_row_forward(xa, bias, ha, h_next, code):
+    """h_next = act((xa + bias) + ha) for one batch row: xa, bias, ha, h_next (H,)."""
+    if code == TANH:  # the usual case, in a loop of its own: with the code tested per unit the loop
+        for j in range(h_next.shape[0]):  # did not vectorise (2.7 ns a unit; this runs at ~0.4)
+            h_next[j] = tanh((xa[j] + bias[j]) + ha[j])
+        return
     for j in range(h_next.shape[0]):
-        h_next[j] = activate(xa[j] + ha[j], code)
+        h_next[j] = activate((xa[j] + bias[j]) + ha[j], code)
 
 
-@njit(**JIT)
-def rnn_step_forward_kernel(t, xa, ha, h, code):
-    """h[:, t+1] = act(xa[:, t] + ha). xa (B, T, H), ha (B, H) = h[:, t] @ Wh, h (B, T+1, H).
-    Reference: rnn.rnn_cell."""
-    for b in range(ha.shape[0]):
-        rnn_row_forward(xa[b, t], ha[b], h[b, t + 1], code)
+@njit(parallel=True, **JIT)
+def rnn_step_forward_kernel(t, xa, bias, ha, h, code):
+    """h[:, t+1] = act(xa[:, t] + bias + ha). xa (B, T, H) = x @ Wx, bias (H,), ha (B, H) = h[:, t] @ Wh,
+    h (B, T+1, H). Reference: rnn.rnn_cell (its xa includes the bias)."""
+    for b in prange(ha.shape[0]):
+        rnn_row_forward(xa[b, t], bias, ha[b], h[b, t + 1], code)
 
 
 @njit(**JIT)
 def rnn_row_backward(dhs, dh_rec, h_next, da, code):
     """da = act'(h_next) * (dhs + dh_rec) for one batch row, all (H,)."""
+    if code == TANH:  # its own loop, as in rnn_row_forward
+        one = np.float32(1.0)
+        for j in range(da.shape[0]):
+            da[j] = (one - h_next[j] * h_next[j]) * (dhs[j] + dh_rec[j])
+        return
     for j in range(da.shape[0]):
         da[j] = activate_grad(h_next[j], code) * (dhs[j] + dh_rec[j])
 
 
-@njit(**JIT)
+@njit(parallel=True, **JIT)
 def rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code):
     """da[:, t] = act'(h[:, t+1]) * (dhs[:, t] + dh_rec); dh_rec = da[:, t+1] @ Wh.T from the step
     after. Reference: rnn.rnn_cell_backward."""
-    for b in range(dh_rec.shape[0]):
+    for b in prange(dh_rec.shape[0]):
         rnn_row_backward(dhs[b, t], dh_rec[b], h[b, t + 1], da[b, t], code)
 
 
 # ---------------------------------------------------------------- LSTM
 @njit(**JIT)
-def lstm_row_forward(xa, ha, c_prev, c_next, h_next, gates, tanh_c):
-    """One batch row of lstm_step_forward_kernel: xa, ha, gates (4H,); c_prev, c_next, h_next,
+def lstm_row_forward(xa, bias, ha, c_prev, c_next, h_next, gates, tanh_c):
+    """One batch row of lstm_step_forward_kernel: xa, bias, ha, gates (4H,); c_prev, c_next, h_next,
     tanh_c (H,)."""
     H = c_prev.shape[0]
     for j in range(H):
-        i = sigmoid(xa[j] + ha[j])
-        f = sigmoid(xa[H + j] + ha[H + j])
-        o = sigmoid(xa[2 * H + j] + ha[2 * H + j])
-        g = tanh(xa[3 * H + j] + ha[3 * H + j])
+        i = sigmoid((xa[j] + bias[j]) + ha[j])
+        f = sigmoid((xa[H + j] + bias[H + j]) + ha[H + j])
+        o = sigmoid((xa[2 * H + j] + bias[2 * H + j]) + ha[2 * H + j])
+        g = tanh((xa[3 * H + j] + bias[3 * H + j]) + ha[3 * H + j])
         c = f * c_prev[j] + i * g
         tc = tanh(c)
         gates[j] = i
@@ -170,13 +182,13 @@ def lstm_row_forward(xa, ha, c_prev, c_next, h_next, gates, tanh_c):
         h_next[j] = o * tc
 
 
-@njit(**JIT)
-def lstm_step_forward_kernel(t, xa, ha, h, c, gates, tanh_c):
-    """One LSTM step written into the caches. xa (B, T, 4H) input projections, ha (B, 4H) =
+@njit(parallel=True, **JIT)
+def lstm_step_forward_kernel(t, xa, bias, ha, h, c, gates, tanh_c):
+    """One LSTM step written into the caches. xa (B, T, 4H) = x @ Wx, bias (4H,), ha (B, 4H) =
     h[:, t] @ Wh; h, c (B, T+1, H); gates (B, T, 4H) post-activation i, f, o, g; tanh_c (B, T, H).
-    Reference: lstm.lstm_cell."""
-    for b in range(ha.shape[0]):
-        lstm_row_forward(xa[b, t], ha[b], c[b, t], c[b, t + 1], h[b, t + 1], gates[b, t], tanh_c[b, t])
+    Reference: lstm.lstm_cell (its xa includes the bias)."""
+    for b in prange(ha.shape[0]):
+        lstm_row_forward(xa[b, t], bias, ha[b], c[b, t], c[b, t + 1], h[b, t + 1], gates[b, t], tanh_c[b, t])
 
 
 @njit(**JIT)
@@ -200,25 +212,25 @@ def lstm_row_backward(dhs, dh_rec, dc, c_prev, gates, tanh_c, da):
         dc[j] = dct * f
 
 
-@njit(**JIT)
+@njit(parallel=True, **JIT)
 def lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da):
     """Writes da[:, t] (B, 4H) and replaces dc (B, H) (the gradient of c[:, t+1]) by that of c[:, t].
     dh_rec (B, H) = da[:, t+1] @ Wh.T from the step after. Reference: lstm.lstm_cell_backward."""
-    for b in range(dc.shape[0]):
+    for b in prange(dc.shape[0]):
         lstm_row_backward(dhs[b, t], dh_rec[b], dc[b], c[b, t], gates[b, t], tanh_c[b, t], da[b, t])
 
 
 # ---------------------------------------------------------------- GRU
 @njit(**JIT)
-def gru_row_forward(xa, ha, h_prev, h_next, gates, ha_n):
-    """One batch row of gru_step_forward_kernel: xa, ha, gates (3H,); h_prev, h_next, ha_n (H,)."""
+def gru_row_forward(xa, bias, ha, h_prev, h_next, gates, ha_n):
+    """One batch row of gru_step_forward_kernel: xa, bias, ha, gates (3H,); h_prev, h_next, ha_n (H,)."""
     H = h_prev.shape[0]
     one = h_prev.dtype.type(1.0)  # not 1.0: a Python float would promote float32 math to float64
     for j in range(H):
-        r = sigmoid(xa[j] + ha[j])
-        z = sigmoid(xa[H + j] + ha[H + j])
+        r = sigmoid((xa[j] + bias[j]) + ha[j])
+        z = sigmoid((xa[H + j] + bias[H + j]) + ha[H + j])
         hn = ha[2 * H + j]
-        n = tanh(xa[2 * H + j] + r * hn)
+        n = tanh((xa[2 * H + j] + bias[2 * H + j]) + r * hn)
         gates[j] = r
         gates[H + j] = z
         gates[2 * H + j] = n
@@ -226,12 +238,13 @@ def gru_row_forward(xa, ha, h_prev, h_next, gates, ha_n):
         h_next[j] = (one - z) * n + z * h_prev[j]
 
 
-@njit(**JIT)
-def gru_step_forward_kernel(t, xa, ha, h, gates, ha_n):
-    """One GRU step (reset after the recurrent matmul). xa (B, T, 3H), ha (B, 3H) = h[:, t] @ Wh,
-    h (B, T+1, H), gates (B, T, 3H) post-activation r, z, n, ha_n (B, T, H). Reference: gru.gru_cell."""
-    for b in range(ha.shape[0]):
-        gru_row_forward(xa[b, t], ha[b], h[b, t], h[b, t + 1], gates[b, t], ha_n[b, t])
+@njit(parallel=True, **JIT)
+def gru_step_forward_kernel(t, xa, bias, ha, h, gates, ha_n):
+    """One GRU step (reset after the recurrent matmul). xa (B, T, 3H) = x @ Wx, bias (3H,),
+    ha (B, 3H) = h[:, t] @ Wh, h (B, T+1, H), gates (B, T, 3H) post-activation r, z, n,
+    ha_n (B, T, H). Reference: gru.gru_cell (its xa includes the bias)."""
+    for b in prange(ha.shape[0]):
+        gru_row_forward(xa[b, t], bias, ha[b], h[b, t], h[b, t + 1], gates[b, t], ha_n[b, t])
 
 
 @njit(**JIT)
@@ -258,12 +271,12 @@ def gru_row_backward(dhs, dh_rec, dh_direct, h_prev, gates, ha_n, dxa, dha):
         dh_direct[j] = dh * z
 
 
-@njit(**JIT)
+@njit(parallel=True, **JIT)
 def gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha):
     """Writes dxa[:, t], dha[:, t] (B, 3H) and dh_direct (B, H), the part of dh_prev through z * h_prev.
     The gradient reaching h[:, t+1] is dhs[:, t] + dh_direct (from the step after) + dh_rec
     (= dha[:, t+1] @ Wh.T). Reference: gru.gru_cell_backward."""
-    for b in range(dh_rec.shape[0]):
+    for b in prange(dh_rec.shape[0]):
         gru_row_backward(dhs[b, t], dh_rec[b], dh_direct[b], h[b, t], gates[b, t], ha_n[b, t], dxa[b, t], dha[b, t])
 
 
@@ -313,10 +326,12 @@ def embedding_backward_kernel(ids, dx, dW):
 
 
 # ---------------------------------------------------------------- optimizer
-@njit(**JIT)
+@njit(parallel=True, **JIT)
 def adam_kernel(p, g, m, v, beta1, beta2, step_size, v_correction, eps):
     """One Adam update of flat float32 arrays, in place, in a single pass over memory.
-    Reference: optim.Adam.step."""
+    Reference: optim.Adam.step. Parallel: every element is its own update (disjoint writes, no
+    sums), so threads change nothing in the result; the pass is memory-bound (LSTM 2x512: 6.3M
+    parameters, 4 arrays, ~5 ms on one core)."""
     # constants formed in float64 and rounded once, as numpy does with Python-float scalars
     # (1 - float32(0.999) would be off by 1e-5 relative)
     b1 = p.dtype.type(beta1)
@@ -326,7 +341,7 @@ def adam_kernel(p, g, m, v, beta1, beta2, step_size, v_correction, eps):
     lr = p.dtype.type(step_size)
     vc = p.dtype.type(v_correction)
     ep = p.dtype.type(eps)
-    for k in range(p.size):
+    for k in prange(p.size):
         gk = g[k]
         mk = b1 * m[k] + c1 * gk
         vk = b2 * v[k] + c2 * (gk * gk)
@@ -345,7 +360,7 @@ def adam_kernel(p, g, m, v, beta1, beta2, step_size, v_correction, eps):
 # 210-270 GFLOP/s a core on the shapes training uses (bench/gemm.py). charnn.gemm decides when to
 # use them (float32, AVX-512 present) and otherwise calls numpy; its tests check the two agree.
 MR, NR = 4, 64  # tile rows and columns: 4 x 64 floats = 16 zmm accumulators of the 32
-MC = 32  # rows of A per task: 32 x KB floats (32 KB) stay in L1/L2 while the task runs
+MC = 64  # rows of A per task: 32 x KB floats (32 KB) stay in L1/L2 while the task runs
 KB = 256  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
 CONTRACT = {"contract"}  # allow fused multiply-add and nothing else (NaN must survive)
 
@@ -415,13 +430,34 @@ def _gemm_row(A, Bp, p, i, k0, k1, C, n_valid):
 @njit(parallel=True, **JIT)
 def pack_panels_kernel(B, Bp):
     """Bp[p, k, j] = B[k, p*NR + j], zero past B's last column. B (K, N) any strides -> Bp (P, K, NR).
-    Parallel over panels: each writes its own Bp[p]."""
+
+    The loops follow B's memory order. Row-major B (an activation gradient, 2048 x 1024): row k is
+    read once, front to back, and dealt out to the P panels; parallel over blocks of rows, each
+    writing its own rows of every panel. Going panel by panel instead reads 256 bytes from every
+    row, a new page each time, and ran at 6 GB/s. Column-major B (a transposed weight, Wh.T):
+    panel by panel, each column of B read front to back; parallel over panels."""
     K, N = B.shape
-    for p in prange(Bp.shape[0]):
-        for k in range(K):
+    P = Bp.shape[0]
+    full = N // NR  # panels with no padding
+    if B.strides[1] <= B.strides[0]:
+        for kb in prange((K + 63) // 64):
+            for k in range(kb * 64, min(K, kb * 64 + 64)):
+                for p in range(full):
+                    for j in range(NR):
+                        Bp[p, k, j] = B[k, p * NR + j]
+                for p in range(full, P):
+                    for j in range(NR):
+                        Bp[p, k, j] = B[k, p * NR + j] if p * NR + j < N else np.float32(0.0)
+    else:
+        for p in prange(P):
             for j in range(NR):
                 col = p * NR + j
-                Bp[p, k, j] = B[k, col] if col < N else np.float32(0.0)
+                if col < N:
+                    for k in range(K):
+                        Bp[p, k, j] = B[k, col]
+                else:
+                    for k in range(K):
+                        Bp[p, k, j] = np.float32(0.0)
 
 
 @njit(parallel=True, fastmath=CONTRACT, **JIT)
@@ -454,6 +490,52 @@ def gemm_kernel(A, Bp, C):
             for i in range(i0, i_end):
                 _gemm_row(A, Bp, p, i, k0, k1, C, n_valid)
 
+
+
+# ---------------------------------------------------------------- whole sequences
+# The time loops of fast.py's rnn/lstm/gru forward and backward, for when the recurrent weight is
+# packed for the tiles (charnn.gemm): per step one product and one step kernel, with no Python in
+# between. Reference: the same loops in fast.py, which run when BLAS does the products.
+@njit(**JIT)
+def rnn_forward_loop(xa, bias, Whp, h, ha, code):
+    for t in range(xa.shape[1]):
+        gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
+        rnn_step_forward_kernel(t, xa, bias, ha, h, code)
+
+
+@njit(**JIT)
+def rnn_backward_loop(dhs, dh_rec, h, da, WhTp, code):
+    for t in range(da.shape[1] - 1, -1, -1):
+        rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
+        gemm_kernel(da[:, t], WhTp, dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+
+
+@njit(**JIT)
+def lstm_forward_loop(xa, bias, Whp, h, c, gates, tanh_c, ha):
+    for t in range(xa.shape[1]):
+        gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
+        lstm_step_forward_kernel(t, xa, bias, ha, h, c, gates, tanh_c)
+
+
+@njit(**JIT)
+def lstm_backward_loop(dhs, dh_rec, dc, c, gates, tanh_c, da, WhTp):
+    for t in range(da.shape[1] - 1, -1, -1):
+        lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
+        gemm_kernel(da[:, t], WhTp, dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+
+
+@njit(**JIT)
+def gru_forward_loop(xa, bias, Whp, h, gates, ha_n, ha):
+    for t in range(xa.shape[1]):
+        gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
+        gru_step_forward_kernel(t, xa, bias, ha, h, gates, ha_n)
+
+
+@njit(**JIT)
+def gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp):
+    for t in range(dha.shape[1] - 1, -1, -1):
+        gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
+        gemm_kernel(dha[:, t], WhTp, dh_rec)  # forward: ha = h_prev @ Wh
 
 # ================================================================ batch-1 sampling
 # One call of recurrent_sample_kernel / mlp_sample_kernel runs a whole block of characters: every

@@ -7,12 +7,20 @@ which pass through T steps of products, to ~1e-5 relative (scaled by the array's
 import numpy as np
 import pytest
 
-from charnn import fast, gru, layers, lstm, rnn
+from charnn import fast, gemm, gru, layers, lstm, rnn
 from charnn.activations import ACTIVATIONS
 from charnn.gradcheck import rel_error
 from charnn import kernels as K
 
 SHAPES = [(1, 1, 3, 4), (2, 5, 3, 7), (3, 8, 6, 16), (1, 9, 5, 33)]  # (B, T, D, H)
+
+
+@pytest.fixture(params=["tiles", "blas"], autouse=True)
+def products(request, monkeypatch):
+    """Every test twice: with the matrix products on charnn's tiles (the whole time loop in one
+    kernel) and on numpy's BLAS (the loop in Python), as on a CPU without AVX-512."""
+    monkeypatch.setattr(gemm, "TILES", request.param == "tiles")
+    return request.param
 
 
 def arrays(rng, *shapes, scale=0.5):
