@@ -20,7 +20,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--configs", default=",".join(c["name"] for c in CONFIGS),
                    help="comma-separated configurations, CELL-LAYERSxHIDDEN (cells rnn, lstm, gru), e.g. lstm-2x256")
-    p.add_argument("--steps", type=int, default=20, help="timed training steps per configuration (each timed alone; the median is reported)")
+    p.add_argument("--steps", type=int, default=21, help="timed training steps per configuration (each timed alone; the median is reported)")
+    p.add_argument("--rounds", type=int, default=3, help="alternate charnn and PyTorch training in this many rounds, the steps split between them")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps before the timed ones")
     p.add_argument("--sample-length", type=int, default=500, help="characters per timed sampling call")
     p.add_argument("--sample-repeats", type=int, default=5, help="timed sampling calls (the median is reported)")
@@ -35,7 +36,7 @@ def parse_args(argv=None):
         args.configs = [config_by_name(name) for name in args.configs.split(",") if name.strip()]
     except ValueError as e:
         p.error(str(e))
-    for name in ("steps", "sample_length", "sample_repeats", "torch_threads"):
+    for name in ("steps", "rounds", "sample_length", "sample_repeats", "torch_threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0:
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     rows = iter_benchmarks(args.configs, steps=args.steps, warmup_steps=args.warmup, backend=args.backend,
                            torch=not args.no_torch, sample_length=args.sample_length,
                            sample_repeats=args.sample_repeats, startup=not args.no_startup,
-                           torch_threads=args.torch_threads, note=note)
+                           torch_threads=args.torch_threads, note=note, rounds=args.rounds)
     for row in rows:
         print(json.dumps(row), flush=True)
     return 0

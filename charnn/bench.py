@@ -201,6 +201,7 @@ def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, b
         if step >= warmup_steps:
             times.append(elapsed)
     row = _median_summary(times, B * T, "charnn_train", "step")
+    row["_times"] = times  # for _merge_rounds; removed before the row is printed
     row["charnn_train_warmup_steps"] = warmup_steps
     row["charnn_train_gflop_per_s_median"] = train_flops_per_char(config) * B * T / row["charnn_train_step_s_median"] / 1e9
     row["charnn_train_loss_first_last"] = [losses[0], losses[-1]]
@@ -309,6 +310,7 @@ def time_torch_training(config: dict, steps: int = 20, warmup_steps: int = 3, th
         if step >= warmup_steps:
             times.append(elapsed)
     row = _median_summary(times, B * T, "torch_train", "step")
+    row["_times"] = times  # for _merge_rounds; removed before the row is printed
     row["torch_train_warmup_steps"] = warmup_steps
     row["torch_train_gflop_per_s_median"] = train_flops_per_char(config) * B * T / row["torch_train_step_s_median"] / 1e9
     row["torch_train_loss_first_last"] = [losses[0], losses[-1]]
@@ -536,20 +538,25 @@ class OtherLoad:
     Reads the machine's busy time from /proc/stat and subtracts this process's own CPU time (and
     that of its finished children), so `fraction` = other processes' CPU seconds / (wall x CPUs).
     Near 0 means the timings had the machine to themselves; None where /proc/stat is missing.
+    Entering the same gauge again adds to it: `fraction` then covers all its blocks together.
     """
+
+    def __init__(self):
+        self.wall, self.others, self.fraction = 0.0, 0.0, None
+        self._known = True
 
     def __enter__(self):
         self.t0, self.busy0, self.own0 = time.perf_counter(), _machine_busy_s(), _own_cpu_s()
         return self
 
     def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self.t0
+        self.wall += time.perf_counter() - self.t0
         busy1 = _machine_busy_s()
         if busy1 is None or self.busy0 is None:
-            self.fraction = None
+            self._known = False
         else:
-            others = (busy1 - self.busy0) - (_own_cpu_s() - self.own0)
-            self.fraction = round(max(0.0, others) / (self.wall * (os.cpu_count() or 1)), 3)
+            self.others += max(0.0, (busy1 - self.busy0) - (_own_cpu_s() - self.own0))
+        self.fraction = round(self.others / (self.wall * (os.cpu_count() or 1)), 3) if self._known and self.wall > 0 else None
 
 
 def _machine_busy_s() -> float | None:
@@ -609,9 +616,21 @@ def _settle():
     time.sleep(SETTLE_S)
 
 
+def _merge_rounds(rows: list[dict], prefix: str, config: dict) -> dict:
+    """One training row from several rounds: rates from the median over all their timed steps."""
+    B, T = config["batch_size"], config["seq_len"]
+    times = [t for row in rows for t in row.pop("_times")]
+    merged = dict(rows[-1])
+    merged.update(_median_summary(times, B * T, f"{prefix}_train", "step"))
+    merged[f"{prefix}_train_gflop_per_s_median"] = train_flops_per_char(config) * B * T / merged[f"{prefix}_train_step_s_median"] / 1e9
+    merged[f"{prefix}_train_rounds"] = len(rows)
+    merged[f"{prefix}_train_chars_per_s_by_round"] = [row[f"{prefix}_train_chars_per_s_median"] for row in rows]
+    return merged
+
+
 def iter_benchmarks(configs=None, steps: int = 20, warmup_steps: int = 3, backend="numba", torch: bool = True,
                     sample_length: int = 500, sample_repeats: int = 5, startup: bool = False,
-                    torch_threads: int = 2, note=None) -> Iterator[dict]:
+                    torch_threads: int = 2, note=None, rounds: int = 3) -> Iterator[dict]:
     """Yield one row per (configuration, backend), then, with startup=True, one start-up row per
     cell type (the first configuration of each). PyTorch is timed once per configuration, and
     skipped with a note in the rows when it cannot be imported or torch=False.
@@ -619,8 +638,11 @@ def iter_benchmarks(configs=None, steps: int = 20, warmup_steps: int = 3, backen
     configs: dicts like CONFIGS' entries, or names like "lstm-2x256"; None: all of CONFIGS.
     backend: "numba", "numpy", "both" or a list of them.
     note: a callable receiving human-readable progress lines (e.g. print to stderr), or None.
+    rounds: training is timed in this many alternating rounds per side (steps split between them).
     """
     note = note or (lambda text: None)
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
     configs = [config_by_name(c) if isinstance(c, str) else c for c in (configs or CONFIGS)]
     backends = _backends(backend)
     if torch:
@@ -633,29 +655,45 @@ def iter_benchmarks(configs=None, steps: int = 20, warmup_steps: int = 3, backen
     env = environment()
     if have_torch:
         env["torch"] = torch_info
+    rounds = min(rounds, steps)
+    per_round = [steps // rounds + (r < steps % rounds) for r in range(rounds)]  # summing to steps
     for config in configs:
         B, T = config["batch_size"], config["seq_len"]
+        # Training alternates between the frameworks in `rounds` rounds of per_round steps, so a
+        # change in the machine's speed during the run (this VM's varies by up to 20% from one
+        # minute to the next) reaches both sides of the ratio alike.
+        torch_rounds, charnn_rounds = [], {b: [] for b in backends}
+        loads = {"torch": OtherLoad(), **{b: OtherLoad() for b in backends}}
+        for r in range(rounds):
+            if have_torch:
+                note(f"{config['name']}: torch training, round {r + 1} of {rounds}")
+                _settle()
+                with loads["torch"]:
+                    torch_rounds.append(time_torch_training(config, per_round[r], warmup_steps, torch_threads))
+            for b in backends:
+                note(f"{config['name']}: charnn ({b}) training, round {r + 1} of {rounds}")
+                _settle()
+                with loads[b]:
+                    charnn_rounds[b].append(time_charnn_training(config, per_round[r], warmup_steps, b))
         torch_row = {}
         if have_torch:
-            note(f"{config['name']}: torch training and sampling")
+            note(f"{config['name']}: torch sampling")
+            torch_row.update(_merge_rounds(torch_rounds, "torch", config))
             _settle()
-            with OtherLoad() as load:
-                torch_row.update(time_torch_training(config, steps, warmup_steps, torch_threads))
-                _settle()
+            with loads["torch"]:
                 torch_row.update(time_torch_sampling(config, sample_length, sample_repeats, torch_threads))
-            torch_row["torch_other_processes_cpu_fraction"] = load.fraction
+            torch_row["torch_other_processes_cpu_fraction"] = loads["torch"].fraction
         for b in backends:
-            note(f"{config['name']}: charnn ({b}) training and sampling")
+            note(f"{config['name']}: charnn ({b}) sampling")
             row = {"kind": "speed", "config": config["name"], "cell": config["model"], "layers": config["layers"],
                    "hidden": config["hidden"], "embed": config["embed"], "vocab": config["vocab_size"],
                    "batch": B, "seq": T, "optimizer": f"{config.get('optimizer', 'adam')} lr {config['lr']:g}",
                    "clip": config["clip"], "train_flops_per_step": train_flops_per_char(config) * B * T}
+            row.update(_merge_rounds(charnn_rounds[b], "charnn", config))
             _settle()
-            with OtherLoad() as load:
-                row.update(time_charnn_training(config, steps, warmup_steps, b))
-                _settle()
+            with loads[b]:
                 row.update(time_charnn_sampling(config, sample_length, sample_repeats, b))
-            row["charnn_other_processes_cpu_fraction"] = load.fraction
+            row["charnn_other_processes_cpu_fraction"] = loads[b].fraction
             if have_torch:
                 row.update(torch_row)
                 row["torch_extra_bias_params"] = row["torch_params"] - row["charnn_params"]

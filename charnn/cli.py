@@ -192,11 +192,12 @@ def evaluate(checkpoint, file, show, backend):
 
 @main.command()
 @click.option("--configs", default=None, help="Comma-separated subset, e.g. lstm-2x256,gru-2x256 [default: all five].")
-@click.option("--steps", type=POSITIVE, default=20, show_default=True, help="Timed training steps per configuration.")
+@click.option("--steps", type=POSITIVE, default=21, show_default=True, help="Timed training steps per configuration.")
+@click.option("--rounds", type=POSITIVE, default=3, show_default=True, help="Alternate charnn and PyTorch training in this many rounds (the steps split between them).")
 @click.option("--backend", type=click.Choice([*BACKENDS, "both"]), default="numba", show_default=True, help="charnn backend to time.")
 @click.option("--no-torch", is_flag=True, help="Skip PyTorch even if it is installed.")
 @click.option("--startup/--no-startup", default=False, show_default=True, help="Also time first calls and `charnn sample` cold/warm start (clears numba's cache).")
-def bench(configs, steps, backend, no_torch, startup):
+def bench(configs, steps, rounds, backend, no_torch, startup):
     """Time training and sampling chars/s against PyTorch on this CPU; one JSON line per configuration.
 
     The same as `python bench/speed.py`. PyTorch is optional (`pip install torch==2.13.0`).
@@ -210,7 +211,8 @@ def bench(configs, steps, backend, no_torch, startup):
     except ValueError as e:
         _fail(str(e))
     note = lambda text: click.echo(text, err=True)
-    for row in iter_benchmarks(chosen, steps=steps, backend=backend, torch=not no_torch, startup=startup, note=note):
+    for row in iter_benchmarks(chosen, steps=steps, backend=backend, torch=not no_torch, startup=startup, note=note,
+                               rounds=rounds):
         click.echo(json.dumps(row))
 
 

@@ -57,6 +57,19 @@ def test_make_model_uses_the_backend_asked_for():
     assert bench.make_model(tiny, backend=None).backend == DEFAULT_BACKEND
 
 
+def test_training_is_timed_in_rounds():
+    """The timed steps are split over alternating rounds, and the row's median covers them all."""
+    rows = run_benchmarks([tiny("rnn")], torch=False, backend="numpy", **dict(FAST, steps=5), rounds=2)
+    row = rows[0]
+    assert row["charnn_train_timed_steps"] == 5 and row["charnn_train_rounds"] == 2
+    assert len(row["charnn_train_chars_per_s_by_round"]) == 2 and all(map(positive, row["charnn_train_chars_per_s_by_round"]))
+    assert "_times" not in row
+    row = run_benchmarks([tiny("rnn")], torch=False, backend="numpy", **FAST, rounds=7)[0]
+    assert row["charnn_train_timed_steps"] == 2 and row["charnn_train_rounds"] == 2  # no empty rounds
+    with pytest.raises(ValueError, match="rounds"):
+        run_benchmarks([tiny("rnn")], torch=False, backend="numpy", **FAST, rounds=0)
+
+
 @pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
 def test_charnn_rows_without_torch(model):
     config = tiny(model)
