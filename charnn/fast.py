@@ -29,8 +29,8 @@ from .rnn import RNNCache
 
 
 def _input_projection(x, Wx):
-    """x @ Wx for all T steps at once: (B, T, D) -> (B, T, G), C-contiguous. Without the bias:
-    the step kernels add it (one pass over this array fewer)."""
+    """x @ Wx for all T steps at once: (B, T, D) -> (B, T, G), C-contiguous; without the bias,
+    which the step kernels add. (With the tiles, the loop kernels compute it step by step.)"""
     B, T, D = x.shape
     return matmul(x.reshape(B * T, D), Wx).reshape(B, T, -1)  # (B, T, G)
 
@@ -65,18 +65,19 @@ def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
     B, T, _ = x.shape
     H = Wh.shape[0]
     code = K.ACTIVATION_CODES[activation]
-    xa = _input_projection(x, Wx)
-    bias = _bias(b, xa.dtype)
-    h = recycle.empty((B, T + 1, H), xa.dtype)
+    dtype = np.result_type(x, Wx)
+    bias = _bias(b, dtype)
+    h = recycle.empty((B, T + 1, H), dtype)
     h[:, 0] = h0
-    ha = recycle.empty((B, H), xa.dtype)
-    Whp = pack(Wh)
-    if Whp.panels is not None:
-        K.rnn_forward_loop(xa, bias, Whp.panels, h, ha, code)
+    ha = recycle.empty((B, H), dtype)
+    Wxp, Whp = pack(Wx), pack(Wh)
+    if Whp.panels is not None and Wxp.panels is not None:
+        K.rnn_forward_loop(x, Wxp.panels, bias, Whp.panels, h, recycle.empty((B, H), dtype), ha, code)
     else:
+        xa = _input_projection(x, Wx)
         for t in range(T):
             np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
-            K.rnn_step_forward_kernel(t, xa, bias, ha, h, code)
+            K.rnn_step_forward_kernel(t, xa[:, t], bias, ha, h, code)
     return h[:, 1:], RNNCache(x, h, Wx, Wh, activation)
 
 
@@ -105,8 +106,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     """Twin of lstm.lstm_forward."""
     B, T, _ = x.shape
     H = Wh.shape[0]
-    xa = _input_projection(x, Wx)
-    dtype = xa.dtype
+    dtype = np.result_type(x, Wx)
     bias = _bias(b, dtype)
     h = recycle.empty((B, T + 1, H), dtype)
     c = recycle.empty((B, T + 1, H), dtype)
@@ -114,13 +114,14 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     tanh_c = recycle.empty((B, T, H), dtype)
     h[:, 0], c[:, 0] = h0, c0
     ha = recycle.empty((B, 4 * H), dtype)
-    Whp = pack(Wh)
-    if Whp.panels is not None:
-        K.lstm_forward_loop(xa, bias, Whp.panels, h, c, gates, tanh_c, ha)
+    Wxp, Whp = pack(Wx), pack(Wh)
+    if Whp.panels is not None and Wxp.panels is not None:
+        K.lstm_forward_loop(x, Wxp.panels, bias, Whp.panels, h, c, gates, tanh_c, recycle.empty((B, 4 * H), dtype), ha)
     else:
+        xa = _input_projection(x, Wx)
         for t in range(T):
             np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
-            K.lstm_step_forward_kernel(t, xa, bias, ha, h, c, gates, tanh_c)
+            K.lstm_step_forward_kernel(t, xa[:, t], bias, ha, h, c, gates, tanh_c)
     return h[:, 1:], c[:, T], LSTMCache(x, h, c, gates, tanh_c, Wx, Wh)
 
 
@@ -149,21 +150,21 @@ def gru_forward(x, h0, Wx, Wh, b):
     """Twin of gru.gru_forward."""
     B, T, _ = x.shape
     H = Wh.shape[0]
-    xa = _input_projection(x, Wx)
-    dtype = xa.dtype
+    dtype = np.result_type(x, Wx)
     bias = _bias(b, dtype)
     h = recycle.empty((B, T + 1, H), dtype)
     gates = recycle.empty((B, T, 3 * H), dtype)
     ha_n = recycle.empty((B, T, H), dtype)
     h[:, 0] = h0
     ha = recycle.empty((B, 3 * H), dtype)
-    Whp = pack(Wh)
-    if Whp.panels is not None:
-        K.gru_forward_loop(xa, bias, Whp.panels, h, gates, ha_n, ha)
+    Wxp, Whp = pack(Wx), pack(Wh)
+    if Whp.panels is not None and Wxp.panels is not None:
+        K.gru_forward_loop(x, Wxp.panels, bias, Whp.panels, h, gates, ha_n, recycle.empty((B, 3 * H), dtype), ha)
     else:
+        xa = _input_projection(x, Wx)
         for t in range(T):
             np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
-            K.gru_step_forward_kernel(t, xa, bias, ha, h, gates, ha_n)
+            K.gru_step_forward_kernel(t, xa[:, t], bias, ha, h, gates, ha_n)
     return h[:, 1:], GRUCache(x, h, gates, ha_n, Wx, Wh)
 
 

@@ -117,8 +117,8 @@ def activate_grad(h, code):
 # forward at B=32, H=256: 137 us vs 20 us a step), the vector path lost to the generic
 # multi-dimensional indexing. The row kernels take 1-D arrays only. The step kernels run the rows
 # in parallel (prange): each row writes only its own slices of the caches.
-# The forward kernels take xa = x @ Wx without the bias and add it themselves, which saves a
-# pass over the whole (B, T, G) array; the sum (xa + bias) + ha rounds as the reference's does.
+# The forward kernels take step t's xa_t = x[:, t] @ Wx without the bias and add it themselves;
+# the sum (xa_t + bias) + ha rounds as the reference's (x @ Wx + b) + h @ Wh does.
 
 # ---------------------------------------------------------------- vanilla RNN
 @njit(**JIT)
@@ -133,11 +133,11 @@ def rnn_row_forward(xa, bias, ha, h_next, code):
 
 
 @njit(parallel=True, **JIT)
-def rnn_step_forward_kernel(t, xa, bias, ha, h, code):
-    """h[:, t+1] = act(xa[:, t] + bias + ha). xa (B, T, H) = x @ Wx, bias (H,), ha (B, H) = h[:, t] @ Wh,
+def rnn_step_forward_kernel(t, xa_t, bias, ha, h, code):
+    """h[:, t+1] = act(xa_t + bias + ha). xa_t (B, H) = x[:, t] @ Wx, bias (H,), ha (B, H) = h[:, t] @ Wh,
     h (B, T+1, H). Reference: rnn.rnn_cell (its xa includes the bias)."""
     for b in prange(ha.shape[0]):
-        rnn_row_forward(xa[b, t], bias, ha[b], h[b, t + 1], code)
+        rnn_row_forward(xa_t[b], bias, ha[b], h[b, t + 1], code)
 
 
 @njit(**JIT)
@@ -183,12 +183,12 @@ def lstm_row_forward(xa, bias, ha, c_prev, c_next, h_next, gates, tanh_c):
 
 
 @njit(parallel=True, **JIT)
-def lstm_step_forward_kernel(t, xa, bias, ha, h, c, gates, tanh_c):
-    """One LSTM step written into the caches. xa (B, T, 4H) = x @ Wx, bias (4H,), ha (B, 4H) =
+def lstm_step_forward_kernel(t, xa_t, bias, ha, h, c, gates, tanh_c):
+    """One LSTM step written into the caches. xa_t (B, 4H) = x[:, t] @ Wx, bias (4H,), ha (B, 4H) =
     h[:, t] @ Wh; h, c (B, T+1, H); gates (B, T, 4H) post-activation i, f, o, g; tanh_c (B, T, H).
     Reference: lstm.lstm_cell (its xa includes the bias)."""
     for b in prange(ha.shape[0]):
-        lstm_row_forward(xa[b, t], bias, ha[b], c[b, t], c[b, t + 1], h[b, t + 1], gates[b, t], tanh_c[b, t])
+        lstm_row_forward(xa_t[b], bias, ha[b], c[b, t], c[b, t + 1], h[b, t + 1], gates[b, t], tanh_c[b, t])
 
 
 @njit(**JIT)
@@ -239,12 +239,12 @@ def gru_row_forward(xa, bias, ha, h_prev, h_next, gates, ha_n):
 
 
 @njit(parallel=True, **JIT)
-def gru_step_forward_kernel(t, xa, bias, ha, h, gates, ha_n):
-    """One GRU step (reset after the recurrent matmul). xa (B, T, 3H) = x @ Wx, bias (3H,),
+def gru_step_forward_kernel(t, xa_t, bias, ha, h, gates, ha_n):
+    """One GRU step (reset after the recurrent matmul). xa_t (B, 3H) = x[:, t] @ Wx, bias (3H,),
     ha (B, 3H) = h[:, t] @ Wh, h (B, T+1, H), gates (B, T, 3H) post-activation r, z, n,
     ha_n (B, T, H). Reference: gru.gru_cell (its xa includes the bias)."""
     for b in prange(ha.shape[0]):
-        gru_row_forward(xa[b, t], bias, ha[b], h[b, t], h[b, t + 1], gates[b, t], ha_n[b, t])
+        gru_row_forward(xa_t[b], bias, ha[b], h[b, t], h[b, t + 1], gates[b, t], ha_n[b, t])
 
 
 @njit(**JIT)
@@ -493,14 +493,19 @@ def gemm_kernel(A, Bp, C):
 
 
 # ---------------------------------------------------------------- whole sequences
-# The time loops of fast.py's rnn/lstm/gru forward and backward, for when the recurrent weight is
-# packed for the tiles (charnn.gemm): per step one product and one step kernel, with no Python in
+# The time loops of fast.py's rnn/lstm/gru forward and backward, for when the weights are packed
+# for the tiles (charnn.gemm): per step the products and one step kernel, with no Python in
 # between. Reference: the same loops in fast.py, which run when BLAS does the products.
+# Forward, the input projection x_t @ Wx is also computed step by step, into a (B, G) scratch,
+# instead of as one (B*T, G) product before the loop: the whole xa (8 MB at LSTM 2x256) was
+# written to memory and read back, and that one product ran at 115-270 GFLOP/s against ~400 for
+# the same work in 32-row pieces whose results are used while they are still in cache.
 @njit(**JIT)
-def rnn_forward_loop(xa, bias, Whp, h, ha, code):
-    for t in range(xa.shape[1]):
+def rnn_forward_loop(x, Wxp, bias, Whp, h, xa_t, ha, code):
+    for t in range(x.shape[1]):
+        gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
         gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
-        rnn_step_forward_kernel(t, xa, bias, ha, h, code)
+        rnn_step_forward_kernel(t, xa_t, bias, ha, h, code)
 
 
 @njit(**JIT)
@@ -511,10 +516,11 @@ def rnn_backward_loop(dhs, dh_rec, h, da, WhTp, code):
 
 
 @njit(**JIT)
-def lstm_forward_loop(xa, bias, Whp, h, c, gates, tanh_c, ha):
-    for t in range(xa.shape[1]):
+def lstm_forward_loop(x, Wxp, bias, Whp, h, c, gates, tanh_c, xa_t, ha):
+    for t in range(x.shape[1]):
+        gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
         gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
-        lstm_step_forward_kernel(t, xa, bias, ha, h, c, gates, tanh_c)
+        lstm_step_forward_kernel(t, xa_t, bias, ha, h, c, gates, tanh_c)
 
 
 @njit(**JIT)
@@ -525,10 +531,11 @@ def lstm_backward_loop(dhs, dh_rec, dc, c, gates, tanh_c, da, WhTp):
 
 
 @njit(**JIT)
-def gru_forward_loop(xa, bias, Whp, h, gates, ha_n, ha):
-    for t in range(xa.shape[1]):
+def gru_forward_loop(x, Wxp, bias, Whp, h, gates, ha_n, xa_t, ha):
+    for t in range(x.shape[1]):
+        gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
         gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
-        gru_step_forward_kernel(t, xa, bias, ha, h, gates, ha_n)
+        gru_step_forward_kernel(t, xa_t, bias, ha, h, gates, ha_n)
 
 
 @njit(**JIT)
