@@ -360,7 +360,7 @@ def adam_kernel(p, g, m, v, beta1, beta2, step_size, v_correction, eps):
 # 210-270 GFLOP/s a core on the shapes training uses (bench/gemm.py). charnn.gemm decides when to
 # use them (float32, AVX-512 present) and otherwise calls numpy; its tests check the two agree.
 MR, NR = 4, 64  # tile rows and columns: 4 x 64 floats = 16 zmm accumulators of the 32
-MC = 64  # rows of A per task: 32 x KB floats (32 KB) stay in L1/L2 while the task runs
+MC = 64  # rows of A per task: 64 x KB floats (64 KB) stay in L2 (32 and 128 measured alike)
 KB = 256  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
 CONTRACT = {"contract"}  # allow fused multiply-add and nothing else (NaN must survive)
 
@@ -465,7 +465,7 @@ def gemm_kernel(A, Bp, C):
     """C = A @ B: A (M, K) float32 any strides, B packed as Bp (P, K, NR) by pack_panels_kernel,
     C (M, N) with N <= P*NR. Reference: numpy's A @ B (tests/test_gemm.py).
 
-    Tasks are (group of MC rows, panel) pairs, row-group-major: a group's rows of A (32 KB at
+    Tasks are (group of MC rows, panel) pairs, row-group-major: a group's rows of A (64 KB at
     K = 256) stay in cache while the thread runs through the panels, and each panel slice is
     reused by the group's MC / MR tiles. At M = 32 (one recurrent step) there is one group, so
     two threads split the panels and each keeps its half of the weights in its own L2 from one
@@ -489,7 +489,6 @@ def gemm_kernel(A, Bp, C):
                 i0 += MR
             for i in range(i0, i_end):
                 _gemm_row(A, Bp, p, i, k0, k1, C, n_valid)
-
 
 
 # ---------------------------------------------------------------- whole sequences
