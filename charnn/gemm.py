@@ -68,3 +68,17 @@ def matmul(A: np.ndarray, B, out: np.ndarray | None = None) -> np.ndarray:
         packed = pack(Bm)
     K.gemm_kernel(A, packed.panels, out)
     return out
+
+
+def kernels_cached() -> bool:
+    """Whether the product kernel is compiled in this process or in numba's on-disk cache for the
+    current kernels.py: False on the first training run after an install, whose first step then
+    spends ~15 s compiling (train.py says so). Reads numba's cache index, an internal; if numba
+    changes it, the answer is True (the message is then simply not shown)."""
+    if not TILES or K.gemm_kernel.overloads:
+        return True
+    try:
+        return bool(K.gemm_kernel._cache._cache_file._load_index())
+    except Exception:  # noqa: BLE001  numba internals moved
+        return True
+

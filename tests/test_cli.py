@@ -45,6 +45,21 @@ def test_train_then_sample(runner, corpus_file):
     assert g.exit_code == 0 and len(g.output) == 31
 
 
+def test_first_run_says_it_compiles(runner, corpus_file, monkeypatch):
+    """The first training run after an install spends ~15 s compiling before step 1: it says so,
+    only then, and --quiet silences it like everything else."""
+    from charnn import gemm
+
+    monkeypatch.setattr(gemm, "kernels_cached", lambda: False)
+    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2")
+    assert r.exit_code == 0 and "numba compiles the training kernels once" in r.output
+    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2", "--quiet")
+    assert "compiles" not in r.output
+    monkeypatch.setattr(gemm, "kernels_cached", lambda: True)
+    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2")
+    assert r.exit_code == 0 and "compiles" not in r.output
+
+
 def test_quiet_and_resume(runner, corpus_file):
     r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "10", "--eval-every", "5", "--quiet", "--model", "rnn")
     assert r.exit_code == 0 and r.output == ""
