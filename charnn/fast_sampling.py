@@ -143,7 +143,12 @@ def mlp_net(model) -> MLPNet:
     )
 
 
-PARALLEL_MIN_BYTES = 1 << 20  # recurrent weights from which splitting layers over threads can pay
+# Recurrent weights from which splitting layers over threads is tried. A parallel block is fast
+# only while both CPUs stay free: on this project's VM about 40% of 64-character blocks lost a
+# scheduler tick (LSTM 2x256: 27 us a character without, 60-92 with, serial 38-44), so two
+# threads lost on average up to ~3 MB of weights (LSTM 2x256, GRU 2x256, RNN 1x512: 0.5-0.7x
+# serial) and won beyond (LSTM 2x512, 12.6 MB: 9.7k against 7.1k chars/s).
+PARALLEL_MIN_BYTES = 6 << 20
 
 
 def parallel_threads() -> int:
@@ -305,8 +310,8 @@ def sample_ids(model, prime_ids, length: int, temperature: float = 1.0, top_k: i
 
     Each block draws its uniforms at once (`rng.random(n)`, none if argmax), so when the iterator
     is exhausted rng is where n single draws would have left it; in between it runs ahead by up to
-    one block. threads: see prepare; with a choice, a _Chooser picks by timing the blocks (probes
-    of the slower choice run `first_block` characters). The choice never changes the ids: every
+    one block. threads: see prepare; with a choice, a _Chooser picks by timing the blocks (a probe
+    of the other choice is a whole block). The choice never changes the ids: every
     layout computes each logit with the same float32 operations in the same order."""
     kernel, nets, state = prepare(model, threads)
     chooser = _Chooser(sorted(nets))
@@ -318,7 +323,9 @@ def sample_ids(model, prime_ids, length: int, temperature: float = 1.0, top_k: i
     while done < length:
         threads_now = chooser.next()
         net = nets[threads_now]  # built at first use: outside the timed call
-        n = min(first_block if calls == 0 or chooser.is_probe(threads_now) else block, length - done)
+        # probes run whole blocks too: an 8-character parallel probe could time well where
+        # 64-character parallel blocks then ran at 0.5-0.7x the serial speed (measured today)
+        n = min(first_block if calls == 0 else block, length - done)
         u = np.zeros(n) if argmax else rng.random(n)  # (n,) the same stream as n rng.random() calls
         out = np.empty(n, dtype=np.int64)
         t0 = perf_counter()
