@@ -315,11 +315,14 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
     exploding_loss = 3.0 * max(math.log(model.config.vocab_size), 1.0)
     reporter.start(step=step, total_steps=total_steps, chars_per_step=B * T, model=model, config=config,
                    n_train=len(train_ids), n_val=len(val_ids))
-    from .gemm import kernels_cached  # here, not at the top: `import charnn` stays free of numba
+    from .gemm import fast_threading, kernels_cached  # here: `import charnn` stays free of numba
 
     if config.backend == "numba" and not kernels_cached():
         reporter.message("first run after an install: numba compiles the training kernels once (10-20 s), "
                          "then caches them for every later run")
+    if config.backend == "numba" and not fast_threading():
+        reporter.message("numba has no OpenMP or TBB threading layer here (install libgomp or tbb): "
+                         "its fallback starts each parallel loop ~100x slower, and training runs 2-3x slower")
     train_seconds, start_step, started = 0.0, step, time.perf_counter()
     try:
         with _InterruptFlag() as interrupted:

@@ -57,7 +57,10 @@ def test_first_run_says_it_compiles(runner, corpus_file, monkeypatch):
     assert "compiles" not in r.output
     monkeypatch.setattr(gemm, "kernels_cached", lambda: True)
     r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2")
-    assert r.exit_code == 0 and "compiles" not in r.output
+    assert r.exit_code == 0 and "compiles" not in r.output and "threading layer" not in r.output
+    monkeypatch.setattr(gemm, "fast_threading", lambda: False)  # numba fell back to "workqueue"
+    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2")
+    assert r.exit_code == 0 and "no OpenMP or TBB threading layer" in r.output
 
 
 def test_quiet_and_resume(runner, corpus_file):
