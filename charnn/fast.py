@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from . import layers
 from . import recycle
 from .gemm import matmul, pack
 from .gru import GRUCache
@@ -209,6 +210,16 @@ def linear_backward(dy, cache: LinearCache):
     return dx, dW, db
 
 
+def dense_forward(x, W, b, activation="tanh"):
+    """Twin of layers.dense_forward: the same function with this module's affine map."""
+    return layers.dense_forward(x, W, b, activation, linear=linear_forward)
+
+
+def dense_backward(dh, cache):
+    """Twin of layers.dense_backward."""
+    return layers.dense_backward(dh, cache, linear_back=linear_backward)
+
+
 # ---------------------------------------------------------------- embedding and loss
 def embedding_backward(dx, cache: EmbeddingCache):
     """Twin of layers.embedding_backward."""
@@ -235,7 +246,7 @@ def softmax_cross_entropy_backward(dloss, cache: SoftmaxCECache):
 
 
 __all__ = [
-    "embedding_forward", "embedding_backward", "linear_forward", "linear_backward",
+    "embedding_forward", "embedding_backward", "linear_forward", "linear_backward", "dense_forward", "dense_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
 ]

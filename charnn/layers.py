@@ -69,17 +69,18 @@ class DenseCache(NamedTuple):
     activation: str
 
 
-def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, activation: str = "tanh"):
-    """h = act(x @ W + b): x (N, D) -> h (N, M), cache. The MLP's hidden layer."""
-    a, lin = linear_forward(x, W, b)  # (N, M)
+def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, activation: str = "tanh", linear=None):
+    """h = act(x @ W + b): x (N, D) -> h (N, M), cache. The MLP's hidden layer.
+    linear: the affine map's forward (default linear_forward; the numba backend passes its own)."""
+    a, lin = (linear or linear_forward)(x, W, b)  # (N, M)
     h = get_activation(activation).forward(a)  # (N, M)
     return h, DenseCache(lin, h, activation)
 
 
-def dense_backward(dh: np.ndarray, cache: DenseCache):
-    """dh (N, M) -> dx (N, D), dW (D, M), db (M,)."""
+def dense_backward(dh: np.ndarray, cache: DenseCache, linear_back=None):
+    """dh (N, M) -> dx (N, D), dW (D, M), db (M,). linear_back: as dense_forward's linear."""
     da = get_activation(cache.activation).backward(dh, cache.h)  # forward: h = act(a)
-    return linear_backward(da, cache.linear)
+    return (linear_back or linear_backward)(da, cache.linear)
 
 
 # ---------------------------------------------------------------- inverted dropout

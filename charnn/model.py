@@ -40,14 +40,14 @@ from .data import Vocab, eval_chunks
 from .errors import CharnnError
 from . import gru, layers, lstm, rnn
 from .gru import gru_step_forward
-from .layers import dense_backward, dense_forward, dropout_backward, dropout_forward, linear_backward, linear_forward, one_hot
+from .layers import dropout_backward, dropout_forward, linear_forward, one_hot
 from .lstm import lstm_step_forward
 from .rnn import rnn_step_forward
 
 BACKENDS = ("numba", "numpy")
 DEFAULT_BACKEND = "numba"
 
-_OP_NAMES = ("embedding_forward", "embedding_backward", "linear_forward", "linear_backward",
+_OP_NAMES = ("embedding_forward", "embedding_backward", "linear_forward", "linear_backward", "dense_forward", "dense_backward",
              "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
              "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward")
 
@@ -415,7 +415,7 @@ class MLPModel(CharModel):
         x = emb.reshape(B * T, -1)  # (B*T, K*E): the K embeddings side by side
         layer_caches, drop_caches = [], []
         for l in range(self.config.layers):
-            x, cache = dense_forward(x, p[f"layer{l}.W"], p[f"layer{l}.b"], self.config.activation)  # (B*T, H)
+            x, cache = self.ops.dense_forward(x, p[f"layer{l}.W"], p[f"layer{l}.b"], self.config.activation)  # (B*T, H)
             x, drop = dropout_forward(x, self.config.dropout, rng)
             layer_caches.append(cache)
             drop_caches.append(drop)
@@ -424,7 +424,7 @@ class MLPModel(CharModel):
     def _body_backward(self, dx, cache, grads):
         for l in reversed(range(self.config.layers)):
             dx = dropout_backward(dx, cache.dropout[l])
-            dx, grads[f"layer{l}.W"], grads[f"layer{l}.b"] = dense_backward(dx, cache.layers[l])
+            dx, grads[f"layer{l}.W"], grads[f"layer{l}.b"] = self.ops.dense_backward(dx, cache.layers[l])
         K, E = self.config.context, self.config.embed
         grads["embed.W"] = self.ops.embedding_backward(dx.reshape(cache.B, cache.T, K, E), cache.embed)
 

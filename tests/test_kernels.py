@@ -138,3 +138,21 @@ def test_adam_kernel_matches_reference():
         assert params[k].dtype == np.float32
         np.testing.assert_allclose(params[k], ref_params[k], rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(fast_opt.v[k], ref_opt.v[k], rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("N,D,M", [(1, 1, 1), (7, 5, 65), (130, 64, 128)])
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_linear_and_dense_match_reference(N, D, M, activation):
+    """The head (linear) and the MLP's hidden layers (dense) with the backend's matrix products."""
+    rng = np.random.default_rng(N + D + M)
+    x, W, b, dy = arrays(rng, (N, D), (D, M), (M,), (N, M))
+    y, cache = fast.linear_forward(x, W, b)
+    y_ref, cache_ref = layers.linear_forward(x, W, b)
+    close(y, y_ref, FWD_TOL)
+    for g, g_ref in zip(fast.linear_backward(dy, cache), layers.linear_backward(dy, cache_ref)):
+        close(g, g_ref, 2e-5)
+    h, cache = fast.dense_forward(x, W, b, activation)
+    h_ref, cache_ref = layers.dense_forward(x, W, b, activation)
+    close(h, h_ref, FWD_TOL)
+    for g, g_ref in zip(fast.dense_backward(dy, cache), layers.dense_backward(dy, cache_ref)):
+        close(g, g_ref, 2e-5)
