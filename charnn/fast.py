@@ -1,10 +1,13 @@
 """The numba backend: the reference layer functions' exact signatures, return types and caches,
 with the elementwise work done by the fused kernels in kernels.py.
 
-Same math, different engine. Per recurrent step the only work outside a kernel is the one matrix
-product h_prev @ Wh (forward) or da @ Wh.T (backward), written into a preallocated buffer, with the
-weight packed once per call (charnn.gemm: AVX-512 tiles where the CPU has them, else BLAS); the
-input projections and weight gradients of all T steps are single products, as in the reference.
+Same math, different engine. Matrix products go through charnn.gemm (AVX-512 tiles where the CPU
+has them, else numpy's BLAS), with each weight packed once per call. With the tiles, a sequence's
+whole time loop is one kernel call: per step the products x_t @ Wx and h_prev @ Wh (forward) or
+da_t @ Wh.T (backward), then a step kernel that fuses the cell's elementwise work. With BLAS the
+same loop runs here in Python, after one product for the input projections of all T steps. The
+weight gradients of all T steps are single products in both cases, as in the reference.
+Large scratch arrays come from charnn.recycle, so a training step reuses the last one's pages.
 The reference modules (layers, rnn, lstm, gru) are the specification; tests/test_kernels.py checks
 that every function here agrees with its twin.
 
@@ -56,8 +59,8 @@ def _zeros_or(last, B, H, dtype):
     return recycle.zeros((B, H), dtype) if last is None else np.array(last, dtype=dtype, order="C")
 
 
-# Each sequence function packs its recurrent weight once. With the tiles (packed.panels is not
-# None) the whole time loop runs in one kernel call (kernels.*_loop); otherwise the same loop
+# Each sequence function packs its weights once. With the tiles (packed.panels is not None) the
+# whole time loop runs in one kernel call (kernels.*_loop); otherwise the same loop
 # runs here, with numpy's BLAS for the per-step product.
 
 # ---------------------------------------------------------------- vanilla RNN
