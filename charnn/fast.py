@@ -248,6 +248,31 @@ def softmax_cross_entropy_backward(dloss, cache: SoftmaxCECache):
     return dlogits
 
 
+def warm_up_training() -> None:
+    """Run one tiny float32 training step of every model family, so numba compiles (and caches)
+    the training kernels: the background compile after a first `charnn sample` calls this, so that
+    a later first `charnn train` starts in a second instead of after ~15 s of compiling. The
+    kernels' argument types do not depend on sizes, but on layouts: two layers (the second's input
+    is a strided view of the first's output, or a fresh array after dropout), with and without
+    dropout, an embedding and one-hot input."""
+    from .data import Vocab
+    from .model import CharModel, ModelConfig
+    from .optim import clip_grad_norm, make_optimizer
+
+    vocab = Vocab(list("abc"))
+    ids = np.array([[0, 1, 2, 1, 0]] * 2)
+    configs = [ModelConfig(model=m, hidden=8, layers=2, embed=e, dropout=d, vocab_size=3)
+               for m in ("lstm", "gru", "rnn") for e, d in ((4, 0.0), (4, 0.1), (0, 0.0))]
+    configs.append(ModelConfig(model="mlp", hidden=8, layers=2, embed=4, context=3, vocab_size=3))
+    for config in configs:
+        model = CharModel.create(config, vocab, backend="numba")
+        optimizer = make_optimizer("adam", model.params, 1e-3, "numba")
+        loss, cache, _ = model.forward(ids[:, :-1], ids[:, 1:], model.initial_state(2), np.random.default_rng(0))
+        grads = model.backward(cache)
+        clip_grad_norm(grads, 5.0)
+        optimizer.step(model.params, grads)
+
+
 __all__ = [
     "embedding_forward", "embedding_backward", "linear_forward", "linear_backward", "dense_forward", "dense_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",

@@ -408,7 +408,8 @@ def warm_up() -> None:
 
 
 def start_background_warm_up() -> bool:
-    """Start `python -m charnn.fast_sampling` detached (its own session, no terminal output), unless
+    """Start `python -m charnn.fast_sampling --training` detached (its own session, no terminal
+    output; it compiles the sampling kernels, then the training kernels), unless
     CHARNN_BACKGROUND_COMPILE=0 or one started in the last two minutes (a lock file in the temp
     folder, one per installed copy of charnn). Returns whether one was started. Never raises: it is
     only an optimisation."""
@@ -430,7 +431,7 @@ def start_background_warm_up() -> bool:
             pass
         with open(lock, "w", encoding="ascii") as f:
             f.write(str(os.getpid()))
-        subprocess.Popen([sys.executable, "-m", "charnn.fast_sampling"], stdin=subprocess.DEVNULL,
+        subprocess.Popen([sys.executable, "-m", "charnn.fast_sampling", "--training"], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         return True
     except OSError:
@@ -462,6 +463,12 @@ def schedule_warm_up():
 if __name__ == "__main__":  # the background compile of start_background_warm_up
     # Through the package: run as __main__, this file's RecurrentNet would be another class, and
     # numba's cache keys the kernels by the classes of their arguments.
+    import sys
+
     from charnn.fast_sampling import warm_up as package_warm_up
 
     package_warm_up()
+    if "--training" in sys.argv[1:]:  # the training kernels too (~15 s more), after the sampler's
+        from charnn.fast import warm_up_training
+
+        warm_up_training()

@@ -301,3 +301,23 @@ def test_charnn_background_compile_0_starts_nothing(monkeypatch):
     monkeypatch.setenv("CHARNN_BACKGROUND_COMPILE", "0")
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("started a process"))
     assert fs.start_background_warm_up() is False
+
+
+def test_the_background_compile_covers_training(monkeypatch, tmp_path):
+    """The detached process is `python -m charnn.fast_sampling --training`: after the sampler it
+    compiles the training kernels, so a first `charnn train` after a first `charnn sample` does
+    not wait for them. warm_up_training runs a step of every family (here, in this process)."""
+    import subprocess
+    import tempfile
+
+    import charnn.fast_sampling as fs
+    from charnn.fast import warm_up_training
+
+    started = []
+    monkeypatch.setenv("CHARNN_BACKGROUND_COMPILE", "1")
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))  # a fresh lock file
+    monkeypatch.setattr(subprocess, "Popen", lambda cmd, **k: started.append(cmd))
+    assert fs.start_background_warm_up() is True
+    assert started[0][1:] == ["-m", "charnn.fast_sampling", "--training"]
+    assert fs.start_background_warm_up() is False  # the lock: one at a time
+    warm_up_training()
