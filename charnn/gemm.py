@@ -38,10 +38,6 @@ class Packed(NamedTuple):
     B: np.ndarray
     panels: np.ndarray | None
 
-    @property
-    def shape(self):
-        return self.B.shape
-
 
 def pack(B: np.ndarray) -> Packed:
     """B (K, N), any strides -> Packed, for matmul(A, packed)."""
@@ -62,7 +58,10 @@ def matmul(A: np.ndarray, B, out: np.ndarray | None = None) -> np.ndarray:
     if out is None:
         out = recycle.empty((A.shape[0], Bm.shape[1]), np.result_type(A, Bm))
     if not (TILES and A.dtype == np.float32 and Bm.dtype == np.float32 and out.dtype == np.float32):
-        np.dot(A, Bm, out=out) if out.flags.c_contiguous else np.copyto(out, A @ Bm)
+        if out.flags.c_contiguous:
+            np.dot(A, Bm, out=out)  # dot, not matmul: matmul copies a strided A row by row
+        else:
+            out[...] = A @ Bm
         return out
     if packed is None or packed.panels is None:
         packed = pack(Bm)

@@ -10,9 +10,11 @@ forward pass. Reusing the arrays keeps their pages mapped.
 Safety: an array is only reused after it has died. `empty` hands out a view of a pooled buffer
 through an intermediate array with a finalizer; CPython runs it when the last array that could
 see the memory (the result, or any slice or reshape of it, all of which hold that intermediate
-as their .base) goes away, and only then does the buffer go back to the pool. The pool keeps at most MAX_PER_SHAPE free buffers per
-(shape, dtype) and MAX_SHAPES shapes (least recently used first out), so memory stays bounded
-when shapes change (evaluation batches, other models in the same process).
+as their .base) goes away, and only then does the buffer go back to the pool.
+
+The pool keeps at most MAX_PER_SHAPE free buffers per (shape, dtype) and MAX_SHAPES shapes
+(least recently used first out), so memory stays bounded when shapes change (evaluation
+batches, other models in the same process).
 """
 from __future__ import annotations
 
