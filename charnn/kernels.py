@@ -404,11 +404,16 @@ def _gemm_tile(A, Bp, p, i0, k0, k1, C, n_valid):
         for i in range(MR):
             for j in range(NR):
                 C[i0 + i, j0 + j] += acc[i * NR + j]
-    else:  # the last panel is partly padding
+    else:  # the last panel is partly padding: the sums go to a second stack tile unconditionally
+        # (a store under `if j < n_valid` here kept acc out of registers: the head's 65-column
+        # product took 0.56 ms instead of 0.33), then the valid columns go to C
+        tile = _tile_scratch()
         for i in range(MR):
             for j in range(NR):
-                if j < n_valid:
-                    C[i0 + i, j0 + j] = acc[i * NR + j] if k0 == 0 else C[i0 + i, j0 + j] + acc[i * NR + j]
+                tile[i * NR + j] = acc[i * NR + j]
+        for i in range(MR):
+            for j in range(n_valid):
+                C[i0 + i, j0 + j] = tile[i * NR + j] if k0 == 0 else C[i0 + i, j0 + j] + tile[i * NR + j]
 
 
 @njit(inline="always", fastmath=CONTRACT, error_model="numpy")
