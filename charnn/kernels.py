@@ -427,9 +427,11 @@ def _gemm_row(A, Bp, p, i, k0, k1, C, n_valid):
         for j in range(NR):
             acc[j] += a * Bp[p, k, j]
     j0 = p * NR
+    row = _row_scratch()  # as in _gemm_tile: unconditional stores keep acc in registers
     for j in range(NR):
-        if j < n_valid:
-            C[i, j0 + j] = acc[j] if k0 == 0 else C[i, j0 + j] + acc[j]
+        row[j] = acc[j]
+    for j in range(n_valid):
+        C[i, j0 + j] = row[j] if k0 == 0 else C[i, j0 + j] + row[j]
 
 
 @njit(parallel=True, **JIT)
