@@ -15,9 +15,9 @@ from charnn import kernels as K
 SHAPES = [(1, 1, 3, 4), (2, 5, 3, 7), (3, 8, 6, 16), (1, 9, 5, 33)]  # (B, T, D, H)
 
 
-@pytest.fixture(params=["tiles", "blas"], autouse=True)
+@pytest.fixture(params=["tiles", "blas"])
 def products(request, monkeypatch):
-    """Every test twice: with the matrix products on charnn's tiles (the whole time loop in one
+    """A test that runs matrix products, twice: on charnn's tiles (a recurrent time loop in one
     kernel) and on numpy's BLAS (the loop in Python), as on a CPU without AVX-512."""
     monkeypatch.setattr(gemm, "TILES", request.param == "tiles")
     return request.param
@@ -60,6 +60,7 @@ def test_fast_tanh_and_sigmoid_accuracy():
     assert np.max(np.abs(out - exact)) < 3e-7 and np.all((out >= 0) & (out <= 1))
 
 
+@pytest.mark.usefixtures("products")
 @pytest.mark.parametrize("B,T,D,H", SHAPES)
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_rnn_kernels_match_reference(B, T, D, H, activation):
@@ -72,6 +73,7 @@ def test_rnn_kernels_match_reference(B, T, D, H, activation):
         close(g, g_ref, 2e-5)
 
 
+@pytest.mark.usefixtures("products")
 @pytest.mark.parametrize("B,T,D,H", SHAPES)
 def test_lstm_kernels_match_reference(B, T, D, H):
     rng = np.random.default_rng(B * 100 + T)
@@ -88,6 +90,7 @@ def test_lstm_kernels_match_reference(B, T, D, H):
             close(g, g_ref, 2e-5)
 
 
+@pytest.mark.usefixtures("products")
 @pytest.mark.parametrize("B,T,D,H", SHAPES)
 def test_gru_kernels_match_reference(B, T, D, H):
     rng = np.random.default_rng(B * 100 + T)
@@ -140,6 +143,7 @@ def test_adam_kernel_matches_reference():
         np.testing.assert_allclose(fast_opt.v[k], ref_opt.v[k], rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.usefixtures("products")
 @pytest.mark.parametrize("N,D,M", [(1, 1, 1), (7, 5, 65), (130, 64, 128)])
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_linear_and_dense_match_reference(N, D, M, activation):
