@@ -1,4 +1,4 @@
-"""Matrix products: charnn's register-tiled kernel (charnn.gemm) against numpy's BLAS, one JSON line
+"""Matrix products: charnn's register-tiled kernel (charnn.backend.numba.gemm) against numpy's BLAS, one JSON line
 per shape on stdout, at 1 and 2 threads.
 
     python bench/gemm.py
@@ -37,8 +37,8 @@ def measure(shapes, threads, repeats):
     import numba
     import numpy as np
 
-    from charnn import gemm
-    from charnn import kernels as K
+    from charnn.backend.numba import gemm
+    from charnn.backend.numba import kernels as K
 
     numba.set_num_threads(threads)
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@
     python bench/speed.py --backend both --no-startup
 
 Human-readable progress goes to stderr, so `python bench/speed.py > results.jsonl` keeps only the
-rows. The fields are described in bench/README.md; the work is done by charnn.bench.
+rows. The fields are described in bench/README.md; the work is done by harness.py.
 """
 from __future__ import annotations
 
@@ -13,11 +13,16 @@ import argparse
 import json
 import sys
 
-from charnn.bench import BACKENDS, CONFIGS, config_by_name, iter_benchmarks
+from harness import BACKENDS, CONFIGS, config_by_name, iter_benchmarks
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and a non-zero exit, as every charnn command
+        self.exit(2, f"Error: {message}\n")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--configs", default=",".join(c["name"] for c in CONFIGS),
                    help="comma-separated configurations, CELL-LAYERSxHIDDEN (cells rnn, lstm, gru), e.g. lstm-2x256")
     p.add_argument("--steps", type=int, default=21, help="timed training steps per configuration (each timed alone; the median is reported)")
@@ -30,7 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--no-startup", action="store_true",
                    help="skip the start-up rows (first step / first sample in fresh processes, `charnn sample` cold and warm); "
-                        "they delete numba's cache files in charnn/__pycache__")
+                        "they compile into temporary numba caches")
     args = p.parse_args(argv)
     try:
         args.configs = [config_by_name(name) for name in args.configs.split(",") if name.strip()]

@@ -1,22 +1,25 @@
-"""charnn: character-level language models (RNN, LSTM) in numpy with hand-written backprop.
+"""charnn: character-level language models (RNN, LSTM, GRU, MLP) in numpy with hand-written backprop.
 
     import charnn
-    model = charnn.load("checkpoints/corpus-lstm.npz")
+    model = charnn.load("shakespeare")      # a shipped checkpoint, or a path
     print(model.sample(300, temperature=0.8, prime="ROMEO:", seed=1))
     print(model.loss("some text"))          # mean nats per character
 
     result = charnn.train(charnn.TrainConfig(corpus="input.txt", steps=500))
-"""
-__version__ = "0.1.0"
 
-from ._blas import BLAS_CHOICE  # noqa: E402,F401  first: it must run before numpy loads OpenBLAS
+Importing charnn loads numpy only; numba is loaded when the numba backend is first used, and
+`charnn.compile_kernels()` (`charnn compile`) compiles it ahead of time.
+"""
+from .compile import compile_kernels
 from .checkpoint import load
-from .data import Vocab, read_corpus
+from .config import ModelConfig
+from .data.text import Vocab, read_corpus
 from .errors import CharnnError, CheckpointError, CorpusError, DivergedError, VocabError
-from .model import CharModel, ModelConfig
-from .train import TrainConfig, TrainResult, train
+from .model import CharModel
+from .train import TrainConfig, TrainResult, resume, train
+from .version import __version__
 
 __all__ = [
-    "load", "train", "TrainConfig", "TrainResult", "CharModel", "ModelConfig", "Vocab", "read_corpus",
-    "CharnnError", "CheckpointError", "CorpusError", "DivergedError", "VocabError", "__version__",
+    "load", "train", "resume", "TrainConfig", "TrainResult", "CharModel", "ModelConfig", "Vocab", "read_corpus",
+    "compile_kernels", "CharnnError", "CheckpointError", "CorpusError", "DivergedError", "VocabError", "__version__",
 ]

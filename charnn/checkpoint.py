@@ -1,104 +1,25 @@
-"""Checkpoints: one .npz of plain arrays plus a JSON metadata string. Data, never pickled code.
+"""Loading models from checkpoints, and finding checkpoints by name.
 
-Layout of the archive:
-    meta           0-d unicode array: JSON {format, version, model config, vocab, ...}
-    param/<key>    model parameters (see model.py for the keys)
-    optim/<key>    optimizer state (training checkpoints only)
-    state/<l>/<i>  recurrent state carried into the next chunk (training checkpoints only)
-
-Files are written to a temporary file in the target directory and renamed over the target,
-so a crash or Ctrl-C mid-write never leaves a truncated checkpoint behind.
+A checkpoint is named by a path, by the name of a shipped one (`shakespeare`, `latex`, `linux`,
+in the top-level checkpoints/ folder), or by nothing: the one `charnn train` wrote last (recorded in
+checkpoints/.latest), else the shipped `shakespeare`.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-import zipfile
 
 import numpy as np
 
-from .data import Vocab
+from .archive import read_checkpoint
+from .backend import DEFAULT_BACKEND
+from .config import ModelConfig
+from .data.text import Vocab
 from .errors import CharnnError, CheckpointError
-from .model import DEFAULT_BACKEND, CharModel, ModelConfig
+from .model import CharModel
 
-FORMAT = "charnn-checkpoint"
-VERSION = 1
-
-
-def write_checkpoint(path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Atomically write `arrays` and JSON `meta` to `path` (temp file + rename)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".charnn-", suffix=".npz.tmp")
-    except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror}") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
-        raise
-
-
-def read_checkpoint(path) -> tuple[dict, dict[str, np.ndarray]]:
-    """-> (meta, arrays). Raises CheckpointError for a missing, corrupt or foreign file."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"not a readable checkpoint: {path} ({type(e).__name__}: {e})") from None
-    if not isinstance(arrays, dict) or "meta" not in arrays:
-        raise CheckpointError(f"not a charnn checkpoint (no metadata): {path}")
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except ValueError as e:
-        raise CheckpointError(f"corrupt checkpoint metadata in {path}: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"not a charnn checkpoint: {path}")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has format version {meta.get('version')}; this charnn reads version {VERSION}"
-        )
-    return meta, arrays
-
-
-def model_meta(model: CharModel) -> dict:
-    return {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(), "vocab": model.vocab.chars}
-
-
-def model_arrays(model: CharModel) -> dict[str, np.ndarray]:
-    return {f"param/{k}": v for k, v in model.params.items()}
-
-
-# what a model-only checkpoint keeps of how it was trained (not the optimizer, RNG or carried state)
-TRAINING_SUMMARY = ("config", "corpus", "step", "epoch", "val_loss", "best_val", "command")
-
-
-def save_model(path, model: CharModel, extra_meta: dict | None = None) -> None:
-    """Write the model alone: parameters, config, vocabulary, and a summary of its training."""
-    meta = model_meta(model)
-    if "train" in model.meta or "trained" in model.meta:
-        summary = model.meta.get("trained") or model.meta["train"]
-        meta["trained"] = {k: summary[k] for k in TRAINING_SUMMARY if k in summary}
-    meta.update(extra_meta or {})
-    write_checkpoint(path, meta, model_arrays(model))
+LATEST = os.path.join("checkpoints", ".latest")  # path of the checkpoint `charnn train` wrote last
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")  # the checkout's
+DEFAULT_SHIPPED = "shakespeare"
 
 
 def model_from_checkpoint(meta: dict, arrays: dict[str, np.ndarray], path="checkpoint", backend: str = DEFAULT_BACKEND) -> CharModel:
@@ -123,8 +44,41 @@ def model_from_checkpoint(meta: dict, arrays: dict[str, np.ndarray], path="check
     return CharModel(config, vocab, params, meta, backend)
 
 
-def load(path, backend: str = DEFAULT_BACKEND) -> CharModel:
-    """Load a model from a checkpoint written by `charnn train` or `CharModel.save`.
+def load(path=None, backend: str = DEFAULT_BACKEND) -> CharModel:
+    """Load a model from a checkpoint written by `charnn train` or `CharModel.save`: a path, a
+    shipped name ("shakespeare"), or None for the one `charnn train` wrote last (resolve_checkpoint).
     backend: "numba" (fused kernels, the default) or "numpy" (the reference implementation)."""
+    path = resolve_checkpoint(path)
     meta, arrays = read_checkpoint(path)
     return model_from_checkpoint(meta, arrays, path, backend)
+
+
+def resolve_checkpoint(name=None) -> str:
+    """A path as given; a bare name (`shakespeare`) that is no file here is a shipped checkpoint;
+    nothing: the checkpoint `charnn train` wrote last, else the shipped `shakespeare`."""
+    if name:
+        name = os.fspath(name)
+        shipped = os.path.join(SHIPPED, name + ".npz")
+        if not os.path.exists(name) and os.sep not in name and os.path.exists(shipped):
+            return shipped
+        return name
+    try:
+        with open(LATEST, encoding="utf-8") as f:
+            path = f.read().strip()
+    except OSError:
+        path = ""
+    if path:
+        return path
+    if os.path.exists(os.path.join(SHIPPED, DEFAULT_SHIPPED + ".npz")):
+        return os.path.join(SHIPPED, DEFAULT_SHIPPED + ".npz")
+    raise CharnnError("no checkpoint given and none trained here yet: run `charnn train CORPUS` first, or pass --checkpoint PATH")
+
+
+def remember_latest(path) -> None:
+    """Record `path` as the checkpoint written last, so load() and a plain `charnn sample` find it."""
+    try:
+        os.makedirs(os.path.dirname(LATEST), exist_ok=True)
+        with open(LATEST, "w", encoding="utf-8") as f:
+            f.write(os.path.abspath(path) + "\n")
+    except OSError:
+        pass  # only a convenience; naming the checkpoint still works

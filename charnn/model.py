@@ -2,24 +2,12 @@
 
 Shapes: B batch, T steps, V vocabulary, E embedding width (0: one-hot, so the first layer sees V),
 H hidden width, G gate width (H for the RNN, 4H for the LSTM, 3H for the GRU), L layers,
-K context length of the MLP.
+K context length of the MLP. Parameter names and shapes: charnn.config.
 
 Recurrent:  ids -> embedding (or one-hot) -> L recurrent layers (dropout after each)
                 -> linear head -> softmax cross-entropy
 MLP:        the K previous ids (padding id V before the start of text) -> embeddings concatenated
                 -> L dense layers h = act(x @ W + b) (dropout after each) -> linear head -> softmax CE
-
-Parameters live in one flat dict whose keys the gradients share, so optimizers, clipping,
-checkpoints and gradient checks treat every model alike:
-
-    embed.W      (V, E)        recurrent, absent when E == 0;  (V + 1, E) for the MLP (row V pads)
-    layer{l}.Wx  (D_l, G)      recurrent: D_0 = E (or V), D_l = H above
-    layer{l}.Wh  (H, G)
-    layer{l}.b   (G,)
-    layer{l}.W   (D_l, H)      MLP: D_0 = K * E, D_l = H above
-    layer{l}.b   (H,)
-    head.W       (H, V)
-    head.b       (V,)
 
 The state carried between chunks is a list of tuples: one per layer, (h,) for the RNN and GRU and
 (h, c) for the LSTM, each (B, H); for the MLP a single ([last K-1 ids (B, K-1)],), because its
@@ -27,49 +15,32 @@ The state carried between chunks is a list of tuples: one per layer, (h,) for th
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from functools import partial
-from types import SimpleNamespace
 from typing import Callable, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .activations import ACTIVATIONS
-from .data import Vocab, eval_chunks
+from .archive import FORMAT, VERSION, write_checkpoint
+from .backend import DEFAULT_BACKEND, Backend, get_backend
+from .config import ModelConfig, init_params
+from .data.batches import eval_chunks
+from .data.text import Vocab
 from .errors import CharnnError
-from . import gru, layers, lstm, rnn
-from .gru import gru_step_forward
-from .layers import dropout_backward, dropout_forward, linear_forward, one_hot
-from .lstm import lstm_step_forward
-from .rnn import rnn_step_forward
+from .nn.gru import gru_step_forward
+from .nn.layers import dropout_backward, dropout_forward, linear_forward, one_hot
+from .nn.lstm import lstm_step_forward
+from .nn.rnn import rnn_step_forward
+from .sampling import generate
 
-BACKENDS = ("numba", "numpy")
-DEFAULT_BACKEND = "numba"
-
-_OP_NAMES = ("embedding_forward", "embedding_backward", "linear_forward", "linear_backward", "dense_forward", "dense_backward",
-             "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-             "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward")
-
-
-def backend_ops(backend: str) -> SimpleNamespace:
-    """The sequence-level functions of a backend: "numpy" is the reference (the specification),
-    "numba" the same signatures with fused kernels (fast.py)."""
-    if backend == "numpy":
-        modules = (layers, rnn, lstm, gru)
-        return SimpleNamespace(**{n: next(getattr(m, n) for m in modules if hasattr(m, n)) for n in _OP_NAMES})
-    if backend == "numba":
-        from . import fast
-
-        return SimpleNamespace(**{n: getattr(fast, n) for n in _OP_NAMES})
-    raise CharnnError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+# what a model-only checkpoint keeps of how it was trained (not the optimizer, RNG or carried state)
+TRAINING_SUMMARY = ("config", "corpus", "step", "epoch", "val_loss", "best_val", "command")
 
 
 # ---------------------------------------------------------------- cell families
 class Cell(NamedTuple):
     """Adapts one recurrent layer type to a uniform (x, state tuple) interface."""
 
-    gates: int  # G / H
     n_state: int  # arrays in the carried state tuple
     forward: Callable  # (x, state, Wx, Wh, b) -> hs (B, T, H), new state, cache
     backward: Callable  # (dhs, cache) -> dx, dWx, dWh, db   (no gradient flows into the carried state)
@@ -121,104 +92,17 @@ def _gru_step(x, state, Wx, Wh, b):
     return h, (h,)
 
 
-def make_cell(kind: str, activation: str = "tanh", ops: SimpleNamespace | None = None) -> Cell:
-    """The cell's sequence functions come from the backend `ops`; its step function, used for
-    sampling, is always the reference one (sampling has its own whole-loop kernel)."""
-    ops = ops or backend_ops("numpy")
+def make_cell(kind: str, activation: str, ops: Backend) -> Cell:
+    """The cell's sequence functions come from the backend `ops`; its step function, used by the
+    reference sampler, is always the reference one (the numba backend samples with its own kernel)."""
     if kind == "rnn":
-        return Cell(1, 1, partial(_rnn_seq, activation=activation, ops=ops), partial(_rnn_seq_back, ops=ops),
+        return Cell(1, partial(_rnn_seq, activation=activation, ops=ops), partial(_rnn_seq_back, ops=ops),
                     partial(_rnn_step, activation=activation))
     if kind == "lstm":
-        return Cell(4, 2, partial(_lstm_seq, ops=ops), partial(_lstm_seq_back, ops=ops), _lstm_step)
+        return Cell(2, partial(_lstm_seq, ops=ops), partial(_lstm_seq_back, ops=ops), _lstm_step)
     if kind == "gru":
-        return Cell(3, 1, partial(_gru_seq, ops=ops), partial(_gru_seq_back, ops=ops), _gru_step)
+        return Cell(1, partial(_gru_seq, ops=ops), partial(_gru_seq_back, ops=ops), _gru_step)
     raise CharnnError(f"{kind!r} is not a recurrent cell")
-
-
-RECURRENT = ("rnn", "lstm", "gru")
-MODELS = RECURRENT + ("mlp",)
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-
-# ---------------------------------------------------------------- configuration
-@dataclass(frozen=True)
-class ModelConfig:
-    model: str = "lstm"  # "rnn", "lstm", "gru" or "mlp"
-    vocab_size: int = 0  # V, taken from the corpus
-    hidden: int = 256  # H, width of every recurrent / hidden layer
-    layers: int = 2  # L, stacked recurrent / hidden layers
-    embed: int = 64  # E, embedding width; 0 feeds one-hot vectors (char-rnn style; not for the MLP)
-    activation: str = "tanh"  # nonlinearity of the vanilla RNN and the MLP hidden layers
-    dropout: float = 0.0  # probability of zeroing a unit after each layer, in training only
-    context: int = 3  # K, characters the MLP sees (makemore's block_size)
-
-    def validate(self) -> "ModelConfig":
-        if self.model not in MODELS:
-            raise CharnnError(f"unknown model type {self.model!r}; choose from {', '.join(MODELS)}")
-        for name in ("vocab_size", "hidden", "layers", "context"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise CharnnError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.embed, int) or self.embed < 0:
-            raise CharnnError(f"embed must be a non-negative integer, got {self.embed!r}")
-        if self.model == "mlp" and self.embed == 0:
-            raise CharnnError("the mlp model needs an embedding: set embed (--embed) to a positive width")
-        if self.activation not in ACTIVATIONS:
-            raise CharnnError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
-        if self.activation != "tanh" and self.model in ("lstm", "gru"):
-            raise CharnnError(f"activation applies to the rnn and mlp models; {self.model} gates have fixed nonlinearities")
-        if not 0.0 <= self.dropout < 1.0:
-            raise CharnnError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        V, H, E = self.vocab_size, self.hidden, self.embed
-        if self.model == "mlp":
-            shapes = {"embed.W": (V + 1, E)}  # row V embeds the padding before the start of text
-            for l in range(self.layers):
-                shapes[f"layer{l}.W"] = (self.context * E if l == 0 else H, H)
-                shapes[f"layer{l}.b"] = (H,)
-            shapes["head.W"] = (H, V)
-            shapes["head.b"] = (V,)
-            return shapes
-        G = GATES[self.model] * H
-        shapes = {}
-        if E:
-            shapes["embed.W"] = (V, E)
-        for l in range(self.layers):
-            D = (E or V) if l == 0 else H
-            shapes[f"layer{l}.Wx"] = (D, G)
-            shapes[f"layer{l}.Wh"] = (H, G)
-            shapes[f"layer{l}.b"] = (G,)
-        shapes["head.W"] = (H, V)
-        shapes["head.b"] = (V,)
-        return shapes
-
-
-def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
-    """PyTorch-style initialisation: U(-1/sqrt(H), 1/sqrt(H)) for recurrent and head weights,
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for MLP layers, N(0, 1) embeddings, zero biases except the
-    LSTM forget gate, whose bias starts at 1 so the cell remembers by default early in training
-    (Jozefowicz et al. 2015)."""
-    H = config.hidden
-    k = 1.0 / np.sqrt(H)
-    params = {}
-    for name, shape in config.param_shapes().items():
-        if name == "embed.W":
-            p = rng.standard_normal(shape)
-        elif name.endswith(".b"):
-            p = np.zeros(shape)
-            if config.model == "lstm" and name.startswith("layer"):
-                p[H : 2 * H] = 1.0  # forget gate block of i, f, o, g
-        elif name.endswith(".W") and name.startswith("layer"):  # MLP dense layer
-            fan_in = 1.0 / np.sqrt(shape[0])
-            p = rng.uniform(-fan_in, fan_in, size=shape)
-        else:
-            p = rng.uniform(-k, k, size=shape)
-        params[name] = p.astype(dtype)
-    return params
 
 
 # ---------------------------------------------------------------- the models
@@ -250,8 +134,8 @@ class CharModel:
         self.vocab = vocab
         self.params = params
         self.meta = meta or {}  # what a checkpoint said about how the model was made
-        self.backend = backend
-        self.ops = backend_ops(backend)
+        self.ops = get_backend(backend)
+        self.backend = self.ops.name
 
     @classmethod
     def create(cls, config: ModelConfig, vocab: Vocab, seed: int | np.random.Generator = 0, dtype=np.float32,
@@ -322,9 +206,7 @@ class CharModel:
 
     def generate(self, length: int, temperature: float = 1.0, prime: str = "", top_k: int | None = None,
                  argmax: bool = False, seed: int | None = None):
-        """Yield `length` sampled characters one at a time, continuing `prime`."""
-        from .sampling import generate
-
+        """Yield `length` sampled characters one at a time, continuing `prime` (see charnn.sampling)."""
         return generate(self, length, temperature=temperature, prime=prime, top_k=top_k, argmax=argmax, seed=seed)
 
     def sample(self, length: int, temperature: float = 1.0, prime: str = "", top_k: int | None = None,
@@ -332,11 +214,26 @@ class CharModel:
         """`prime` followed by `length` sampled characters. The same seed gives the same text."""
         return prime + "".join(self.generate(length, temperature, prime, top_k, argmax, seed))
 
-    def save(self, path) -> None:
-        """Write the model (no training state) as a checkpoint."""
-        from .checkpoint import save_model
+    def save(self, path, extra_meta: dict | None = None) -> None:
+        """Write the model alone as a checkpoint: parameters, config, vocabulary, and a summary of
+        how it was trained (not the optimizer, RNG or carried state)."""
+        meta = self.checkpoint_meta()
+        summary = self.meta.get("trained") or self.meta.get("train")
+        if summary:
+            meta["trained"] = {k: summary[k] for k in TRAINING_SUMMARY if k in summary}
+        meta.update(extra_meta or {})
+        write_checkpoint(path, meta, self.checkpoint_arrays())
 
-        save_model(path, self)
+    def checkpoint_meta(self) -> dict:
+        """The metadata every checkpoint of this model starts with."""
+        return {"format": FORMAT, "version": VERSION, "model": self.config.to_dict(), "vocab": self.vocab.chars}
+
+    def checkpoint_arrays(self) -> dict[str, np.ndarray]:
+        return {f"param/{k}": v for k, v in self.params.items()}
+
+    def with_backend(self, backend: str) -> "CharModel":
+        """The same model (sharing its parameters) computed by another backend."""
+        return self if backend == self.backend else CharModel(self.config, self.vocab, self.params, self.meta, backend)
 
     def __repr__(self) -> str:
         c = self.config

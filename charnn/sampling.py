@@ -42,7 +42,8 @@ def generate(model, length: int, temperature: float = 1.0, prime: str = "", top_
 
     With no prime the model starts from a newline when its vocabulary has one (the start of a
     line is a natural place to begin), otherwise from a character chosen by the seeded RNG.
-    Validation happens before the first character is yielded.
+    Validation happens before the first character is yielded. The model's backend may sample with
+    a compiled loop (model.ops.sampler); it yields the same characters as reference_ids.
     """
     check_sampling_options(length, temperature, top_k)
     vocab = model.vocab
@@ -51,30 +52,28 @@ def generate(model, length: int, temperature: float = 1.0, prime: str = "", top_
     if prime_ids is None:
         start = vocab.stoi["\n"] if "\n" in vocab.stoi else int(rng.integers(len(vocab)))
         prime_ids = np.array([start], dtype=np.int32)
-    if getattr(model, "backend", "numpy") == "numba":
-        from . import fast_sampling as fs  # the whole loop compiled; same characters as _generate
-
-        if length > fs.COLD_NUMPY_MAX or fs.is_compiled(model):
-            return fs.sample_numba(model, prime_ids, length, temperature, top_k, argmax, rng)
-        # first run after an install: numpy now (quicker than compiling), compiled from the next run
-        model = type(model)(model.config, model.vocab, model.params, model.meta, backend="numpy")
-        return _then(_generate(model, prime_ids, length, temperature, top_k, argmax, rng), fs.schedule_warm_up())
-    return _generate(model, prime_ids, length, temperature, top_k, argmax, rng)
+    compiled = model.ops.sampler(model, length)
+    if compiled is None:  # the reference loop, with the reference math
+        blocks = reference_ids(model.with_backend("numpy"), prime_ids, length, temperature, top_k, argmax, rng)
+    else:
+        blocks = compiled(prime_ids, temperature, top_k, argmax, rng)
+    return _chars(blocks, vocab.chars)
 
 
-def _then(chars: Iterator[str], action) -> Iterator[str]:
-    """chars, then action() once they are all out (so it does not compete with producing them)."""
-    yield from chars
-    action()
+def _chars(blocks: Iterator[np.ndarray], chars: list[str]) -> Iterator[str]:
+    for ids in blocks:
+        for i in ids.tolist():
+            yield chars[i]
 
 
-def _generate(model, prime_ids, length, temperature, top_k, argmax, rng) -> Iterator[str]:
+def reference_ids(model, prime_ids, length, temperature, top_k, argmax, rng) -> Iterator[np.ndarray]:
+    """The specification of sampling: warm the state up on prime_ids, then per character
+    model.step and pick, each sampled id fed back in. Yields the ids one at a time, as (1,) arrays."""
     state = model.initial_state(1)
     for i in prime_ids[:-1]:  # warm the state up on the prime; only its last character's output is used
         _, state = model.step(np.array([i]), state)
     current = int(prime_ids[-1])
-    chars = model.vocab.chars
     for _ in range(length):
         logits, state = model.step(np.array([current]), state)
         current = pick(logits[0], rng, temperature, top_k, argmax)
-        yield chars[current]
+        yield np.array([current])

@@ -1,4 +1,4 @@
-"""The speed benchmark (charnn.bench, bench/speed.py) on tiny configurations: the rows have the
+"""The speed benchmark (bench/harness.py, bench/speed.py) on tiny configurations: the rows have the
 promised fields with sensible values. Timings are never asserted, only that they are positive."""
 import json
 import math
@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
-from charnn import bench
-from charnn.bench import CONFIGS, config_by_name, make_config, run_benchmarks
-
 SPEED = os.path.join(os.path.dirname(__file__), "..", "bench", "speed.py")
+sys.path.insert(0, os.path.dirname(SPEED))
+
+import harness as bench  # noqa: E402
+from harness import CONFIGS, config_by_name, make_config, run_benchmarks  # noqa: E402
 
 
 def tiny(model="lstm", layers=1, hidden=16):
@@ -49,7 +50,7 @@ def test_flop_count_follows_the_formula():
 
 
 def test_make_model_uses_the_backend_asked_for():
-    from charnn.model import DEFAULT_BACKEND
+    from charnn.backend import DEFAULT_BACKEND
 
     tiny = config_by_name("lstm-1x16")
     assert bench.make_model(tiny, backend="numpy").backend == "numpy"
@@ -106,20 +107,21 @@ def test_torch_twin_does_the_same_work():
     assert row["torch_note"] is None and row["torch_threads"] >= 1
 
 
-def test_clear_numba_cache_removes_only_cache_files(tmp_path):
-    for name in ("lstm.kernel-1.py311.nbi", "lstm.kernel-1.py311.1.nbc", "lstm.cpython-311.pyc"):
-        (tmp_path / name).write_text("x")
-    assert bench.clear_numba_cache(str(tmp_path)) == 2
-    assert sorted(os.listdir(tmp_path)) == ["lstm.cpython-311.pyc"]
+def test_startup_row_compiles_into_its_own_temporary_cache():
+    """Fresh processes and the installed console script, each with an empty temporary
+    NUMBA_CACHE_DIR: nothing of the user's caches is used or touched."""
+    from charnn.backend.numba.compile import cache_dir
 
+    def files():
+        return sorted(os.listdir(cache_dir())) if os.path.isdir(cache_dir()) else []
 
-def test_startup_row_without_clearing_the_cache():
-    """Fresh processes and the installed console script; cache left alone (other runs may share it)."""
-    row = bench.startup_times(tiny("rnn"), backend="numpy", sample_length=20, clear_cache=False)
-    assert row["kind"] == "startup" and row["cache_cleared"] is False and row["cache_files_removed_before_probe"] == 0
+    before = files()
+    row = bench.startup_times(tiny("rnn"), backend="numba", sample_length=20)
+    assert row["kind"] == "startup" and row["cache_files_after_probe"] > 0
     for key in ("probe_cold_import_charnn_s", "probe_cold_first_train_step_s", "probe_cold_first_sample_call_s",
                 "probe_warm_first_train_step_s", "probe_warm_first_sample_call_s", "cli_sample_wall_s_cold", "cli_sample_wall_s_warm"):
         assert positive(row[key]), key
+    assert files() == before
 
 
 def test_speed_script_prints_json_lines_only():

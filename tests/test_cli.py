@@ -45,20 +45,20 @@ def test_train_then_sample(runner, corpus_file):
     assert g.exit_code == 0 and len(g.output) == 31
 
 
-def test_first_run_says_it_compiles(runner, corpus_file, monkeypatch):
+def test_first_run_says_it_compiles(runner, corpus_file, monkeypatch, tmp_path):
     """The first training run after an install spends ~15 s compiling before step 1: it says so,
-    only then, and --quiet silences it like everything else."""
-    from charnn import gemm
+    only then (charnn's stamp beside numba's cache says when), and --quiet silences it."""
+    import charnn.backend.numba as numba_backend
 
-    monkeypatch.setattr(gemm, "kernels_cached", lambda: False)
-    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2")
-    assert r.exit_code == 0 and "numba compiles the training kernels once" in r.output
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "fresh-cache"))  # no stamp there yet
     r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2", "--quiet")
-    assert "compiles" not in r.output
-    monkeypatch.setattr(gemm, "kernels_cached", lambda: True)
+    assert r.exit_code == 0 and "compiles" not in r.output
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "another-cache"))
+    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2")
+    assert r.exit_code == 0 and "numba compiles the training kernels now" in r.output
     r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2")
     assert r.exit_code == 0 and "compiles" not in r.output and "threading layer" not in r.output
-    monkeypatch.setattr(gemm, "fast_threading", lambda: False)  # numba fell back to "workqueue"
+    monkeypatch.setattr(numba_backend, "fast_threading", lambda: False)  # numba fell back to "workqueue"
     r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2")
     assert r.exit_code == 0 and "no OpenMP or TBB threading layer" in r.output
 
@@ -95,7 +95,7 @@ def test_nonsense_training_options(runner, corpus_file, option, value):
 
 
 def test_bad_sampling_inputs(runner, corpus_file, tmp_path, monkeypatch):
-    monkeypatch.setattr("charnn.cli.SHIPPED", str(tmp_path / "no-shipped-checkpoints"))
+    monkeypatch.setattr("charnn.checkpoint.SHIPPED", str(tmp_path / "no-shipped-checkpoints"))
     assert_clean_error(invoke(runner, "sample"), "no checkpoint given")
     assert_clean_error(invoke(runner, "sample", "-c", "nope.npz"), "checkpoint not found")
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
@@ -147,7 +147,7 @@ def test_every_model_trains_and_samples(runner, corpus_file, model, extra):
 
 
 def test_lr_decay_implies_the_step_schedule(runner, corpus_file):
-    from charnn.checkpoint import read_checkpoint
+    from charnn.archive import read_checkpoint
 
     invoke(runner, "train", corpus_file, *SMALL, "--steps", "3", "--quiet", "--lr-decay", "0.5", "--lr-decay-after", "2")
     meta, _ = read_checkpoint("checkpoints/tiny-lstm.npz")
@@ -171,7 +171,7 @@ def test_gradcheck_command_passes(runner, model, activation):
 
 
 def test_gradcheck_command_fails_on_a_wrong_backward(runner, monkeypatch):
-    import charnn.activations as acts
+    import charnn.nn.activations as acts
 
     right = acts.ACTIVATIONS["elu"]
     monkeypatch.setitem(acts.ACTIVATIONS, "elu", acts.Activation(right.forward, lambda dh, h: dh * (h > 0)))  # drops the a<0 branch
@@ -209,7 +209,7 @@ def test_bench_command_rejects_unknown_configs(runner):
 
 def test_shipped_names_and_fallback(runner, corpus_file, tmp_path, monkeypatch):
     shipped = tmp_path / "shipped"
-    monkeypatch.setattr("charnn.cli.SHIPPED", str(shipped))
+    monkeypatch.setattr("charnn.checkpoint.SHIPPED", str(shipped))
     invoke(runner, "train", corpus_file, *SMALL, "--steps", "3", "--quiet", "--out", "elsewhere/m.npz")
     import charnn
     shipped.mkdir()

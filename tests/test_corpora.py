@@ -12,8 +12,8 @@ import urllib.request
 import pytest
 from click.testing import CliRunner
 
-from charnn import corpora
-from charnn.corpus_cli import corpus
+from charnn.data import corpora
+from charnn.cli.corpus import corpus
 
 from conftest import shared_corpora_dir
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from charnn.data import BatchStreams, Vocab, eval_chunks, read_corpus, split_train_val
+from charnn.data.batches import BatchStreams, eval_chunks, split_train_val
+from charnn.data.text import Vocab, read_corpus
 from charnn.errors import CorpusError, VocabError
 
 

@@ -6,10 +6,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from charnn.data import Vocab, read_corpus
-from charnn.encoded import cache_paths, encode_corpus, ids_dtype
+from charnn.data.text import Vocab, read_corpus
+from charnn.data.encoded import cache_paths, encode_corpus, ids_dtype
 from charnn.errors import CorpusError, VocabError
-from charnn.train import ids_in_vocab
+from charnn.train.loop import ids_in_vocab
 
 TEXT = "Ünïcödé — ελληνικά, 漢字 and ASCII.\nSecond line: €100 ≈ 💶!\n" * 7
 
@@ -40,7 +40,7 @@ def test_cache_is_reused_and_invalidated_when_the_corpus_changes(tmp_path, monke
     first = encode_corpus(path)
     assert isinstance(first.ids, np.memmap)
 
-    import charnn.encoded as encoded
+    import charnn.data.encoded as encoded
 
     def no_scan(*args):
         raise AssertionError("re-encoded a current cache")
@@ -69,7 +69,7 @@ def test_a_damaged_cache_is_rebuilt(tmp_path):
 
 
 def test_an_unwritable_folder_falls_back_to_the_next_cache_folder_then_to_memory(tmp_path, monkeypatch):
-    import charnn.encoded as encoded
+    import charnn.data.encoded as encoded
 
     path = tmp_path / "t.txt"
     path.write_text("fallback text\n", encoding="utf-8")

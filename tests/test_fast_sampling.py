@@ -13,12 +13,26 @@ import numpy as np
 import pytest
 
 from charnn import sampling
-from charnn.activations import ACTIVATIONS
-from charnn.data import Vocab
-from charnn.model import CharModel, ModelConfig
-from charnn.fast_sampling import (BLOCK, FIRST_BLOCK, _Chooser, cpus_busy, is_compiled, prepare, sample_ids, sample_numba,
-                                  step_logits)
-from charnn.kernels import ACTIVATION_CODES, activate_vector
+from charnn.nn.activations import ACTIVATIONS
+from charnn.data.text import Vocab
+from charnn import CharModel, ModelConfig
+from charnn.backend.numba import compile as numba_compile
+from charnn.backend.numba.kernels import ACTIVATION_CODES, activate_vector
+from charnn.backend.numba.sampler import BLOCK, FIRST_BLOCK, _Chooser, prepare, sample_ids
+from charnn.backend.numba.threads import cpus_busy
+
+
+def sample_numba(model, prime_ids, length, temperature=1.0, top_k=None, argmax=False, rng=None, threads=None):
+    """The compiled sampler's characters, one at a time (as charnn.sampling yields them)."""
+    for ids in sample_ids(model, prime_ids, length, temperature, top_k, argmax, rng, threads):
+        yield from (model.vocab.chars[i] for i in ids.tolist())
+
+
+def step_logits(model, ids, threads: int = 1) -> np.ndarray:
+    """The kernel's logits (V,) after stepping ids (M,) from the initial state."""
+    kernel, nets, state = prepare(model, threads)
+    feed = np.asarray(ids, dtype=np.int64).reshape(-1)
+    return kernel(nets[max(nets)], *state, feed, np.zeros(1), 1.0, 0, True, np.empty(1, dtype=np.int64))
 
 VOCAB = Vocab(sorted(set("abcdefgh ijk.\n")))  # has a newline: generation starts from it
 VOCAB_NO_NEWLINE = Vocab(list("abcdefg"))  # no newline: the first character is drawn from the rng
@@ -52,14 +66,15 @@ def make_model(kind, activation, embed, layers, hidden, vocab=VOCAB, seed=0):
 
 
 def generate_with(sampler, model, *args, **kwargs) -> str:
-    """model.generate with sampling._generate swapped for sampler: the same validation, seeding and
-    choice of the first character as the numpy path."""
-    original = sampling._generate
-    sampling._generate = sampler
+    """model.generate with sampling.reference_ids swapped for sampler (which yields characters):
+    the same validation, seeding and choice of the first character as the numpy path."""
+    original = sampling.reference_ids
+    stoi = model.vocab.stoi
+    sampling.reference_ids = lambda *a: (np.array([stoi[ch]]) for ch in sampler(*a))
     try:
         return "".join(model.generate(*args, **kwargs))
     finally:
-        sampling._generate = original
+        sampling.reference_ids = original
 
 
 @pytest.mark.parametrize("spec", MODELS, ids=spec_id)
@@ -120,7 +135,7 @@ def test_sample_ids_streams_blocks_and_leaves_the_rng_where_the_numpy_path_does(
     prime = np.array([1, 2], dtype=np.int32)
     length = FIRST_BLOCK + 2 * BLOCK + 3
     rng_numpy, rng_kernel = np.random.default_rng(5), np.random.default_rng(5)
-    expected = "".join(sampling._generate(model, prime, length, 1.0, None, False, rng_numpy))
+    expected = "".join(VOCAB.chars[int(i[0])] for i in sampling.reference_ids(model, prime, length, 1.0, None, False, rng_numpy))
     blocks = list(sample_ids(model, prime, length, rng=rng_kernel))
     assert [len(b) for b in blocks] == [FIRST_BLOCK, BLOCK, BLOCK, 3]
     assert "".join(VOCAB.chars[i] for i in np.concatenate(blocks)) == expected
@@ -187,25 +202,28 @@ def test_cpus_busy_counts_the_threads_asked_for():
     assert cpus_busy(10_000)  # more threads than CPUs can never find them idle
 
 
-def test_is_compiled_after_the_kernel_has_run_in_this_process():
-    model = make_model("gru", "tanh", 8, 1, 12)
-    step_logits(model, [1, 2])  # compiles (or loads from the cache)
-    assert is_compiled(model)
+def test_is_compiled_follows_charnns_own_stamp(monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert not numba_compile.is_compiled("sample")
+    numba_compile.mark_compiled("sample")
+    assert numba_compile.is_compiled("sample") and not numba_compile.is_compiled("train")
+    monkeypatch.setattr(numba_compile, "_key", lambda: {"kernels_sha256": "another kernels.py"})
+    assert not numba_compile.is_compiled("sample")  # a changed kernels.py (or CPU, numba, ...) compiles again
 
 
 COLD_SCRIPT = """
 import sys, charnn
-from charnn.fast_sampling import is_compiled
+from charnn.backend.numba.compile import is_compiled
 model = charnn.load(sys.argv[1])
-print(is_compiled(model))
+print(is_compiled("sample"))
 print("".join(model.generate(200, prime="ab", seed=3)))
 """
 
 
-def test_first_run_on_a_cold_cache_samples_with_numpy_and_the_warm_up_makes_later_runs_compiled(tmp_path):
-    """A fresh numba cache (NUMBA_CACHE_DIR): the first process sees the kernel uncompiled and samples
-    with the numpy path; after `python -m charnn.fast_sampling` (the background warm-up, run here in
-    the foreground) a new process finds it compiled and samples the same characters with it."""
+def test_a_cold_sample_runs_the_reference_and_charnn_compile_makes_later_runs_compiled(tmp_path):
+    """A fresh numba cache (NUMBA_CACHE_DIR): the first process samples with the numpy reference
+    and starts nothing; after `charnn compile` a new process finds the kernels compiled and samples
+    the same characters with them."""
     import subprocess
     import sys
 
@@ -213,16 +231,30 @@ def test_first_run_on_a_cold_cache_samples_with_numpy_and_the_warm_up_makes_late
     path = tmp_path / "m.npz"
     model.save(str(path))
     expected = "".join(model.generate(200, prime="ab", seed=3))  # the numpy reference
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"), CHARNN_BACKGROUND_COMPILE="0")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
 
     def run(*args):
         done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
-        return done.stdout
+        return done.stdout, done.stderr
 
-    assert run("-c", COLD_SCRIPT, str(path)) == f"False\n{expected}\n"
-    run("-m", "charnn.fast_sampling")
-    assert run("-c", COLD_SCRIPT, str(path)) == f"True\n{expected}\n"
+    assert run("-c", COLD_SCRIPT, str(path))[0] == f"False\n{expected}\n"
+    assert not list((tmp_path / "numba-cache").rglob("*.nbi"))  # nothing compiled
+    _, said = run("-m", "charnn", "compile")
+    assert "compiling the sample kernels" in said and "compiling the train kernels" in said
+    assert run("-c", COLD_SCRIPT, str(path))[0] == f"True\n{expected}\n"
+
+
+def test_sampling_and_training_start_no_process(monkeypatch, corpus_file, tmp_path):
+    import subprocess
+
+    import charnn
+
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("started a process"))
+    model = make_model("lstm", "tanh", 8, 1, 12).with_backend("numba")
+    assert len("".join(model.generate(30, seed=1))) == 30
+    charnn.train(charnn.TrainConfig(corpus=str(corpus_file), hidden=8, layers=1, embed=4, batch_size=2, seq_len=8,
+                                    steps=2, out=str(tmp_path / "m.npz")))
 
 
 def test_own_threads_are_not_counted_as_other_load():
@@ -233,7 +265,7 @@ def test_own_threads_are_not_counted_as_other_load():
     import threading
     import time
 
-    from charnn.fast_sampling import own_running_threads
+    from charnn.backend.numba.threads import own_running_threads
 
     stop = threading.Event()
 
@@ -259,8 +291,8 @@ def test_own_threads_are_not_counted_as_other_load():
 def test_one_layout_run_serially_or_in_parallel_gives_the_same_logits(spec):
     """The two-block layout, its blocks run one after another (threads=1) or on two threads: the
     same float32 operations in the same order, so the same logits bit for bit."""
-    from charnn.fast_sampling import recurrent_net
-    from charnn.kernels import recurrent_sample_kernel
+    from charnn.backend.numba.sampler import recurrent_net
+    from charnn.backend.numba.kernels import recurrent_sample_kernel
 
     model = make_model(*spec)
     ids = np.random.default_rng(4).integers(0, len(VOCAB), size=9)
@@ -272,52 +304,3 @@ def test_one_layout_run_serially_or_in_parallel_gives_the_same_logits(spec):
         logits.append(recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.zeros(1), 1.0, 0, True,
                                               np.empty(1, dtype=np.int64)))
     assert np.array_equal(logits[0], logits[1])
-
-
-def test_the_background_compile_starts_once_after_the_cold_sample_and_is_switched_off_by_the_variable(monkeypatch):
-    import charnn.fast_sampling as fs
-
-    started = []
-    monkeypatch.setattr(fs, "_warm_up_started", [False])
-    monkeypatch.setattr(fs, "_warm_up_at_exit", [True])  # no atexit hook from this test
-    monkeypatch.setattr(fs, "is_compiled", lambda model: False)
-    monkeypatch.setattr(fs, "start_background_warm_up", lambda: started.append(1))
-    model = make_model("lstm", "tanh", 8, 1, 12)
-    fast = CharModel(model.config, model.vocab, model.params, backend="numba")
-    chars = fast.generate(30, seed=1)
-    next(chars)
-    assert started == []  # not while the characters are being produced
-    rest = "".join(chars)
-    assert len(rest) == 29 and started == [1]
-    "".join(fast.generate(30, seed=1))
-    assert started == [1]  # once per process
-
-
-def test_charnn_background_compile_0_starts_nothing(monkeypatch):
-    import subprocess
-
-    import charnn.fast_sampling as fs
-
-    monkeypatch.setenv("CHARNN_BACKGROUND_COMPILE", "0")
-    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("started a process"))
-    assert fs.start_background_warm_up() is False
-
-
-def test_the_background_compile_covers_training(monkeypatch, tmp_path):
-    """The detached process is `python -m charnn.fast_sampling --training`: after the sampler it
-    compiles the training kernels, so a first `charnn train` after a first `charnn sample` does
-    not wait for them. warm_up_training runs a step of every family (here, in this process)."""
-    import subprocess
-    import tempfile
-
-    import charnn.fast_sampling as fs
-    from charnn.fast import warm_up_training
-
-    started = []
-    monkeypatch.setenv("CHARNN_BACKGROUND_COMPILE", "1")
-    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))  # a fresh lock file
-    monkeypatch.setattr(subprocess, "Popen", lambda cmd, **k: started.append(cmd))
-    assert fs.start_background_warm_up() is True
-    assert started[0][1:] == ["-m", "charnn.fast_sampling", "--training"]
-    assert fs.start_background_warm_up() is False  # the lock: one at a time
-    warm_up_training()

@@ -8,8 +8,8 @@ import numba
 import numpy as np
 import pytest
 
-from charnn import gemm
-from charnn import kernels as K
+from charnn.backend.numba import gemm
+from charnn.backend.numba import kernels as K
 
 TOL = 3e-6
 

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from charnn.gradcheck import assert_gradients_match, numerical_gradient, rel_error
-from charnn.gru import gru_backward, gru_forward, gru_step_backward, gru_step_forward
+from charnn.nn.gradcheck import assert_gradients_match, numerical_gradient, rel_error
+from charnn.nn.gru import gru_backward, gru_forward, gru_step_backward, gru_step_forward
 
 TOL = 1e-7
 

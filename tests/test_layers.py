@@ -6,13 +6,14 @@ must be below 1e-7 for every gradient; correct code measures ~1e-9 to 1e-11.
 import numpy as np
 import pytest
 
-from charnn.gradcheck import assert_gradients_match, numerical_gradient, rel_error
-from charnn.layers import (
+from charnn.nn.gradcheck import assert_gradients_match, numerical_gradient, rel_error
+from charnn.nn.layers import (
     embedding_backward, embedding_forward, linear_backward, linear_forward, log_softmax, one_hot,
     softmax_cross_entropy_backward, softmax_cross_entropy_forward,
 )
-from charnn.lstm import lstm_backward, lstm_cell, lstm_forward, lstm_step_backward, lstm_step_forward, sigmoid
-from charnn.rnn import rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
+from charnn.nn.activations import sigmoid
+from charnn.nn.lstm import lstm_backward, lstm_cell, lstm_forward, lstm_step_backward, lstm_step_forward
+from charnn.nn.rnn import rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
 
 TOL = 1e-7
 

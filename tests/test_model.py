@@ -8,9 +8,9 @@ import pytest
 from charnn import CharModel, ModelConfig, Vocab
 from charnn.errors import CharnnError, VocabError
 from charnn.gradcheck import model_gradient_errors
-from charnn.optim import Adam, clip_grad_norm
+from charnn.train.optim import Adam, clip_grad_norm
 
-from charnn.activations import ACTIVATIONS
+from charnn.nn.activations import ACTIVATIONS
 
 CONFIGS = [("rnn", 6), ("lstm", 6), ("gru", 6), ("mlp", 6), ("rnn", 0), ("lstm", 0), ("gru", 0)]  # (model, embed; 0 = one-hot)
 
@@ -63,7 +63,7 @@ def test_dropout_is_identity_at_evaluation(kind):
 
 
 def test_dropout_mask_scales_survivors():
-    from charnn.layers import dropout_forward
+    from charnn.nn.layers import dropout_forward
 
     x = np.ones((200, 500), np.float32)
     y, cache = dropout_forward(x, 0.25, np.random.default_rng(0))
@@ -190,7 +190,7 @@ def test_top_k_only_samples_the_k_most_likely():
 def test_numba_backend_equals_numpy_backend(kind, embed):
     """Whole model, float32: loss to 1e-6, every gradient to 2e-5 relative (kernels use a rational
     tanh good to a few ulp and sum in another order)."""
-    from charnn.gradcheck import rel_error
+    from charnn.nn.gradcheck import rel_error
 
     ref = tiny_model(kind, embed, H=12, dtype=np.float32, seed=4, activation="tanh")
     fast = CharModel(ref.config, ref.vocab, ref.params, backend="numba")

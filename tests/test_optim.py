@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from charnn.optim import OPTIMIZERS, SGD, Adagrad, Adam, Momentum, RMSprop, clip_grad_norm, make_optimizer
+from charnn.train.optim import OPTIMIZERS, SGD, Adagrad, Adam, Momentum, RMSprop, clip_grad_norm, make_optimizer
 from charnn.errors import CharnnError
 
 

@@ -4,7 +4,7 @@ import gc
 import numpy as np
 import pytest
 
-from charnn import recycle
+from charnn.backend.numba import scratch as recycle
 
 SHAPE = (64, 1024)  # 256 KiB, above MIN_BYTES
 

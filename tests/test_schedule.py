@@ -4,7 +4,7 @@ from functools import partial
 import pytest
 
 from charnn.errors import CharnnError
-from charnn.schedule import SCHEDULES, learning_rate
+from charnn.train.schedule import SCHEDULES, learning_rate
 
 
 def test_constant_is_base_lr_everywhere():

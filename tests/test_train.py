@@ -10,9 +10,10 @@ import pytest
 
 import charnn
 from charnn import TrainConfig, train
-from charnn.checkpoint import read_checkpoint, write_checkpoint
+from charnn.archive import read_checkpoint, write_checkpoint
 from charnn.errors import CharnnError, CheckpointError, CorpusError, DivergedError, VocabError
-from charnn.train import Reporter, best_path
+from charnn.train import Reporter
+from charnn.train.config import best_path
 
 
 def cfg(corpus, tmp_path, **kw):
@@ -143,7 +144,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path, monkeypatch):
-    t = sys.modules["charnn.train"]  # the module; charnn.train is the function
+    t = sys.modules["charnn.train.loop"]  # the module; charnn.train is the function
 
     real = t.clip_grad_norm
     calls = {"n": 0}
@@ -229,8 +230,8 @@ def test_sample_every_reports_samples_without_changing_the_run(corpus_file, tmp_
 
 
 def test_eval_chars_scores_a_prefix_of_the_validation_split(corpus_file, tmp_path):
-    from charnn.data import split_train_val
-    from charnn.encoded import encode_corpus
+    from charnn.data.batches import split_train_val
+    from charnn.data.encoded import encode_corpus
 
     result = train(cfg(corpus_file, tmp_path, steps=10, eval_chars=50))
     val_ids = split_train_val(encode_corpus(corpus_file).ids, 0.1)[1]

@@ -1,0 +1,70 @@
+"""The numba backend: charnn.nn's functions as fused kernels compiled by numba for this CPU.
+
+    kernels   every @njit function (one file: numba's cache is reliable only when a kernel's
+              callees live in its own file)
+    layers    the layer functions: charnn.nn's signatures and caches, over the kernels
+    gemm      matrix products: AVX-512 register tiles, or numpy's BLAS
+    scratch   recycled scratch arrays (no page faults per step)
+    sampler   batch-1 sampling, a whole block of characters per kernel call
+    threads   how many threads a parallel kernel should use here
+    compile   compiling explicitly (`charnn compile`), and knowing whether it is done
+
+Nothing outside this package imports numba; the rest of charnn reaches it as
+charnn.backend.get_backend("numba").
+"""
+from __future__ import annotations
+
+from ..ops import LAYER_OPS, Backend
+from . import compile as _compile
+from . import kernels, layers, sampler
+from .threads import fast_threading
+
+# A sample this short, on a machine where the sampler is not compiled yet, is quicker to compute
+# with the numpy reference (the same characters) than to compile for (`charnn compile` does that).
+COLD_NUMPY_MAX = 20_000
+
+
+def adam_update(p, g, m, v, beta1, beta2, step_size, v_correction, eps):
+    """Twin of charnn.nn.optim.adam_update: one fused pass over flat views (C-contiguous arrays)."""
+    kernels.adam_kernel(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), beta1, beta2, step_size,
+                        v_correction, eps)
+
+
+def sample_blocks(model, length: int):
+    """The compiled sampler for `model` (sampler.sample_ids), or None when the reference loop is
+    the better choice: a short sample before the sampling kernels are compiled."""
+    if length <= COLD_NUMPY_MAX and not _compile.is_compiled("sample"):
+        return None
+
+    def blocks(prime_ids, temperature, top_k, argmax, rng):
+        for ids in sampler.sample_ids(model, prime_ids, length, temperature, top_k, argmax, rng):
+            yield ids
+            _compile.mark_compiled("sample")
+
+    return blocks
+
+
+def notice(task: str, model, length: int = 0) -> str | None:
+    """What to tell the user before `task` ("train", or "sample" of `length` characters) will take
+    longer than usual."""
+    lines = []
+    if task == "sample" and length > COLD_NUMPY_MAX and not _compile.is_compiled("sample"):
+        lines.append(f"numba compiles the sampling kernels first ({_compile.EXPECTED_S['sample']}, once; "
+                     "`charnn compile` does it ahead of time)")
+    if task == "train" and not _compile.is_compiled("train"):
+        lines.append("first run after an install: numba compiles the training kernels now "
+                     f"({_compile.EXPECTED_S['train']}, once; `charnn compile` does it ahead of time)")
+    if task == "train" and not fast_threading():
+        lines.append("numba has no OpenMP or TBB threading layer here (install libgomp or tbb): its fallback "
+                     "starts each parallel loop ~100x slower, and training runs 2-3x slower")
+    return "\n".join(lines) or None
+
+
+NUMBA = Backend(
+    name="numba",
+    **{op: getattr(layers, op) for op in LAYER_OPS},
+    adam_update=adam_update,
+    sampler=sample_blocks,
+    notice=notice,
+    done=_compile.mark_compiled,
+)

@@ -1,0 +1,64 @@
+"""Knowing whether the kernels are compiled, without reading numba's internals.
+
+numba compiles a kernel at its first call and caches the machine code on disk (cache=True: in
+__pycache__ beside kernels.py, or NUMBA_CACHE_DIR), so only the first run after an install pays:
+10-20 s for the training kernels, 5-10 s for the sampling kernels (charnn.compile, `charnn compile`,
+pays it up front). That a family has been compiled is recorded in a stamp file of charnn's own
+beside numba's cache, keyed by everything the machine code depends on, so a run can say before it
+starts that it will compile.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+import llvmlite.binding
+import numba
+
+from ...version import __version__
+from ...files import atomic_write
+from . import kernels
+
+FAMILIES = ("train", "sample")
+EXPECTED_S = {"train": "10-20 s", "sample": "5-10 s"}
+
+
+def cache_dir() -> str:
+    """Where numba caches charnn's kernels (and where the stamp goes)."""
+    return os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(os.path.abspath(kernels.__file__)), "__pycache__")
+
+
+def _key() -> dict:
+    with open(kernels.__file__, "rb") as f:
+        source = hashlib.sha256(f.read()).hexdigest()
+    return {"charnn": __version__, "kernels_sha256": source, "numba": numba.__version__,
+            "python": sys.version.split()[0], "cpu": llvmlite.binding.get_host_cpu_name(),
+            "cpu_features": llvmlite.binding.get_host_cpu_features().flatten()}
+
+
+def _stamp(family: str) -> str:
+    return os.path.join(cache_dir(), f"charnn-compiled-{family}.json")
+
+
+def is_compiled(family: str) -> bool:
+    """Whether this family's kernels ("train" or "sample") were compiled for this machine and this
+    kernels.py (by `charnn compile` or an earlier run)."""
+    try:
+        with open(_stamp(family), encoding="utf-8") as f:
+            return json.load(f) == _key()
+    except (OSError, ValueError):
+        return False
+
+
+def mark_compiled(family: str) -> None:
+    """Record that the family's kernels are in numba's cache now; quietly nothing if the cache
+    folder is not writable (numba then does not cache either)."""
+    if is_compiled(family):
+        return
+    try:
+        with atomic_write(_stamp(family), "w", encoding="utf-8") as f:
+            json.dump(_key(), f)
+    except OSError:
+        pass

@@ -1,0 +1,871 @@
+"""Every numba kernel in charnn, in one module (see STYLE.md, "Numba stays in its lane").
+
+The kernels fuse the elementwise work that numpy would spread over a dozen temporary arrays per
+step, and compute the matrix products with AVX-512 register tiles where the CPU has them (numpy's
+BLAS otherwise; charnn.gemm decides). The Python wrappers in fast.py keep the exact signatures of
+the numpy reference functions. Each kernel's docstring names its reference; tests/test_kernels.py
+and tests/test_gemm.py check that every pair agrees.
+
+Conventions:
+- Recurrent kernels take the whole C-contiguous (B, T, ...) cache arrays plus the step index t,
+  so the inner loop over hidden units is unit-stride and vectorises; they write step t in place.
+- error_model="numpy": float division by zero gives inf/nan instead of a Python exception check
+  per division, which is what lets LLVM vectorise these loops at all.
+- No fastmath: it would break isfinite (divergence detection relies on NaN surviving).
+- cache=True is safe because every callee lives in this file and no kernel reads a mutable global.
+- tanh is a rational approximation (accurate to a few float32 ulp: max relative error 3.6e-7 over
+  the whole float range, measured in tests) because math.tanh compiles to a scalar libm call
+  that runs ~10x slower than the vectorised loop; sigmoid is computed from it.
+- Parallel loops (prange) only where every iteration writes its own slice: the recurrent step
+  kernels over batch rows, the matrix product over output tiles, Adam over elements, one sampling
+  kernel over weight blocks. The scatter-adds (embedding gradient) stay serial: they would race.
+- The products alone use fastmath, and only its "contract" flag (fused multiply-add).
+- Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
+  Adam; matrix products; then batch-1 sampling, whose Python side (weight layout, thread choice)
+  is fast_sampling.py.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+JIT = dict(cache=True, error_model="numpy", nogil=True)
+
+# activation codes, in the order of charnn.activations.ACTIVATIONS
+TANH, SIGMOID, RELU, LEAKY_RELU, ELU, SOFTPLUS = range(6)
+ACTIVATION_CODES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU, "leaky_relu": LEAKY_RELU, "elu": ELU, "softplus": SOFTPLUS}
+LEAKY_SLOPE = 0.01
+RNN, LSTM, GRU = range(3)  # recurrent cell codes of the sampling kernels
+CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+# ---------------------------------------------------------------- scalar functions
+@njit(inline="always", error_model="numpy")
+def tanh(x):
+    """tanh(x) as x P(x^2) / Q(x^2), clamped at |x| = 7.9053 where float32 tanh is already +-1.
+
+    Coefficients: the minimax rational fit used by Eigen's float tanh (generic_fast_tanh_float).
+    They are float32 literals: a Python float would make numba compute every float32 kernel that
+    calls this in float64 (half the SIMD lanes and a slow double division). float64 inputs still
+    compute in float64, to the approximation's own accuracy (3.6e-7 relative)."""
+    c = np.float32(7.90531110763549805)
+    x = c if x > c else x
+    x = -c if x < -c else x
+    x2 = x * x
+    p = np.float32(-2.76076847742355e-16)
+    p = x2 * p + np.float32(2.00018790482477e-13)
+    p = x2 * p + np.float32(-8.60467152213735e-11)
+    p = x2 * p + np.float32(5.12229709037114e-08)
+    p = x2 * p + np.float32(1.48572235717979e-05)
+    p = x2 * p + np.float32(6.37261928875436e-04)
+    p = x2 * p + np.float32(4.89352455891786e-03)
+    q = np.float32(1.19825839466702e-06)
+    q = x2 * q + np.float32(1.18534705686654e-04)
+    q = x2 * q + np.float32(2.26843463243900e-03)
+    q = x2 * q + np.float32(4.89352518554385e-03)
+    return x * p / q
+
+
+@njit(inline="always", error_model="numpy")
+def sigmoid(x):
+    half = np.float32(0.5)  # float32 literals keep float32 math in float32 (see tanh)
+    return half + half * tanh(half * x)  # same identity as the numpy reference: no exp to overflow
+
+
+@njit(inline="always", error_model="numpy")
+def activate(a, code):
+    """Reference: charnn.activations.ACTIVATIONS[name].forward."""
+    if code == TANH:
+        return tanh(a)
+    if code == SIGMOID:
+        return sigmoid(a)
+    zero = np.float32(0.0)  # float32 literals: see tanh
+    if code == RELU:
+        return a if a > zero else zero * a
+    if code == LEAKY_RELU:
+        return a if a > zero else np.float32(LEAKY_SLOPE) * a
+    if code == ELU:
+        return a if a > 0 else math.expm1(a)
+    return (a if a > zero else zero * a) + math.log1p(math.exp(-abs(a)))  # softplus
+
+
+@njit(inline="always", error_model="numpy")
+def activate_grad(h, code):
+    """dh/da written from the output h. Reference: charnn.activations.ACTIVATIONS[name].backward."""
+    one, zero = np.float32(1.0), np.float32(0.0)  # float32 literals: see tanh
+    if code == TANH:
+        return one - h * h
+    if code == SIGMOID:
+        return h * (one - h)
+    if code == RELU:
+        return one if h > zero else zero
+    if code == LEAKY_RELU:
+        return one if h > zero else np.float32(LEAKY_SLOPE)
+    if code == ELU:
+        return one if h > zero else h + one
+    return -math.expm1(-h)  # softplus: 1 - e^-h
+
+
+# ---------------------------------------------------------------- the recurrent step kernels
+# Each step kernel loops over the batch rows and hands one row's (.., H) slices to a row kernel
+# that loops over the hidden units. On 1-D views the unit loop vectorises; indexing the 3-D cache
+# arrays as xa[b, t, j] inside the same loop compiled to code 5-7x slower (measured on the LSTM
+# forward at B=32, H=256: 137 us vs 20 us a step), the vector path lost to the generic
+# multi-dimensional indexing. The row kernels take 1-D arrays only. The step kernels run the rows
+# in parallel (prange): each row writes only its own slices of the caches.
+# The forward kernels take step t's xa_t = x[:, t] @ Wx without the bias and add it themselves;
+# the sum (xa_t + bias) + ha rounds as the reference's (x @ Wx + b) + h @ Wh does.
+
+# ---------------------------------------------------------------- vanilla RNN
+@njit(**JIT)
+def rnn_row_forward(xa, bias, ha, h_next, code):
+    """h_next = act((xa + bias) + ha) for one batch row: xa, bias, ha, h_next (H,)."""
+    if code == TANH:  # the usual case, in a loop of its own: with the code tested per unit the loop
+        for j in range(h_next.shape[0]):  # did not vectorise (2.7 ns a unit; this runs at ~0.4)
+            h_next[j] = tanh((xa[j] + bias[j]) + ha[j])
+        return
+    for j in range(h_next.shape[0]):
+        h_next[j] = activate((xa[j] + bias[j]) + ha[j], code)
+
+
+@njit(parallel=True, **JIT)
+def rnn_step_forward_kernel(t, xa_t, bias, ha, h, code):
+    """h[:, t+1] = act(xa_t + bias + ha). xa_t (B, H) = x[:, t] @ Wx, bias (H,), ha (B, H) = h[:, t] @ Wh,
+    h (B, T+1, H). Reference: rnn.rnn_cell (its xa includes the bias)."""
+    for b in prange(ha.shape[0]):
+        rnn_row_forward(xa_t[b], bias, ha[b], h[b, t + 1], code)
+
+
+@njit(**JIT)
+def rnn_row_backward(dhs, dh_rec, h_next, da, code):
+    """da = act'(h_next) * (dhs + dh_rec) for one batch row, all (H,)."""
+    if code == TANH:  # its own loop, as in rnn_row_forward
+        one = np.float32(1.0)
+        for j in range(da.shape[0]):
+            da[j] = (one - h_next[j] * h_next[j]) * (dhs[j] + dh_rec[j])
+        return
+    for j in range(da.shape[0]):
+        da[j] = activate_grad(h_next[j], code) * (dhs[j] + dh_rec[j])
+
+
+@njit(parallel=True, **JIT)
+def rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code):
+    """da[:, t] = act'(h[:, t+1]) * (dhs[:, t] + dh_rec); dh_rec = da[:, t+1] @ Wh.T from the step
+    after. Reference: rnn.rnn_cell_backward."""
+    for b in prange(dh_rec.shape[0]):
+        rnn_row_backward(dhs[b, t], dh_rec[b], h[b, t + 1], da[b, t], code)
+
+
+# ---------------------------------------------------------------- LSTM
+@njit(**JIT)
+def lstm_row_forward(xa, bias, ha, c_prev, c_next, h_next, gates, tanh_c):
+    """One batch row of lstm_step_forward_kernel: xa, bias, ha, gates (4H,); c_prev, c_next, h_next,
+    tanh_c (H,)."""
+    H = c_prev.shape[0]
+    for j in range(H):
+        i = sigmoid((xa[j] + bias[j]) + ha[j])
+        f = sigmoid((xa[H + j] + bias[H + j]) + ha[H + j])
+        o = sigmoid((xa[2 * H + j] + bias[2 * H + j]) + ha[2 * H + j])
+        g = tanh((xa[3 * H + j] + bias[3 * H + j]) + ha[3 * H + j])
+        c = f * c_prev[j] + i * g
+        tc = tanh(c)
+        gates[j] = i
+        gates[H + j] = f
+        gates[2 * H + j] = o
+        gates[3 * H + j] = g
+        c_next[j] = c
+        tanh_c[j] = tc
+        h_next[j] = o * tc
+
+
+@njit(parallel=True, **JIT)
+def lstm_step_forward_kernel(t, xa_t, bias, ha, h, c, gates, tanh_c):
+    """One LSTM step written into the caches. xa_t (B, 4H) = x[:, t] @ Wx, bias (4H,), ha (B, 4H) =
+    h[:, t] @ Wh; h, c (B, T+1, H); gates (B, T, 4H) post-activation i, f, o, g; tanh_c (B, T, H).
+    Reference: lstm.lstm_cell (its xa includes the bias)."""
+    for b in prange(ha.shape[0]):
+        lstm_row_forward(xa_t[b], bias, ha[b], c[b, t], c[b, t + 1], h[b, t + 1], gates[b, t], tanh_c[b, t])
+
+
+@njit(**JIT)
+def lstm_row_backward(dhs, dh_rec, dc, c_prev, gates, tanh_c, da):
+    """One batch row of lstm_step_backward_kernel: dhs, dh_rec, dc, c_prev, tanh_c (H,); gates,
+    da (4H,)."""
+    H = dc.shape[0]
+    one = dc.dtype.type(1.0)  # not 1.0: a Python float would promote float32 math to float64
+    for j in range(H):
+        i = gates[j]
+        f = gates[H + j]
+        o = gates[2 * H + j]
+        g = gates[3 * H + j]
+        tc = tanh_c[j]
+        dh = dhs[j] + dh_rec[j]
+        dct = dc[j] + dh * o * (one - tc * tc)  # forward: h = o * tanh(c)
+        da[j] = dct * g * i * (one - i)  # forward: c = f*c_prev + i*g
+        da[H + j] = dct * c_prev[j] * f * (one - f)
+        da[2 * H + j] = dh * tc * o * (one - o)
+        da[3 * H + j] = dct * i * (one - g * g)
+        dc[j] = dct * f
+
+
+@njit(parallel=True, **JIT)
+def lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da):
+    """Writes da[:, t] (B, 4H) and replaces dc (B, H) (the gradient of c[:, t+1]) by that of c[:, t].
+    dh_rec (B, H) = da[:, t+1] @ Wh.T from the step after. Reference: lstm.lstm_cell_backward."""
+    for b in prange(dc.shape[0]):
+        lstm_row_backward(dhs[b, t], dh_rec[b], dc[b], c[b, t], gates[b, t], tanh_c[b, t], da[b, t])
+
+
+# ---------------------------------------------------------------- GRU
+@njit(**JIT)
+def gru_row_forward(xa, bias, ha, h_prev, h_next, gates, ha_n):
+    """One batch row of gru_step_forward_kernel: xa, bias, ha, gates (3H,); h_prev, h_next, ha_n (H,)."""
+    H = h_prev.shape[0]
+    one = h_prev.dtype.type(1.0)  # not 1.0: a Python float would promote float32 math to float64
+    for j in range(H):
+        r = sigmoid((xa[j] + bias[j]) + ha[j])
+        z = sigmoid((xa[H + j] + bias[H + j]) + ha[H + j])
+        hn = ha[2 * H + j]
+        n = tanh((xa[2 * H + j] + bias[2 * H + j]) + r * hn)
+        gates[j] = r
+        gates[H + j] = z
+        gates[2 * H + j] = n
+        ha_n[j] = hn
+        h_next[j] = (one - z) * n + z * h_prev[j]
+
+
+@njit(parallel=True, **JIT)
+def gru_step_forward_kernel(t, xa_t, bias, ha, h, gates, ha_n):
+    """One GRU step (reset after the recurrent matmul). xa_t (B, 3H) = x[:, t] @ Wx, bias (3H,),
+    ha (B, 3H) = h[:, t] @ Wh, h (B, T+1, H), gates (B, T, 3H) post-activation r, z, n,
+    ha_n (B, T, H). Reference: gru.gru_cell (its xa includes the bias)."""
+    for b in prange(ha.shape[0]):
+        gru_row_forward(xa_t[b], bias, ha[b], h[b, t], h[b, t + 1], gates[b, t], ha_n[b, t])
+
+
+@njit(**JIT)
+def gru_row_backward(dhs, dh_rec, dh_direct, h_prev, gates, ha_n, dxa, dha):
+    """One batch row of gru_step_backward_kernel: dhs, dh_rec, dh_direct, h_prev, ha_n (H,);
+    gates, dxa, dha (3H,)."""
+    H = h_prev.shape[0]
+    one = h_prev.dtype.type(1.0)  # not 1.0: see gru_row_forward
+    for j in range(H):
+        r = gates[j]
+        z = gates[H + j]
+        n = gates[2 * H + j]
+        dh = dhs[j] + dh_direct[j] + dh_rec[j]
+        da_n = dh * (one - z) * (one - n * n)  # forward: h = (1-z) n + z h_prev ; n = tanh(a_n)
+        dr = da_n * ha_n[j]  # forward: a_n = xa_n + r * ha_n
+        da_r = dr * r * (one - r)
+        da_z = dh * (h_prev[j] - n) * z * (one - z)
+        dxa[j] = da_r
+        dxa[H + j] = da_z
+        dxa[2 * H + j] = da_n
+        dha[j] = da_r
+        dha[H + j] = da_z
+        dha[2 * H + j] = da_n * r
+        dh_direct[j] = dh * z
+
+
+@njit(parallel=True, **JIT)
+def gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha):
+    """Writes dxa[:, t], dha[:, t] (B, 3H) and dh_direct (B, H), the part of dh_prev through z * h_prev.
+    The gradient reaching h[:, t+1] is dhs[:, t] + dh_direct (from the step after) + dh_rec
+    (= dha[:, t+1] @ Wh.T). Reference: gru.gru_cell_backward."""
+    for b in prange(dh_rec.shape[0]):
+        gru_row_backward(dhs[b, t], dh_rec[b], dh_direct[b], h[b, t], gates[b, t], ha_n[b, t], dxa[b, t], dha[b, t])
+
+
+# ---------------------------------------------------------------- softmax cross-entropy
+@njit(**JIT)
+def softmax_cross_entropy_kernel(logits, targets, probs):
+    """Writes softmax(logits) into probs (N, V); returns the summed -log p(target) (float64).
+    Reference: layers.softmax_cross_entropy_forward (which returns the mean)."""
+    N, V = logits.shape
+    total = 0.0
+    for n in range(N):
+        m = logits[n, 0]
+        for v in range(1, V):
+            m = max(m, logits[n, v])  # subtract the row max so exp cannot overflow
+        s = 0.0
+        for v in range(V):
+            e = math.exp(logits[n, v] - m)
+            probs[n, v] = e
+            s += e
+        inv = 1.0 / s
+        for v in range(V):
+            probs[n, v] *= inv
+        total -= logits[n, targets[n]] - m - math.log(s)
+    return total
+
+
+@njit(**JIT)
+def softmax_cross_entropy_backward_kernel(probs, targets, scale, dlogits):
+    """dlogits = scale * (probs - onehot(targets)). Reference: layers.softmax_cross_entropy_backward."""
+    N, V = probs.shape
+    for n in range(N):
+        for v in range(V):
+            dlogits[n, v] = scale * probs[n, v]
+        dlogits[n, targets[n]] -= scale
+
+
+# ---------------------------------------------------------------- embedding
+@njit(**JIT)
+def embedding_backward_kernel(ids, dx, dW):
+    """dW[ids[n]] += dx[n] for every row n (serial: rows repeat, so parallel adds would race).
+    ids (N,), dx (N, E), dW (V, E) zeroed by the caller. Reference: layers.embedding_backward."""
+    N, E = dx.shape
+    for n in range(N):
+        row = ids[n]
+        for e in range(E):
+            dW[row, e] += dx[n, e]
+
+
+# ---------------------------------------------------------------- optimizer
+@njit(parallel=True, **JIT)
+def adam_kernel(p, g, m, v, beta1, beta2, step_size, v_correction, eps):
+    """One Adam update of flat float32 arrays, in place, in a single pass over memory.
+    Reference: optim.Adam.step. Parallel: every element is its own update (disjoint writes, no
+    sums), so threads change nothing in the result; the pass is memory-bound (LSTM 2x512: 6.3M
+    parameters, 4 arrays, ~5 ms on one core)."""
+    # constants formed in float64 and rounded once, as numpy does with Python-float scalars
+    # (1 - float32(0.999) would be off by 1e-5 relative)
+    b1 = p.dtype.type(beta1)
+    b2 = p.dtype.type(beta2)
+    c1 = p.dtype.type(1.0 - beta1)
+    c2 = p.dtype.type(1.0 - beta2)
+    lr = p.dtype.type(step_size)
+    vc = p.dtype.type(v_correction)
+    ep = p.dtype.type(eps)
+    for k in prange(p.size):
+        gk = g[k]
+        mk = b1 * m[k] + c1 * gk
+        vk = b2 * v[k] + c2 * (gk * gk)
+        m[k] = mk
+        v[k] = vk
+        p[k] -= lr * mk / (math.sqrt(vk) * vc + ep)
+
+
+@njit(parallel=True, **JIT)
+def threading_probe(x):
+    """x[i] = i: an empty parallel region, run so that numba chooses its threading layer (threads.py)."""
+    for i in prange(x.shape[0]):  # disjoint writes
+        x[i] = i
+
+
+# ---------------------------------------------------------------- matrix products
+# C = A @ B as a register-tiled GEMM, the way BLAS libraries write theirs: B is first copied into
+# panels of NR = 64 columns, Bp (P, K, NR), so the inner loop reads it front to back; then each
+# task computes one MR x NR = 4 x 64 tile of C, keeping the 256 sums in 16 AVX-512 registers for
+# the whole k loop (per k: one broadcast of A[i, k] per row, four vector loads of Bp, 16 FMAs).
+# Why not numpy's OpenBLAS: on this project's Zen 5 machine it runs its AVX2 "Haswell" kernels
+# (about 100 GFLOP/s a core), while these tiles, compiled by numba for the host's AVX-512, run at
+# 210-270 GFLOP/s a core on the shapes training uses (bench/gemm.py). charnn.gemm decides when to
+# use them (float32, AVX-512 present) and otherwise calls numpy; its tests check the two agree.
+MR, NR = 4, 64  # tile rows and columns: 4 x 64 floats = 16 zmm accumulators of the 32
+MC = 64  # rows of A per task: 64 x KB floats (64 KB) stay in L2 (32 and 128 measured alike)
+KB = 256  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
+CONTRACT = {"contract"}  # allow fused multiply-add and nothing else (NaN must survive)
+
+
+@intrinsic
+def _tile_scratch(typingctx):
+    """float32[MR * NR] on the stack. A fixed-size stack buffer indexed only by constants (the
+    loops below have constant trip counts and unroll) is promoted by LLVM into registers; a numba
+    heap array is not, and then every FMA loads and stores its sum through L1."""
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=MR * NR)
+    return types.CPointer(types.float32)(), codegen
+
+
+@intrinsic
+def _row_scratch(typingctx):
+    """float32[NR] on the stack: the accumulators of a single-row tile (see _tile_scratch)."""
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=NR)
+    return types.CPointer(types.float32)(), codegen
+
+
+@njit(inline="always", fastmath=CONTRACT, error_model="numpy")
+def _gemm_tile(A, Bp, p, i0, k0, k1, C, n_valid):
+    """C[i0:i0+MR, p*NR : p*NR+n_valid] (+)= A[i0:i0+MR, k0:k1] @ panel p's rows k0:k1:
+    assigned when k0 == 0, added otherwise."""
+    acc = _tile_scratch()
+    for x in range(MR * NR):
+        acc[x] = np.float32(0.0)
+    for k in range(k0, k1):
+        for i in range(MR):
+            a = A[i0 + i, k]
+            for j in range(NR):
+                acc[i * NR + j] += a * Bp[p, k, j]
+    j0 = p * NR
+    if n_valid == NR and k0 == 0:
+        for i in range(MR):
+            for j in range(NR):
+                C[i0 + i, j0 + j] = acc[i * NR + j]
+    elif n_valid == NR:
+        for i in range(MR):
+            for j in range(NR):
+                C[i0 + i, j0 + j] += acc[i * NR + j]
+    else:  # the last panel is partly padding: the sums go to a second stack tile unconditionally
+        # (a store under `if j < n_valid` here kept acc out of registers: the head's 65-column
+        # product took 0.56 ms instead of 0.33), then the valid columns go to C
+        tile = _tile_scratch()
+        for i in range(MR):
+            for j in range(NR):
+                tile[i * NR + j] = acc[i * NR + j]
+        for i in range(MR):
+            for j in range(n_valid):
+                C[i0 + i, j0 + j] = tile[i * NR + j] if k0 == 0 else C[i0 + i, j0 + j] + tile[i * NR + j]
+
+
+@njit(inline="always", fastmath=CONTRACT, error_model="numpy")
+def _gemm_row(A, Bp, p, i, k0, k1, C, n_valid):
+    """Row i of _gemm_tile: the rows left over below the last full tile."""
+    acc = _row_scratch()
+    for j in range(NR):
+        acc[j] = np.float32(0.0)
+    for k in range(k0, k1):
+        a = A[i, k]
+        for j in range(NR):
+            acc[j] += a * Bp[p, k, j]
+    j0 = p * NR
+    row = _row_scratch()  # as in _gemm_tile: unconditional stores keep acc in registers
+    for j in range(NR):
+        row[j] = acc[j]
+    for j in range(n_valid):
+        C[i, j0 + j] = row[j] if k0 == 0 else C[i, j0 + j] + row[j]
+
+
+@njit(parallel=True, **JIT)
+def pack_panels_kernel(B, Bp):
+    """Bp[p, k, j] = B[k, p*NR + j], zero past B's last column. B (K, N) any strides -> Bp (P, K, NR).
+
+    The loops follow B's memory order. Row-major B (an activation gradient, 2048 x 1024): row k is
+    read once, front to back, and dealt out to the P panels; parallel over blocks of rows, each
+    writing its own rows of every panel. Going panel by panel instead reads 256 bytes from every
+    row, a new page each time, and ran at 6 GB/s. Column-major B (a transposed weight, Wh.T):
+    panel by panel, each column of B read front to back; parallel over panels."""
+    K, N = B.shape
+    P = Bp.shape[0]
+    full = N // NR  # panels with no padding
+    if B.strides[1] <= B.strides[0]:
+        for kb in prange((K + 63) // 64):
+            for k in range(kb * 64, min(K, kb * 64 + 64)):
+                for p in range(full):
+                    for j in range(NR):
+                        Bp[p, k, j] = B[k, p * NR + j]
+                for p in range(full, P):
+                    for j in range(NR):
+                        Bp[p, k, j] = B[k, p * NR + j] if p * NR + j < N else np.float32(0.0)
+    else:
+        for p in prange(P):
+            for j in range(NR):
+                col = p * NR + j
+                if col < N:
+                    for k in range(K):
+                        Bp[p, k, j] = B[k, col]
+                else:
+                    for k in range(K):
+                        Bp[p, k, j] = np.float32(0.0)
+
+
+@njit(parallel=True, fastmath=CONTRACT, **JIT)
+def gemm_kernel(A, Bp, C):
+    """C = A @ B: A (M, K) float32 any strides, B packed as Bp (P, K, NR) by pack_panels_kernel,
+    C (M, N) with N <= P*NR. Reference: numpy's A @ B (tests/test_gemm.py).
+
+    Tasks are (group of MC rows, panel) pairs, row-group-major: a group's rows of A (64 KB at
+    K = 256) stay in cache while the thread runs through the panels, and each panel slice is
+    reused by the group's MC / MR tiles. At M = 32 (one recurrent step) there is one group, so
+    two threads split the panels and each keeps its half of the weights in its own L2 from one
+    step to the next. Every task writes only its own block of C.
+    The sum over k runs in blocks of KB, each block's partial sums added to C: one long running sum
+    over 2048 terms (a weight gradient's) is 4x less accurate than numpy's blocked BLAS."""
+    M, K = A.shape
+    N = C.shape[1]
+    P = Bp.shape[0]
+    groups = (M + MC - 1) // MC
+    for task in prange(groups * P):
+        g = task // P
+        p = task - g * P
+        n_valid = min(NR, N - p * NR)
+        i_end = min(M, g * MC + MC)
+        for k0 in range(0, max(K, 1), KB):  # K = 0 still assigns the zero product
+            k1 = min(K, k0 + KB)
+            i0 = g * MC
+            while i0 + MR <= i_end:
+                _gemm_tile(A, Bp, p, i0, k0, k1, C, n_valid)
+                i0 += MR
+            for i in range(i0, i_end):
+                _gemm_row(A, Bp, p, i, k0, k1, C, n_valid)
+
+
+# ---------------------------------------------------------------- whole sequences
+# The time loops of fast.py's rnn/lstm/gru forward and backward, for when the weights are packed
+# for the tiles (charnn.gemm): per step the products and one step kernel, with no Python in
+# between. Reference: the same loops in fast.py, which run when BLAS does the products.
+# Forward, the input projection x_t @ Wx is also computed step by step, into a (B, G) scratch,
+# instead of as one (B*T, G) product before the loop: the whole xa (8 MB at LSTM 2x256) was
+# written to memory and read back, and that one product ran at 115-270 GFLOP/s against ~400 for
+# the same work in 32-row pieces whose results are used while they are still in cache.
+@njit(**JIT)
+def rnn_forward_loop(x, Wxp, bias, Whp, h, xa_t, ha, code):
+    for t in range(x.shape[1]):
+        gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
+        gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
+        rnn_step_forward_kernel(t, xa_t, bias, ha, h, code)
+
+
+@njit(**JIT)
+def rnn_backward_loop(dhs, dh_rec, h, da, WhTp, code):
+    for t in range(da.shape[1] - 1, -1, -1):
+        rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
+        gemm_kernel(da[:, t], WhTp, dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+
+
+@njit(**JIT)
+def lstm_forward_loop(x, Wxp, bias, Whp, h, c, gates, tanh_c, xa_t, ha):
+    for t in range(x.shape[1]):
+        gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
+        gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
+        lstm_step_forward_kernel(t, xa_t, bias, ha, h, c, gates, tanh_c)
+
+
+@njit(**JIT)
+def lstm_backward_loop(dhs, dh_rec, dc, c, gates, tanh_c, da, WhTp):
+    for t in range(da.shape[1] - 1, -1, -1):
+        lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
+        gemm_kernel(da[:, t], WhTp, dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+
+
+@njit(**JIT)
+def gru_forward_loop(x, Wxp, bias, Whp, h, gates, ha_n, xa_t, ha):
+    for t in range(x.shape[1]):
+        gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
+        gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
+        gru_step_forward_kernel(t, xa_t, bias, ha, h, gates, ha_n)
+
+
+@njit(**JIT)
+def gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp):
+    for t in range(dha.shape[1] - 1, -1, -1):
+        gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
+        gemm_kernel(dha[:, t], WhTp, dh_rec)  # forward: ha = h_prev @ Wh
+
+# ================================================================ batch-1 sampling
+# One call of recurrent_sample_kernel / mlp_sample_kernel runs a whole block of characters: every
+# layer's step, the head, temperature, top-k, softmax and the draw, so no Python runs per character.
+# charnn.fast_sampling lays the weights out (RecurrentNet, MLPNet) and documents the equivalence with
+# the numpy sampler (charnn.sampling._generate), which is these kernels' reference. They work in
+# float32 throughout, with float32 constants, and their own tanh (tanhf, Cephes tanhf's method: a
+# float32 expf and a polynomial, 1.34 ulp) because batch-1 latency is what matters here.
+
+# ---------------------------------------------------------------- kernels: linear algebra
+@njit(**JIT)
+def matvec(x, W, out):
+    """out = x @ W: x (D,), W (D, M) -> out (M,), float32 accumulation.
+
+    Row k of W is added scaled by x[k], four rows per pass over out: the inner loop runs over
+    contiguous memory and vectorises, out is loaded and stored a quarter as often, and W is read
+    front to back (hardware prefetchers follow it; they stop at 4 KiB pages, so reading column
+    slices of a wide W row by row is several times slower)."""
+    D, M = W.shape
+    out[:] = 0.0
+    k = 0
+    while k + 4 <= D:
+        x0, x1, x2, x3 = x[k], x[k + 1], x[k + 2], x[k + 3]
+        for j in range(M):
+            out[j] += x0 * W[k, j] + x1 * W[k + 1, j] + x2 * W[k + 2, j] + x3 * W[k + 3, j]
+        k += 4
+    while k < D:
+        xk = x[k]
+        for j in range(M):
+            out[j] += xk * W[k, j]
+        k += 1
+
+
+# ---------------------------------------------------------------- kernels: nonlinearities
+@njit(**JIT)
+def expf_pos(y):
+    """e^y for float32 y in [0, 20] (Cephes expf): y = n ln2 + r with |r| <= ln2 / 2, e^r by a
+    polynomial, 2^n exact as the float of the integer 1 << n. Only arithmetic, so loops vectorise."""
+    n = np.floor(y * np.float32(1.44269504088896341) + np.float32(0.5))  # round(y / ln2)
+    r = y - n * np.float32(0.693359375)  # ln2 in two parts (Cody-Waite): r exact to float32
+    r = r - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * (r * r) + r + np.float32(1.0)  # e^r
+    return p * np.float32(np.int32(1) << np.int32(n))
+
+
+@njit(**JIT)
+def tanhf(a):
+    """tanh of a float32 by Cephes tanhf's method, within 1.34 ulp of the exact value for every
+    float32 (checked exhaustively; numpy's float32 tanh: 1.37 ulp, numba's np.tanh: 2.19 ulp).
+    Written in arithmetic and selects so that the loops over the gates vectorise: numba's np.tanh
+    is a scalar call of ~12 ns, which at H = 256 cost as much as the matvecs."""
+    x = abs(a)
+    x2 = x * x
+    s = np.float32(-5.70498872745e-3)  # |a| < 0.625: tanh(x) = x + x^3 P(x^2)
+    s = s * x2 + np.float32(2.06390887954e-2)
+    s = s * x2 + np.float32(-5.37397155531e-2)
+    s = s * x2 + np.float32(1.33314422036e-1)
+    s = s * x2 + np.float32(-3.33332819422e-1)
+    small = x + x * x2 * s
+    e = expf_pos(np.float32(2.0) * min(x, np.float32(10.0)))  # tanh(10) rounds to 1 in float32
+    large = np.float32(1.0) - np.float32(2.0) / (e + np.float32(1.0))  # tanh(x) = 1 - 2 / (e^2x + 1)
+    t = np.copysign(small if x < np.float32(0.625) else large, a)  # odd, -0.0 included
+    return t if a == a else a  # NaN stays NaN
+
+
+@njit(**JIT)
+def sigmoidf(a):
+    """1 / (1 + exp(-a)) in charnn's tanh form (no overflow), float32 in and out."""
+    half = np.float32(0.5)
+    return half * (np.float32(1.0) + tanhf(half * a))
+
+
+@njit(**JIT)
+def activate_vector(a, h, act):
+    """h = act(a), elementwise, with the formulas of charnn.activations; act is an activation
+    code. The branch sits outside the loops."""
+    zero = np.float32(0.0)
+    if act == TANH:
+        for j in range(a.shape[0]):
+            h[j] = tanhf(a[j])
+    elif act == SIGMOID:
+        for j in range(a.shape[0]):
+            h[j] = sigmoidf(a[j])
+    elif act == RELU:  # max(a, 0)
+        for j in range(a.shape[0]):
+            h[j] = a[j] if a[j] > zero else zero
+    elif act == LEAKY_RELU:  # a if a > 0 else 0.01 a
+        slope = np.float32(0.01)
+        for j in range(a.shape[0]):
+            h[j] = a[j] if a[j] > zero else slope * a[j]
+    elif act == ELU:  # a if a > 0 else expm1(min(a, 0))
+        for j in range(a.shape[0]):
+            h[j] = a[j] if a[j] > zero else np.expm1(a[j])
+    else:  # SOFTPLUS: max(a, 0) + log1p(exp(-|a|)), exp of a non-positive number only
+        for j in range(a.shape[0]):
+            h[j] = max(a[j], zero) + np.log1p(np.exp(-abs(a[j])))
+
+
+# ---------------------------------------------------------------- kernels: one layer, one step
+# Each cell steps one block of w hidden units from its xa = x @ Wx + b and ha = h_prev @ Wh
+# (gates * w,) (gate blocks of w, in the cell's gate order): h_prev, h_next, c are the block's
+# (w,) views of the state. (Views, not an offset index: with an offset numba cannot see that the
+# index is non-negative and the loop no longer vectorises.)
+@njit(**JIT)
+def rnn_cell_kernel(xa, ha, h_next, act):
+    """h_next = act(xa + ha)."""
+    for j in range(xa.shape[0]):
+        ha[j] = xa[j] + ha[j]  # the pre-activation a, over ha
+    activate_vector(ha, h_next, act)
+
+
+@njit(**JIT)
+def lstm_cell_kernel(xa, ha, c, h_next):
+    """charnn.lstm.lstm_cell: gate blocks i, f, o, g; c updated in place."""
+    w = xa.shape[0] // 4
+    for j in range(w):
+        i = sigmoidf(xa[j] + ha[j])
+        f = sigmoidf(xa[w + j] + ha[w + j])
+        o = sigmoidf(xa[2 * w + j] + ha[2 * w + j])
+        g = tanhf(xa[3 * w + j] + ha[3 * w + j])
+        c[j] = f * c[j] + i * g
+        h_next[j] = o * tanhf(c[j])
+
+
+@njit(**JIT)
+def gru_cell_kernel(xa, ha, h_prev, h_next):
+    """charnn.gru.gru_cell: gate blocks r, z, n, the reset applied after the recurrent matmul
+    (it scales ha_n)."""
+    w = xa.shape[0] // 3
+    one = np.float32(1.0)
+    for j in range(w):
+        r = sigmoidf(xa[j] + ha[j])
+        z = sigmoidf(xa[w + j] + ha[w + j])
+        n = tanhf(xa[2 * w + j] + r * ha[2 * w + j])
+        h_next[j] = (one - z) * n + z * h_prev[j]
+
+
+# ---------------------------------------------------------------- kernels: the head and the draw
+@njit(**JIT)
+def head_kernel(h, W, b, logits):
+    """logits = h @ W + b: h (H,), W (H, V), b (V,) -> logits (V,)."""
+    matvec(h, W, logits)
+    for j in range(logits.shape[0]):
+        logits[j] += b[j]
+
+
+@njit(**JIT)
+def kth_largest(z, k, top):
+    """The k-th largest value of z (V,), counting repeats, as np.partition(z, -k)[-k]: an insertion
+    sort of the k largest into top (V,) scratch. (Loops, not np.sort: they compile in a fraction
+    of the time.)"""
+    n = 0  # top[:n] holds the largest values seen so far, descending
+    for j in range(z.shape[0]):
+        v = z[j]
+        if n == k and not v > top[k - 1]:
+            continue
+        i = n if n < k else k - 1  # the slot freed at the end
+        while i > 0 and top[i - 1] < v:
+            top[i] = top[i - 1]
+            i -= 1
+        top[i] = v
+        n = min(n + 1, k)
+    return top[k - 1]
+
+
+@njit(**JIT)
+def pick_kernel(logits, u, temperature, top_k, argmax, z, top, cdf):
+    """charnn.sampling.pick with its uniform draw u in [0, 1) given: logits (V,) float32 -> id.
+    top_k <= 0 means no top-k; z, top, cdf (V,) float64 are scratch."""
+    V = logits.shape[0]
+    if argmax:
+        best = 0
+        for j in range(1, V):
+            if logits[j] > logits[best]:  # strict: the first of equal maxima, as np.argmax
+                best = j
+        return best
+    zmax = -np.inf
+    for j in range(V):
+        z[j] = np.float64(logits[j]) / temperature
+        zmax = max(zmax, z[j])  # the max is always kept, so this is also the max of the kept values
+    kth = -np.inf
+    if 0 < top_k < V:
+        kth = kth_largest(z, top_k, top)  # ties with it are kept (z >= kth), as in pick
+    total = 0.0
+    for j in range(V):
+        if z[j] >= kth:
+            total += np.exp(z[j] - zmax)  # subtracting the max keeps exp finite at low temperature
+        cdf[j] = total  # a dropped character adds exp(-inf) = 0: the same sequential cumsum
+    target = u * total
+    i = 0
+    while i < V - 1 and cdf[i] <= target:  # searchsorted(cdf, target, side="right"), clamped to V-1
+        i += 1
+    return i
+
+
+# ---------------------------------------------------------------- kernels: whole blocks
+@njit(**JIT)
+def layer_block_kernel(net, l, x_id, blk, h, c, h_next, xa, ha):
+    """Layer l's step for the units of block blk: its xa[blk], ha[blk] (GB,), then the cell.
+    h, c (L, Hp) hold the state, h[l - 1] already stepped; writes the block's units of h_next (Hp,)
+    and c[l]."""
+    xa_b, ha_b = xa[blk], ha[blk]  # (GB,)
+    if l == 0:
+        xa_b[:] = net.x0[blk, x_id]  # embed.W[x_id] @ Wx0 + b0, tabulated
+    else:
+        matvec(h[l - 1], net.Wx[l - 1, blk], xa_b)  # the layer below, already stepped
+        for j in range(xa_b.shape[0]):
+            xa_b[j] += net.b[l - 1, blk, j]
+    matvec(h[l], net.Wh[l, blk], ha_b)  # h_prev @ Wh
+    w = xa_b.shape[0] // (4 if net.cell == LSTM else 3 if net.cell == GRU else 1)
+    j0, j1 = blk * w, (blk + 1) * w  # the block's units
+    if net.cell == LSTM:
+        lstm_cell_kernel(xa_b, ha_b, c[l, j0:j1], h_next[j0:j1])
+    elif net.cell == GRU:
+        gru_cell_kernel(xa_b, ha_b, h[l, j0:j1], h_next[j0:j1])
+    else:
+        rnn_cell_kernel(xa_b, ha_b, h_next[j0:j1], net.act)
+
+
+@njit(parallel=True, **JIT)
+def recurrent_step_kernel(net, h, c, x_id, h_next, xa, ha):
+    """Advance every layer one step on input id x_id: h, c (L, Hp) in place. The NB unit blocks
+    of a layer (xa, ha (NB, GB) scratch, h_next (Hp,)) run one after another if net.threads is 1,
+    else on parallel threads."""
+    NB = xa.shape[0]
+    for l in range(h.shape[0]):
+        if net.threads == 1 or NB == 1:  # no parallel region to start (~1 us each)
+            for blk in range(NB):
+                layer_block_kernel(net, l, x_id, np.int64(blk), h, c, h_next, xa, ha)
+        else:
+            # safe in parallel: block blk writes only xa[blk], ha[blk] and its own units of h_next
+            # and c[l]; it reads h[l - 1] (stepped before this loop) and h[l], which no block
+            # writes (h_next is copied into h[l] after the loop).
+            for blk in prange(NB):
+                layer_block_kernel(net, l, x_id, np.int64(blk), h, c, h_next, xa, ha)  # int64: one compile
+        for j in range(h.shape[1]):  # a loop, not h[l, :] = h_next: parallel=True would make that
+            h[l, j] = h_next[j]  # slice copy a parallel region of its own
+
+
+@njit(**JIT)
+def recurrent_sample_kernel(net, h, c, feed, u, temperature, top_k, argmax, out):
+    """Step through feed (M,) ids, then sample N = len(out) ids into out, each step's input the
+    previous step's output; u (N,) float64 holds one uniform per sampled id (unused if argmax).
+    feed[:-1] only warms the state (prime text); the first id sampled follows feed[-1].
+    h, c (L, Hp) float32 are the carried state, updated in place (c unused but for the lstm).
+    Returns the logits (V,) of the last step."""
+    L, Hp = h.shape
+    NB, GB = net.Wh.shape[1], net.Wh.shape[3]
+    V = net.head_b.shape[0]
+    h_next = np.empty(Hp, dtype=np.float32)
+    xa = np.empty((NB, GB), dtype=np.float32)
+    ha = np.empty((NB, GB), dtype=np.float32)
+    logits = np.empty(V, dtype=np.float32)
+    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
+    for t in range(feed.shape[0] - 1):
+        recurrent_step_kernel(net, h, c, feed[t], h_next, xa, ha)
+    current = feed[feed.shape[0] - 1]
+    for t in range(out.shape[0]):
+        recurrent_step_kernel(net, h, c, current, h_next, xa, ha)
+        head_kernel(h[L - 1], net.head_W, net.head_b, logits)
+        current = pick_kernel(logits, u[t], temperature, top_k, argmax, z, top, cdf)
+        out[t] = current
+    return logits
+
+
+@njit(**JIT)
+def mlp_step_kernel(net, window, x_id, a, h):
+    """Shift x_id into window (K,) (the last K ids, padding id V before the text) and run the dense
+    layers: h (H,) gets the last layer's output; a (H,) scratch."""
+    K = window.shape[0]
+    for j in range(K - 1):
+        window[j] = window[j + 1]
+    window[K - 1] = x_id
+    a[:] = 0.0
+    for j in range(K):  # emb(window) @ W0 as the sum of the K tabulated blocks
+        row = net.x0[j, window[j]]  # (H,)
+        for m in range(a.shape[0]):
+            a[m] += row[m]
+    for m in range(a.shape[0]):
+        a[m] += net.b[0, m]
+    H = a.shape[0]
+    activate_vector(a, h, net.act)
+    for l in range(1, net.b.shape[0]):
+        matvec(h, net.W[l - 1], a)  # (H,) h @ W; a and h are distinct arrays
+        for m in range(H):
+            a[m] += net.b[l, m]
+        activate_vector(a, h, net.act)
+
+
+@njit(**JIT)
+def mlp_sample_kernel(net, window, feed, u, temperature, top_k, argmax, out):
+    """`recurrent_sample_kernel` for the MLP: the carried state is window (K,) int64, updated in place."""
+    H = net.b.shape[1]
+    V = net.head_b.shape[0]
+    a = np.empty(H, dtype=np.float32)
+    h = np.empty(H, dtype=np.float32)
+    logits = np.empty(V, dtype=np.float32)
+    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
+    for t in range(feed.shape[0] - 1):
+        mlp_step_kernel(net, window, feed[t], a, h)
+    current = feed[feed.shape[0] - 1]
+    for t in range(out.shape[0]):
+        mlp_step_kernel(net, window, current, a, h)
+        head_kernel(h, net.head_W, net.head_b, logits)
+        current = pick_kernel(logits, u[t], temperature, top_k, argmax, z, top, cdf)
+        out[t] = current
+    return logits

@@ -1,0 +1,254 @@
+"""The numba backend's layer functions: charnn.nn's exact signatures, return types and caches, with
+the elementwise work done by the fused kernels in kernels.py.
+
+Same math, different engine. Matrix products go through gemm.py (AVX-512 tiles where the CPU
+has them, else numpy's BLAS), with each weight packed once per call. With the tiles, a sequence's
+whole time loop is one kernel call: per step the products x_t @ Wx and h_prev @ Wh (forward) or
+da_t @ Wh.T (backward), then a step kernel that fuses the cell's elementwise work. With BLAS the
+same loop runs here in Python, after one product for the input projections of all T steps. The
+weight gradients of all T steps are single products in both cases, as in the reference.
+Large scratch arrays come from scratch.py, so a training step reuses the last one's pages.
+The reference modules (charnn.nn: layers, rnn, lstm, gru) are the specification;
+tests/test_kernels.py checks that every function here agrees with its twin.
+
+Shapes: B batch, T steps, D input width, H hidden width, G gate width, N = B*T rows, V vocabulary.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...nn.activations import get_activation
+from ...nn.gru import GRUCache
+from ...nn.layers import DenseCache, EmbeddingCache, LinearCache, SoftmaxCECache
+from ...nn.layers import embedding_forward  # noqa: F401  not worth a kernel: one gather
+from ...nn.lstm import LSTMCache
+from ...nn.rnn import RNNCache
+from . import kernels as K
+from . import scratch
+from .gemm import matmul, pack
+
+
+def _input_projection(x, Wx):
+    """x @ Wx for all T steps at once: (B, T, D) -> (B, T, G), C-contiguous; without the bias,
+    which the step kernels add. (With the tiles, the loop kernels compute it step by step.)"""
+    B, T, D = x.shape
+    return matmul(x.reshape(B * T, D), Wx).reshape(B, T, -1)  # (B, T, G)
+
+
+def _bias(b, dtype):
+    return np.ascontiguousarray(b, dtype=dtype)
+
+
+def _weight_gradients(x, h, da2, Wx):
+    """dx, dWx, dWh, db from the stacked pre-activation gradients da2 (N, G), one GEMM each."""
+    B, T, D = x.shape
+    H = h.shape[-1]
+    dx = matmul(da2, Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
+    da2p = pack(da2)  # used twice
+    dWx = matmul(x.reshape(B * T, D).T, da2p)
+    dWh = matmul(h[:, :T].reshape(B * T, H).T, da2p)  # each step's h_prev against its da
+    db = da2.sum(axis=0)
+    return dx, dWx, dWh, db
+
+
+def _zeros_or(last, B, H, dtype):
+    return scratch.zeros((B, H), dtype) if last is None else np.array(last, dtype=dtype, order="C")
+
+
+# Each sequence function packs its weights once. With the tiles (packed.panels is not None) the
+# whole time loop runs in one kernel call (kernels.*_loop); otherwise the same loop
+# runs here, with numpy's BLAS for the per-step product.
+
+# ---------------------------------------------------------------- vanilla RNN
+def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
+    """Twin of rnn.rnn_forward."""
+    B, T, _ = x.shape
+    H = Wh.shape[0]
+    code = K.ACTIVATION_CODES[activation]
+    dtype = np.result_type(x, Wx)
+    bias = _bias(b, dtype)
+    h = scratch.empty((B, T + 1, H), dtype)
+    h[:, 0] = h0
+    ha = scratch.empty((B, H), dtype)
+    Wxp, Whp = pack(Wx), pack(Wh)
+    if Whp.panels is not None and Wxp.panels is not None:
+        K.rnn_forward_loop(x, Wxp.panels, bias, Whp.panels, h, scratch.empty((B, H), dtype), ha, code)
+    else:
+        xa = _input_projection(x, Wx)
+        for t in range(T):
+            np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+            K.rnn_step_forward_kernel(t, xa[:, t], bias, ha, h, code)
+    return h[:, 1:], RNNCache(x, h, Wx, Wh, activation)
+
+
+def rnn_backward(dhs, cache: RNNCache, dh_last=None):
+    """Twin of rnn.rnn_backward."""
+    x, h, Wx, Wh, activation = cache
+    B, T, _ = x.shape
+    H = Wh.shape[0]
+    code = K.ACTIVATION_CODES[activation]
+    dhs = np.ascontiguousarray(dhs, dtype=h.dtype)
+    da = scratch.empty((B, T, H), h.dtype)
+    dh_rec = _zeros_or(dh_last, B, H, h.dtype)
+    WhT = pack(Wh.T)
+    if WhT.panels is not None:
+        K.rnn_backward_loop(dhs, dh_rec, h, da, WhT.panels, code)
+    else:
+        for t in reversed(range(T)):
+            K.rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
+            np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+    dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, H), Wx)
+    return dx, dh_rec, dWx, dWh, db
+
+
+# ---------------------------------------------------------------- LSTM
+def lstm_forward(x, h0, c0, Wx, Wh, b):
+    """Twin of lstm.lstm_forward."""
+    B, T, _ = x.shape
+    H = Wh.shape[0]
+    dtype = np.result_type(x, Wx)
+    bias = _bias(b, dtype)
+    h = scratch.empty((B, T + 1, H), dtype)
+    c = scratch.empty((B, T + 1, H), dtype)
+    gates = scratch.empty((B, T, 4 * H), dtype)
+    tanh_c = scratch.empty((B, T, H), dtype)
+    h[:, 0], c[:, 0] = h0, c0
+    ha = scratch.empty((B, 4 * H), dtype)
+    Wxp, Whp = pack(Wx), pack(Wh)
+    if Whp.panels is not None and Wxp.panels is not None:
+        K.lstm_forward_loop(x, Wxp.panels, bias, Whp.panels, h, c, gates, tanh_c, scratch.empty((B, 4 * H), dtype), ha)
+    else:
+        xa = _input_projection(x, Wx)
+        for t in range(T):
+            np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+            K.lstm_step_forward_kernel(t, xa[:, t], bias, ha, h, c, gates, tanh_c)
+    return h[:, 1:], c[:, T], LSTMCache(x, h, c, gates, tanh_c, Wx, Wh)
+
+
+def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
+    """Twin of lstm.lstm_backward."""
+    x, h, c, gates, tanh_c, Wx, Wh = cache
+    B, T, _ = x.shape
+    H = Wh.shape[0]
+    dhs = np.ascontiguousarray(dhs, dtype=h.dtype)
+    da = scratch.empty((B, T, 4 * H), h.dtype)
+    dh_rec = _zeros_or(dh_last, B, H, h.dtype)
+    dc = _zeros_or(dc_last, B, H, h.dtype)
+    WhT = pack(Wh.T)
+    if WhT.panels is not None:
+        K.lstm_backward_loop(dhs, dh_rec, dc, c, gates, tanh_c, da, WhT.panels)
+    else:
+        for t in reversed(range(T)):
+            K.lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
+            np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+    dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, 4 * H), Wx)
+    return dx, dh_rec, dc, dWx, dWh, db
+
+
+# ---------------------------------------------------------------- GRU
+def gru_forward(x, h0, Wx, Wh, b):
+    """Twin of gru.gru_forward."""
+    B, T, _ = x.shape
+    H = Wh.shape[0]
+    dtype = np.result_type(x, Wx)
+    bias = _bias(b, dtype)
+    h = scratch.empty((B, T + 1, H), dtype)
+    gates = scratch.empty((B, T, 3 * H), dtype)
+    ha_n = scratch.empty((B, T, H), dtype)
+    h[:, 0] = h0
+    ha = scratch.empty((B, 3 * H), dtype)
+    Wxp, Whp = pack(Wx), pack(Wh)
+    if Whp.panels is not None and Wxp.panels is not None:
+        K.gru_forward_loop(x, Wxp.panels, bias, Whp.panels, h, gates, ha_n, scratch.empty((B, 3 * H), dtype), ha)
+    else:
+        xa = _input_projection(x, Wx)
+        for t in range(T):
+            np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+            K.gru_step_forward_kernel(t, xa[:, t], bias, ha, h, gates, ha_n)
+    return h[:, 1:], GRUCache(x, h, gates, ha_n, Wx, Wh)
+
+
+def gru_backward(dhs, cache: GRUCache, dh_last=None):
+    """Twin of gru.gru_backward."""
+    x, h, gates, ha_n, Wx, Wh = cache
+    B, T, D = x.shape
+    H = Wh.shape[0]
+    dhs = np.ascontiguousarray(dhs, dtype=h.dtype)
+    dxa = scratch.empty((B, T, 3 * H), h.dtype)
+    dha = scratch.empty((B, T, 3 * H), h.dtype)
+    dh_rec = scratch.zeros((B, H), h.dtype)
+    dh_direct = _zeros_or(dh_last, B, H, h.dtype)  # the carried-state gradient enters like a direct one
+    WhT = pack(Wh.T)
+    if WhT.panels is not None:
+        K.gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhT.panels)
+    else:
+        for t in reversed(range(T)):
+            K.gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
+            np.dot(dha[:, t], Wh.T, out=dh_rec)  # forward: ha = h_prev @ Wh
+    dxa2 = dxa.reshape(B * T, 3 * H)
+    dx = matmul(dxa2, Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
+    dWx = matmul(x.reshape(B * T, D).T, dxa2)
+    dWh = matmul(h[:, :T].reshape(B * T, H).T, dha.reshape(B * T, 3 * H))
+    db = dxa2.sum(axis=0)
+    return dx, dh_direct + dh_rec, dWx, dWh, db
+
+
+# ---------------------------------------------------------------- affine map (the head)
+def linear_forward(x, W, b):
+    """Twin of layers.linear_forward."""
+    y = matmul(x, W)  # (N, M)
+    y += b
+    return y, LinearCache(x, W)
+
+
+def linear_backward(dy, cache: LinearCache):
+    """Twin of layers.linear_backward."""
+    dx = matmul(dy, cache.W.T)  # (N, D); forward: y = x @ W + b
+    dW = matmul(cache.x.T, dy)  # (D, M)
+    db = dy.sum(axis=0)  # (M,)
+    return dx, dW, db
+
+
+def dense_forward(x, W, b, activation="tanh"):
+    """Twin of layers.dense_forward: this module's affine map, then the reference activation."""
+    a, lin = linear_forward(x, W, b)  # (N, M)
+    h = get_activation(activation).forward(a)  # (N, M)
+    return h, DenseCache(lin, h, activation)
+
+
+def dense_backward(dh, cache: DenseCache):
+    """Twin of layers.dense_backward."""
+    da = get_activation(cache.activation).backward(dh, cache.h)  # forward: h = act(a)
+    return linear_backward(da, cache.linear)
+
+
+# ---------------------------------------------------------------- embedding and loss
+def embedding_backward(dx, cache: EmbeddingCache):
+    """Twin of layers.embedding_backward."""
+    E = dx.shape[-1]
+    dW = np.zeros((cache.V, E), dtype=dx.dtype)
+    K.embedding_backward_kernel(np.ascontiguousarray(cache.ids).ravel(), np.ascontiguousarray(dx).reshape(-1, E), dW)
+    return dW
+
+
+def softmax_cross_entropy_forward(logits, targets):
+    """Twin of layers.softmax_cross_entropy_forward."""
+    logits = np.ascontiguousarray(logits)
+    targets = np.ascontiguousarray(targets)
+    probs = np.empty_like(logits)
+    total = K.softmax_cross_entropy_kernel(logits, targets, probs)
+    return logits.dtype.type(total / logits.shape[0]), SoftmaxCECache(probs, targets)
+
+
+def softmax_cross_entropy_backward(dloss, cache: SoftmaxCECache):
+    """Twin of layers.softmax_cross_entropy_backward."""
+    dlogits = np.empty_like(cache.probs)
+    K.softmax_cross_entropy_backward_kernel(cache.probs, cache.targets, float(dloss) / cache.probs.shape[0], dlogits)
+    return dlogits
+
+
+__all__ = [
+    "embedding_forward", "embedding_backward", "linear_forward", "linear_backward", "dense_forward", "dense_backward",
+    "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+    "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+]

@@ -1,0 +1,56 @@
+"""How many threads a parallel kernel should run on, decided from what this machine reports.
+
+Linux only where it reads /proc; elsewhere the answers are the safe ones (one thread, not busy).
+"""
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+
+from .kernels import threading_probe
+
+
+def parallel_threads() -> int:
+    """Threads worth splitting a layer over: numba's thread count if it has a threading layer that
+    starts a parallel region in ~1 us (OpenMP, TBB), else 1 (its workqueue fallback takes ~80 us)."""
+    if numba.get_num_threads() == 1:
+        return 1
+    threading_probe(np.zeros(2))  # numba picks its threading layer at the first parallel region
+    return 1 if numba.threading_layer() == "workqueue" else numba.get_num_threads()
+
+
+def fast_threading() -> bool:
+    """Whether numba's parallel loops start quickly here (see parallel_threads): the training
+    loop starts three per recurrent step, so the slow fallback costs it 2-3x."""
+    return numba.get_num_threads() == 1 or parallel_threads() > 1
+
+
+def own_running_threads() -> int:
+    """Threads of this process that are running or runnable (Linux: state R in
+    /proc/self/task/*/stat), this one included: BLAS worker threads spin for a while after a
+    matrix product and are counted in /proc/loadavg, but they are not competition."""
+    running = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended
+        running += stat[stat.rindex(")") + 2] == "R"  # the state follows the parenthesised name
+    return max(running, 1)
+
+
+def cpus_busy(threads: int) -> bool:
+    """Whether other processes' tasks are running on the CPUs that `threads` parallel threads
+    would need (Linux: the runnable tasks of /proc/loadavg less this process's own); False where
+    unknown."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            runnable = int(f.read().split()[3].split("/")[0])
+        cpus = len(os.sched_getaffinity(0))
+        others = runnable - own_running_threads()
+    except (OSError, ValueError, IndexError, AttributeError):
+        return False
+    return others + threads > cpus

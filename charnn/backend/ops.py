@@ -1,0 +1,40 @@
+"""What a backend is: the table of functions the models and the optimizer call.
+
+Every field but the last three is a function of charnn.nn with the same name, signature, return
+values and cache types; a backend is only another way to compute them.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+# the layer functions every backend implements, named as in charnn.nn
+LAYER_OPS = ("embedding_forward", "embedding_backward", "linear_forward", "linear_backward", "dense_forward",
+             "dense_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+             "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward")
+
+
+class Backend(NamedTuple):
+    name: str  # "numpy" or "numba"
+    embedding_forward: Callable
+    embedding_backward: Callable
+    linear_forward: Callable
+    linear_backward: Callable
+    dense_forward: Callable
+    dense_backward: Callable
+    softmax_cross_entropy_forward: Callable
+    softmax_cross_entropy_backward: Callable
+    rnn_forward: Callable
+    rnn_backward: Callable
+    lstm_forward: Callable
+    lstm_backward: Callable
+    gru_forward: Callable
+    gru_backward: Callable
+    adam_update: Callable  # charnn.nn.optim.adam_update
+    # (model, length) -> a function yielding the sampled ids in blocks (see charnn.sampling), or
+    # None: sample with the reference loop, model.step then pick per character
+    sampler: Callable
+    # (task, model, length=0) -> what to tell the user before a task ("train", or "sample" of
+    # `length` characters) that will take longer than usual (compiling, a slow threading layer), or None
+    notice: Callable
+    # (task) -> None: the task ran, so what it compiled is cached (see notice)
+    done: Callable

@@ -1,0 +1,33 @@
+"""The `charnn` command: a thin layer of option parsing over the Python API, one module per command."""
+from __future__ import annotations
+
+import click
+
+from ..version import __version__
+from .bench import bench
+from .common import CONTEXT
+from .compile import compile_
+from .corpus import corpus
+from .evaluate import evaluate
+from .gradcheck import gradcheck
+from .sample import sample
+from .train import train
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="charnn")
+def main():
+    """charnn: character-level RNN/LSTM/GRU/MLP language models with hand-written backprop.
+
+    \b
+    Train on any UTF-8 text, then sample from the checkpoint:
+      charnn train corpus.txt
+      charnn sample --prime "ROMEO:" --length 500
+    """
+
+
+for command in (train, sample, evaluate, gradcheck, compile_, bench, corpus):
+    main.add_command(command)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Compiling the numba backend ahead of time: what `charnn compile` runs.
+
+Each family of kernels is compiled by running it once on tiny models, through the same code paths
+real runs take (charnn.train.train_step, the backend's sampler), so every argument layout the
+kernels meet is covered; numba caches the machine code on disk, and the backend records that it is
+done (charnn.backend.numba.compile). Nothing else in charnn compiles except at the first use of a
+kernel, and nothing compiles in the background.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .backend import get_backend
+from .config import ModelConfig
+from .data.text import Vocab
+from .model import CharModel
+from .train.loop import train_step
+from .train.optim import make_optimizer
+
+def warm_up_training(backend: str = "numba") -> None:
+    """One tiny float32 training step of every model family and input layout the kernels see: two
+    layers (the second's input is a strided view of the first's output, or a fresh array after
+    dropout), with and without dropout, embeddings and one-hot input. The kernels' argument types
+    depend on layouts, not sizes."""
+    vocab = Vocab(list("abc"))
+    ids = np.array([[0, 1, 2, 1, 0]] * 2)
+    configs = [ModelConfig(model=m, hidden=8, layers=2, embed=e, dropout=d, vocab_size=3)
+               for m in ("lstm", "gru", "rnn") for e, d in ((4, 0.0), (4, 0.1), (0, 0.0))]
+    configs.append(ModelConfig(model="mlp", hidden=8, layers=2, embed=4, context=3, vocab_size=3))
+    for config in configs:
+        model = CharModel.create(config, vocab, backend=backend)
+        optimizer = make_optimizer("adam", model.params, 1e-3, model.ops)
+        train_step(model, optimizer, ids[:, :-1], ids[:, 1:], model.initial_state(2), lr=1e-3, clip=5.0,
+                   dropout_rng=np.random.default_rng(0))
+
+
+def warm_up_sampling(backend: str = "numba") -> None:
+    """The first block of a long sample from one recurrent model and one MLP: the sampling kernels'
+    argument types do not depend on sizes, cell or activation."""
+    vocab = Vocab(list("ab"))
+    for config in (ModelConfig(model="lstm", hidden=32, layers=2, embed=4, vocab_size=2),
+                   ModelConfig(model="mlp", hidden=8, layers=1, embed=4, context=3, vocab_size=2)):
+        model = CharModel.create(config, vocab, backend=backend)
+        blocks = model.ops.sampler(model, 10**9)  # as a sample too long for the reference loop asks
+        if blocks is not None:
+            next(blocks(np.array([0]), 1.0, None, False, np.random.default_rng(0)))
+
+
+def compile_kernels(say=None, backend: str = "numba") -> float:
+    """Compile every kernel of the backend for this machine and record it; returns the seconds taken.
+    say: receives a line before and after each family."""
+    say = say or (lambda line: None)
+    ops = get_backend(backend)
+    t0 = time.perf_counter()
+    for family, warm_up in (("sample", warm_up_sampling), ("train", warm_up_training)):
+        t = time.perf_counter()
+        say(f"compiling the {family} kernels (once per install) ...")
+        warm_up(backend)
+        ops.done(family)
+        say(f"  done in {time.perf_counter() - t:.1f} s")
+    return time.perf_counter() - t0

@@ -1,0 +1,49 @@
+"""Writing files so that nothing the user had is lost: a file appears complete or not at all.
+
+Every file charnn writes (checkpoints, corpora, the ids cache) goes through `atomic_path` or
+`atomic_write`: the data go to a temporary file in the target's folder, are flushed to disk, and
+the temporary file is renamed over the target only when the block finishes. A crash, Ctrl-C or a
+full disk leaves the old file as it was and no temporary file behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+
+def _readable_by_all(path: str) -> None:
+    """Give a mkstemp file (0600) the permissions of a normally created one (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
+    """Yield a temporary path beside `path`; write it in the block. When the block ends without
+    an error the file is flushed to disk and renamed over `path`; otherwise it is removed.
+    Raises OSError (the caller names the error for its user)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
+    os.close(fd)
+    try:
+        _readable_by_all(tmp)
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # on disk before the rename, so the rename cannot expose a hole
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None):
+    """Yield an open file that becomes `path` only if the block finishes (see atomic_path)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
