@@ -1,9 +1,10 @@
-"""Every numba kernel in charnn, in one module (see STYLE.md, "Numba stays in its lane").
+"""Every numba kernel in charnn, in one module: numba's on-disk cache is reliable only when a
+kernel's callees live in its own file.
 
 The kernels fuse the elementwise work that numpy would spread over a dozen temporary arrays per
 step, and compute the matrix products with AVX-512 register tiles where the CPU has them (numpy's
-BLAS otherwise; charnn.gemm decides). The Python wrappers in fast.py keep the exact signatures of
-the numpy reference functions. Each kernel's docstring names its reference; tests/test_kernels.py
+BLAS otherwise; gemm.py decides). The Python wrappers in layers.py keep the exact signatures of
+the numpy reference functions (charnn.nn). Each kernel's docstring names its reference; tests/test_kernels.py
 and tests/test_gemm.py check that every pair agrees.
 
 Conventions:
@@ -19,10 +20,12 @@ Conventions:
 - Parallel loops (prange) only where every iteration writes its own slice: the recurrent step
   kernels over batch rows, the matrix product over output tiles, Adam over elements, one sampling
   kernel over weight blocks. The scatter-adds (embedding gradient) stay serial: they would race.
+- Shapes: B batch, T steps, H hidden width, G gate width (4H lstm, 3H gru, H rnn), V vocabulary,
+  N rows; each kernel's docstring gives its arrays' shapes.
 - The products alone use fastmath, and only its "contract" flag (fused multiply-add).
 - Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
   Adam; matrix products; then batch-1 sampling, whose Python side (weight layout, thread choice)
-  is fast_sampling.py.
+  is sampler.py. Measurements behind these choices: bench/README.md.
 """
 from __future__ import annotations
 
@@ -112,10 +115,8 @@ def activate_grad(h, code):
 
 # ---------------------------------------------------------------- the recurrent step kernels
 # Each step kernel loops over the batch rows and hands one row's (.., H) slices to a row kernel
-# that loops over the hidden units. On 1-D views the unit loop vectorises; indexing the 3-D cache
-# arrays as xa[b, t, j] inside the same loop compiled to code 5-7x slower (measured on the LSTM
-# forward at B=32, H=256: 137 us vs 20 us a step), the vector path lost to the generic
-# multi-dimensional indexing. The row kernels take 1-D arrays only. The step kernels run the rows
+# that loops over the hidden units: on 1-D views the unit loop vectorises, while indexing the 3-D
+# cache arrays inside it (xa[b, t, j]) compiles to generic, several times slower code. The step kernels run the rows
 # in parallel (prange): each row writes only its own slices of the caches.
 # The forward kernels take step t's xa_t = x[:, t] @ Wx without the bias and add it themselves;
 # the sum (xa_t + bias) + ha rounds as the reference's (x @ Wx + b) + h @ Wh does.
@@ -125,7 +126,7 @@ def activate_grad(h, code):
 def rnn_row_forward(xa, bias, ha, h_next, code):
     """h_next = act((xa + bias) + ha) for one batch row: xa, bias, ha, h_next (H,)."""
     if code == TANH:  # the usual case, in a loop of its own: with the code tested per unit the loop
-        for j in range(h_next.shape[0]):  # did not vectorise (2.7 ns a unit; this runs at ~0.4)
+        for j in range(h_next.shape[0]):  # does not vectorise
             h_next[j] = tanh((xa[j] + bias[j]) + ha[j])
         return
     for j in range(h_next.shape[0]):
@@ -330,8 +331,7 @@ def embedding_backward_kernel(ids, dx, dW):
 def adam_kernel(p, g, m, v, beta1, beta2, step_size, v_correction, eps):
     """One Adam update of flat float32 arrays, in place, in a single pass over memory.
     Reference: optim.Adam.step. Parallel: every element is its own update (disjoint writes, no
-    sums), so threads change nothing in the result; the pass is memory-bound (LSTM 2x512: 6.3M
-    parameters, 4 arrays, ~5 ms on one core)."""
+    sums), so threads change nothing in the result; the pass is memory-bound."""
     # constants formed in float64 and rounded once, as numpy does with Python-float scalars
     # (1 - float32(0.999) would be off by 1e-5 relative)
     b1 = p.dtype.type(beta1)
@@ -362,12 +362,11 @@ def threading_probe(x):
 # panels of NR = 64 columns, Bp (P, K, NR), so the inner loop reads it front to back; then each
 # task computes one MR x NR = 4 x 64 tile of C, keeping the 256 sums in 16 AVX-512 registers for
 # the whole k loop (per k: one broadcast of A[i, k] per row, four vector loads of Bp, 16 FMAs).
-# Why not numpy's OpenBLAS: on this project's Zen 5 machine it runs its AVX2 "Haswell" kernels
-# (about 100 GFLOP/s a core), while these tiles, compiled by numba for the host's AVX-512, run at
-# 210-270 GFLOP/s a core on the shapes training uses (bench/gemm.py). charnn.gemm decides when to
-# use them (float32, AVX-512 present) and otherwise calls numpy; its tests check the two agree.
+# Why not numpy's OpenBLAS: it may run kernels for an older instruction set than the CPU has,
+# while these are compiled by numba for the host (bench/gemm.py compares them). gemm.py decides
+# when to use them (float32, AVX-512 present) and otherwise calls numpy; its tests check the two agree.
 MR, NR = 4, 64  # tile rows and columns: 4 x 64 floats = 16 zmm accumulators of the 32
-MC = 64  # rows of A per task: 64 x KB floats (64 KB) stay in L2 (32 and 128 measured alike)
+MC = 64  # rows of A per task: 64 x KB floats (64 KB) stay in L2
 KB = 256  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
 CONTRACT = {"contract"}  # allow fused multiply-add and nothing else (NaN must survive)
 
@@ -412,8 +411,7 @@ def _gemm_tile(A, Bp, p, i0, k0, k1, C, n_valid):
             for j in range(NR):
                 C[i0 + i, j0 + j] += acc[i * NR + j]
     else:  # the last panel is partly padding: the sums go to a second stack tile unconditionally
-        # (a store under `if j < n_valid` here kept acc out of registers: the head's 65-column
-        # product took 0.56 ms instead of 0.33), then the valid columns go to C
+        # (a store under `if j < n_valid` here keeps acc out of registers), then the valid columns to C
         tile = _tile_scratch()
         for i in range(MR):
             for j in range(NR):
@@ -506,13 +504,12 @@ def gemm_kernel(A, Bp, C):
 
 
 # ---------------------------------------------------------------- whole sequences
-# The time loops of fast.py's rnn/lstm/gru forward and backward, for when the weights are packed
-# for the tiles (charnn.gemm): per step the products and one step kernel, with no Python in
-# between. Reference: the same loops in fast.py, which run when BLAS does the products.
-# Forward, the input projection x_t @ Wx is also computed step by step, into a (B, G) scratch,
-# instead of as one (B*T, G) product before the loop: the whole xa (8 MB at LSTM 2x256) was
-# written to memory and read back, and that one product ran at 115-270 GFLOP/s against ~400 for
-# the same work in 32-row pieces whose results are used while they are still in cache.
+# The time loops of layers.py's rnn/lstm/gru forward and backward, for when the weights are packed
+# for the tiles (gemm.py): per step the products and one step kernel, with no Python in between.
+# Reference: the same loops in layers.py, which run when BLAS does the products.
+# Shapes: x (B, T, D), h (B, T+1, H), the step's scratch xa_t, ha (B, G); W*p packed panels.
+# Forward, the input projection x_t @ Wx is computed step by step into a (B, G) scratch, not as
+# one (B*T, G) product before the loop: its results are used while they are still in cache.
 @njit(**JIT)
 def rnn_forward_loop(x, Wxp, bias, Whp, h, xa_t, ha, code):
     for t in range(x.shape[1]):
@@ -560,8 +557,10 @@ def gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp):
 # ================================================================ batch-1 sampling
 # One call of recurrent_sample_kernel / mlp_sample_kernel runs a whole block of characters: every
 # layer's step, the head, temperature, top-k, softmax and the draw, so no Python runs per character.
-# charnn.fast_sampling lays the weights out (RecurrentNet, MLPNet) and documents the equivalence with
-# the numpy sampler (charnn.sampling._generate), which is these kernels' reference. They work in
+# sampler.py lays the weights out (RecurrentNet, MLPNet) and documents the equivalence with the
+# numpy sampler (charnn.sampling.reference_ids), which is these kernels' reference.
+# Their cell kernels are not the training row kernels: stepping the blocks with those (and one
+# tanh) measured 0.6-0.85x this sampling speed (bench/README.md, "One cell kernel"). They work in
 # float32 throughout, with float32 constants, and their own tanh (tanhf, Cephes tanhf's method: a
 # float32 expf and a polynomial, 1.34 ulp) because batch-1 latency is what matters here.
 
