@@ -37,9 +37,12 @@ def sample_blocks(model, length: int):
         return None
 
     def blocks(prime_ids, temperature, top_k, argmax, rng):
+        first = True
         for ids in sampler.sample_ids(model, prime_ids, length, temperature, top_k, argmax, rng):
             yield ids
-            _compile.mark_compiled("sample")
+            if first:  # the first block ran: the kernel is compiled and cached now
+                _compile.mark_compiled("sample")
+                first = False
 
     return blocks
 

@@ -81,7 +81,8 @@ def sigmoid(x):
 
 @njit(inline="always", error_model="numpy")
 def activate(a, code):
-    """Reference: charnn.activations.ACTIVATIONS[name].forward."""
+    """One activation of one value. Reference: charnn.nn.activations.ACTIVATIONS[name].forward.
+    (A NaN input gives NaN, as numpy's formulas do: divergence detection relies on it.)"""
     if code == TANH:
         return tanh(a)
     if code == SIGMOID:
@@ -94,6 +95,21 @@ def activate(a, code):
     if code == ELU:
         return a if a > 0 else math.expm1(a)
     return (a if a > zero else zero * a) + math.log1p(math.exp(-abs(a)))  # softplus
+
+
+@njit(**JIT)
+def activate_row(a, h, code):
+    """h = act(a) elementwise over one row (h may be a itself). The branch on the code sits outside
+    the loops: tested per element, the loop does not vectorise."""
+    if code == TANH:
+        for j in range(a.shape[0]):
+            h[j] = tanh(a[j])
+    elif code == SIGMOID:
+        for j in range(a.shape[0]):
+            h[j] = sigmoid(a[j])
+    else:
+        for j in range(a.shape[0]):
+            h[j] = activate(a[j], code)
 
 
 @njit(inline="always", error_model="numpy")
@@ -124,13 +140,11 @@ def activate_grad(h, code):
 # ---------------------------------------------------------------- vanilla RNN
 @njit(**JIT)
 def rnn_row_forward(xa, bias, ha, h_next, code):
-    """h_next = act((xa + bias) + ha) for one batch row: xa, bias, ha, h_next (H,)."""
-    if code == TANH:  # the usual case, in a loop of its own: with the code tested per unit the loop
-        for j in range(h_next.shape[0]):  # does not vectorise
-            h_next[j] = tanh((xa[j] + bias[j]) + ha[j])
-        return
+    """h_next = act((xa + bias) + ha) for one batch row (or one block of units, in sampling):
+    xa, bias, ha, h_next (H,)."""
     for j in range(h_next.shape[0]):
-        h_next[j] = activate((xa[j] + bias[j]) + ha[j], code)
+        h_next[j] = (xa[j] + bias[j]) + ha[j]  # the pre-activation, then act in place
+    activate_row(h_next, h_next, code)
 
 
 @njit(parallel=True, **JIT)
@@ -558,11 +572,10 @@ def gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp):
 # One call of recurrent_sample_kernel / mlp_sample_kernel runs a whole block of characters: every
 # layer's step, the head, temperature, top-k, softmax and the draw, so no Python runs per character.
 # sampler.py lays the weights out (RecurrentNet, MLPNet) and documents the equivalence with the
-# numpy sampler (charnn.sampling.reference_ids), which is these kernels' reference.
-# Their cell kernels are not the training row kernels: stepping the blocks with those (and one
-# tanh) measured 0.6-0.85x this sampling speed (bench/README.md, "One cell kernel"). They work in
-# float32 throughout, with float32 constants, and their own tanh (tanhf, Cephes tanhf's method: a
-# float32 expf and a polynomial, 1.34 ulp) because batch-1 latency is what matters here.
+# numpy sampler (charnn.sampling.reference_ids), which is these kernels' reference. They work in
+# float32 throughout, and step each block of hidden units with the training row kernels above
+# (the block's slices are laid out as a batch row's: gate blocks of w units), so each cell's math
+# is written once, with one exception (lstm_block_forward, which says why).
 
 # ---------------------------------------------------------------- kernels: linear algebra
 @njit(**JIT)
@@ -586,116 +599,6 @@ def matvec(x, W, out):
         for j in range(M):
             out[j] += xk * W[k, j]
         k += 1
-
-
-# ---------------------------------------------------------------- kernels: nonlinearities
-@njit(**JIT)
-def expf_pos(y):
-    """e^y for float32 y in [0, 20] (Cephes expf): y = n ln2 + r with |r| <= ln2 / 2, e^r by a
-    polynomial, 2^n exact as the float of the integer 1 << n. Only arithmetic, so loops vectorise."""
-    n = np.floor(y * np.float32(1.44269504088896341) + np.float32(0.5))  # round(y / ln2)
-    r = y - n * np.float32(0.693359375)  # ln2 in two parts (Cody-Waite): r exact to float32
-    r = r - n * np.float32(-2.12194440e-4)
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    p = p * (r * r) + r + np.float32(1.0)  # e^r
-    return p * np.float32(np.int32(1) << np.int32(n))
-
-
-@njit(**JIT)
-def tanhf(a):
-    """tanh of a float32 by Cephes tanhf's method, within 1.34 ulp of the exact value for every
-    float32 (checked exhaustively; numpy's float32 tanh: 1.37 ulp, numba's np.tanh: 2.19 ulp).
-    Written in arithmetic and selects so that the loops over the gates vectorise: numba's np.tanh
-    is a scalar call of ~12 ns, which at H = 256 cost as much as the matvecs."""
-    x = abs(a)
-    x2 = x * x
-    s = np.float32(-5.70498872745e-3)  # |a| < 0.625: tanh(x) = x + x^3 P(x^2)
-    s = s * x2 + np.float32(2.06390887954e-2)
-    s = s * x2 + np.float32(-5.37397155531e-2)
-    s = s * x2 + np.float32(1.33314422036e-1)
-    s = s * x2 + np.float32(-3.33332819422e-1)
-    small = x + x * x2 * s
-    e = expf_pos(np.float32(2.0) * min(x, np.float32(10.0)))  # tanh(10) rounds to 1 in float32
-    large = np.float32(1.0) - np.float32(2.0) / (e + np.float32(1.0))  # tanh(x) = 1 - 2 / (e^2x + 1)
-    t = np.copysign(small if x < np.float32(0.625) else large, a)  # odd, -0.0 included
-    return t if a == a else a  # NaN stays NaN
-
-
-@njit(**JIT)
-def sigmoidf(a):
-    """1 / (1 + exp(-a)) in charnn's tanh form (no overflow), float32 in and out."""
-    half = np.float32(0.5)
-    return half * (np.float32(1.0) + tanhf(half * a))
-
-
-@njit(**JIT)
-def activate_vector(a, h, act):
-    """h = act(a), elementwise, with the formulas of charnn.activations; act is an activation
-    code. The branch sits outside the loops."""
-    zero = np.float32(0.0)
-    if act == TANH:
-        for j in range(a.shape[0]):
-            h[j] = tanhf(a[j])
-    elif act == SIGMOID:
-        for j in range(a.shape[0]):
-            h[j] = sigmoidf(a[j])
-    elif act == RELU:  # max(a, 0)
-        for j in range(a.shape[0]):
-            h[j] = a[j] if a[j] > zero else zero
-    elif act == LEAKY_RELU:  # a if a > 0 else 0.01 a
-        slope = np.float32(0.01)
-        for j in range(a.shape[0]):
-            h[j] = a[j] if a[j] > zero else slope * a[j]
-    elif act == ELU:  # a if a > 0 else expm1(min(a, 0))
-        for j in range(a.shape[0]):
-            h[j] = a[j] if a[j] > zero else np.expm1(a[j])
-    else:  # SOFTPLUS: max(a, 0) + log1p(exp(-|a|)), exp of a non-positive number only
-        for j in range(a.shape[0]):
-            h[j] = max(a[j], zero) + np.log1p(np.exp(-abs(a[j])))
-
-
-# ---------------------------------------------------------------- kernels: one layer, one step
-# Each cell steps one block of w hidden units from its xa = x @ Wx + b and ha = h_prev @ Wh
-# (gates * w,) (gate blocks of w, in the cell's gate order): h_prev, h_next, c are the block's
-# (w,) views of the state. (Views, not an offset index: with an offset numba cannot see that the
-# index is non-negative and the loop no longer vectorises.)
-@njit(**JIT)
-def rnn_cell_kernel(xa, ha, h_next, act):
-    """h_next = act(xa + ha)."""
-    for j in range(xa.shape[0]):
-        ha[j] = xa[j] + ha[j]  # the pre-activation a, over ha
-    activate_vector(ha, h_next, act)
-
-
-@njit(**JIT)
-def lstm_cell_kernel(xa, ha, c, h_next):
-    """charnn.lstm.lstm_cell: gate blocks i, f, o, g; c updated in place."""
-    w = xa.shape[0] // 4
-    for j in range(w):
-        i = sigmoidf(xa[j] + ha[j])
-        f = sigmoidf(xa[w + j] + ha[w + j])
-        o = sigmoidf(xa[2 * w + j] + ha[2 * w + j])
-        g = tanhf(xa[3 * w + j] + ha[3 * w + j])
-        c[j] = f * c[j] + i * g
-        h_next[j] = o * tanhf(c[j])
-
-
-@njit(**JIT)
-def gru_cell_kernel(xa, ha, h_prev, h_next):
-    """charnn.gru.gru_cell: gate blocks r, z, n, the reset applied after the recurrent matmul
-    (it scales ha_n)."""
-    w = xa.shape[0] // 3
-    one = np.float32(1.0)
-    for j in range(w):
-        r = sigmoidf(xa[j] + ha[j])
-        z = sigmoidf(xa[w + j] + ha[w + j])
-        n = tanhf(xa[2 * w + j] + r * ha[2 * w + j])
-        h_next[j] = (one - z) * n + z * h_prev[j]
 
 
 # ---------------------------------------------------------------- kernels: the head and the draw
@@ -758,10 +661,26 @@ def pick_kernel(logits, u, temperature, top_k, argmax, z, top, cdf):
 
 # ---------------------------------------------------------------- kernels: whole blocks
 @njit(**JIT)
-def layer_block_kernel(net, l, x_id, blk, h, c, h_next, xa, ha):
-    """Layer l's step for the units of block blk: its xa[blk], ha[blk] (GB,), then the cell.
-    h, c (L, Hp) hold the state, h[l - 1] already stepped; writes the block's units of h_next (Hp,)
-    and c[l]."""
+def lstm_block_forward(xa, ha, c, h_next):
+    """lstm_row_forward for sampling, where no cache is kept: xa, ha (4w,), c (w,) updated in place,
+    h_next (w,). Its own kernel because the row kernel's eight arrays (c read and written through
+    two of them) sampled at ~0.7x this one (bench/README.md, "One cell kernel")."""
+    w = c.shape[0]
+    for j in range(w):
+        i = sigmoid(xa[j] + ha[j])
+        f = sigmoid(xa[w + j] + ha[w + j])
+        o = sigmoid(xa[2 * w + j] + ha[2 * w + j])
+        g = tanh(xa[3 * w + j] + ha[3 * w + j])
+        c[j] = f * c[j] + i * g
+        h_next[j] = o * tanh(c[j])
+
+
+@njit(**JIT)
+def layer_block_kernel(net, l, x_id, blk, h, c, h_next, xa, ha, zero, gates, aux):
+    """Layer l's step for the units of block blk: its xa[blk], ha[blk] (GB,), then the cell's row
+    kernel on the block (bias already in xa: zero (GB,) stands in; gates (NB, GB) and aux (NB, w)
+    take the cache values training keeps). h, c (L, Hp) hold the state, h[l - 1] already stepped;
+    writes the block's units of h_next (Hp,) and c[l]."""
     xa_b, ha_b = xa[blk], ha[blk]  # (GB,)
     if l == 0:
         xa_b[:] = net.x0[blk, x_id]  # embed.W[x_id] @ Wx0 + b0, tabulated
@@ -770,32 +689,32 @@ def layer_block_kernel(net, l, x_id, blk, h, c, h_next, xa, ha):
         for j in range(xa_b.shape[0]):
             xa_b[j] += net.b[l - 1, blk, j]
     matvec(h[l], net.Wh[l, blk], ha_b)  # h_prev @ Wh
-    w = xa_b.shape[0] // (4 if net.cell == LSTM else 3 if net.cell == GRU else 1)
+    w = aux.shape[1]
     j0, j1 = blk * w, (blk + 1) * w  # the block's units
     if net.cell == LSTM:
-        lstm_cell_kernel(xa_b, ha_b, c[l, j0:j1], h_next[j0:j1])
+        lstm_block_forward(xa_b, ha_b, c[l, j0:j1], h_next[j0:j1])
     elif net.cell == GRU:
-        gru_cell_kernel(xa_b, ha_b, h[l, j0:j1], h_next[j0:j1])
+        gru_row_forward(xa_b, zero, ha_b, h[l, j0:j1], h_next[j0:j1], gates[blk], aux[blk])
     else:
-        rnn_cell_kernel(xa_b, ha_b, h_next[j0:j1], net.act)
+        rnn_row_forward(xa_b, zero, ha_b, h_next[j0:j1], net.act)
 
 
 @njit(parallel=True, **JIT)
-def recurrent_step_kernel(net, h, c, x_id, h_next, xa, ha):
+def recurrent_step_kernel(net, h, c, x_id, h_next, xa, ha, zero, gates, aux):
     """Advance every layer one step on input id x_id: h, c (L, Hp) in place. The NB unit blocks
-    of a layer (xa, ha (NB, GB) scratch, h_next (Hp,)) run one after another if net.threads is 1,
-    else on parallel threads."""
+    of a layer (xa, ha, gates (NB, GB), aux (NB, w) scratch, h_next (Hp,)) run one after another if
+    net.threads is 1, else on parallel threads."""
     NB = xa.shape[0]
     for l in range(h.shape[0]):
-        if net.threads == 1 or NB == 1:  # no parallel region to start (~1 us each)
+        if net.threads == 1 or NB == 1:  # no parallel region to start
             for blk in range(NB):
-                layer_block_kernel(net, l, x_id, np.int64(blk), h, c, h_next, xa, ha)
+                layer_block_kernel(net, l, x_id, np.int64(blk), h, c, h_next, xa, ha, zero, gates, aux)
         else:
-            # safe in parallel: block blk writes only xa[blk], ha[blk] and its own units of h_next
-            # and c[l]; it reads h[l - 1] (stepped before this loop) and h[l], which no block
-            # writes (h_next is copied into h[l] after the loop).
+            # safe in parallel: block blk writes only its rows of xa, ha, gates, aux and its own
+            # units of h_next and c[l]; it reads h[l - 1] (stepped before this loop) and h[l],
+            # which no block writes (h_next is copied into h[l] after the loop).
             for blk in prange(NB):
-                layer_block_kernel(net, l, x_id, np.int64(blk), h, c, h_next, xa, ha)  # int64: one compile
+                layer_block_kernel(net, l, x_id, np.int64(blk), h, c, h_next, xa, ha, zero, gates, aux)  # int64: one compile
         for j in range(h.shape[1]):  # a loop, not h[l, :] = h_next: parallel=True would make that
             h[l, j] = h_next[j]  # slice copy a parallel region of its own
 
@@ -813,13 +732,16 @@ def recurrent_sample_kernel(net, h, c, feed, u, temperature, top_k, argmax, out)
     h_next = np.empty(Hp, dtype=np.float32)
     xa = np.empty((NB, GB), dtype=np.float32)
     ha = np.empty((NB, GB), dtype=np.float32)
+    zero = np.zeros(GB, dtype=np.float32)  # the bias the row kernels add: already in xa
+    gates = np.empty((NB, GB), dtype=np.float32)
+    aux = np.empty((NB, Hp // NB), dtype=np.float32)
     logits = np.empty(V, dtype=np.float32)
     z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
     for t in range(feed.shape[0] - 1):
-        recurrent_step_kernel(net, h, c, feed[t], h_next, xa, ha)
+        recurrent_step_kernel(net, h, c, feed[t], h_next, xa, ha, zero, gates, aux)
     current = feed[feed.shape[0] - 1]
     for t in range(out.shape[0]):
-        recurrent_step_kernel(net, h, c, current, h_next, xa, ha)
+        recurrent_step_kernel(net, h, c, current, h_next, xa, ha, zero, gates, aux)
         head_kernel(h[L - 1], net.head_W, net.head_b, logits)
         current = pick_kernel(logits, u[t], temperature, top_k, argmax, z, top, cdf)
         out[t] = current
@@ -842,12 +764,12 @@ def mlp_step_kernel(net, window, x_id, a, h):
     for m in range(a.shape[0]):
         a[m] += net.b[0, m]
     H = a.shape[0]
-    activate_vector(a, h, net.act)
+    activate_row(a, h, net.act)
     for l in range(1, net.b.shape[0]):
         matvec(h, net.W[l - 1], a)  # (H,) h @ W; a and h are distinct arrays
         for m in range(H):
             a[m] += net.b[l, m]
-        activate_vector(a, h, net.act)
+        activate_row(a, h, net.act)
 
 
 @njit(**JIT)
