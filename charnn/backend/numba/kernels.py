@@ -526,6 +526,8 @@ def gemm_kernel(A, Bp, C):
 # one (B*T, G) product before the loop: its results are used while they are still in cache.
 @njit(**JIT)
 def rnn_forward_loop(x, Wxp, bias, Whp, h, xa_t, ha, code):
+    """rnn_forward's time loop: x (B, T, D), Wxp, Whp packed Wx (D, H), Wh (H, H); bias (H,);
+    h (B, T+1, H) with h[:, 0] set, filled in; xa_t, ha (B, H) scratch."""
     for t in range(x.shape[1]):
         gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
         gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
@@ -534,6 +536,8 @@ def rnn_forward_loop(x, Wxp, bias, Whp, h, xa_t, ha, code):
 
 @njit(**JIT)
 def rnn_backward_loop(dhs, dh_rec, h, da, WhTp, code):
+    """rnn_backward's time loop, last step first: dhs (B, T, H), dh_rec (B, H) in: the gradient into
+    the carried state, out: dh0; h (B, T+1, H); da (B, T, H) filled in; WhTp packed Wh.T (H, H)."""
     for t in range(da.shape[1] - 1, -1, -1):
         rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
         gemm_kernel(da[:, t], WhTp, dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
@@ -541,6 +545,8 @@ def rnn_backward_loop(dhs, dh_rec, h, da, WhTp, code):
 
 @njit(**JIT)
 def lstm_forward_loop(x, Wxp, bias, Whp, h, c, gates, tanh_c, xa_t, ha):
+    """lstm_forward's time loop: x (B, T, D), Wxp, Whp packed Wx (D, 4H), Wh (H, 4H); bias (4H,);
+    h, c (B, T+1, H) with step 0 set; gates (B, T, 4H), tanh_c (B, T, H) filled in; xa_t, ha (B, 4H) scratch."""
     for t in range(x.shape[1]):
         gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
         gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
@@ -549,6 +555,9 @@ def lstm_forward_loop(x, Wxp, bias, Whp, h, c, gates, tanh_c, xa_t, ha):
 
 @njit(**JIT)
 def lstm_backward_loop(dhs, dh_rec, dc, c, gates, tanh_c, da, WhTp):
+    """lstm_backward's time loop, last step first: dhs (B, T, H); dh_rec, dc (B, H) in: the
+    gradients into the carried state, out: dh0, dc0; c (B, T+1, H); gates (B, T, 4H); tanh_c
+    (B, T, H); da (B, T, 4H) filled in; WhTp packed Wh.T (4H, H)."""
     for t in range(da.shape[1] - 1, -1, -1):
         lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
         gemm_kernel(da[:, t], WhTp, dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
@@ -556,6 +565,8 @@ def lstm_backward_loop(dhs, dh_rec, dc, c, gates, tanh_c, da, WhTp):
 
 @njit(**JIT)
 def gru_forward_loop(x, Wxp, bias, Whp, h, gates, ha_n, xa_t, ha):
+    """gru_forward's time loop: x (B, T, D), Wxp, Whp packed Wx (D, 3H), Wh (H, 3H); bias (3H,);
+    h (B, T+1, H) with h[:, 0] set; gates (B, T, 3H), ha_n (B, T, H) filled in; xa_t, ha (B, 3H) scratch."""
     for t in range(x.shape[1]):
         gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
         gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
@@ -564,6 +575,9 @@ def gru_forward_loop(x, Wxp, bias, Whp, h, gates, ha_n, xa_t, ha):
 
 @njit(**JIT)
 def gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp):
+    """gru_backward's time loop, last step first: dhs (B, T, H); dh_rec, dh_direct (B, H) (the two
+    parts of the gradient into h_prev; see gru_step_backward_kernel); h (B, T+1, H); gates
+    (B, T, 3H); ha_n (B, T, H); dxa, dha (B, T, 3H) filled in; WhTp packed Wh.T (3H, H)."""
     for t in range(dha.shape[1] - 1, -1, -1):
         gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
         gemm_kernel(dha[:, t], WhTp, dh_rec)  # forward: ha = h_prev @ Wh
