@@ -51,7 +51,6 @@ from typing import Iterator
 import numpy as np
 
 from charnn.backend import DEFAULT_BACKEND
-from charnn.compile import compile_kernels
 from charnn.config import GATES, ModelConfig
 from charnn.data.batches import BatchStreams
 from charnn.data.text import Vocab
@@ -611,8 +610,9 @@ def iter_benchmarks(configs=None, steps: int = 20, warmup_steps: int = 3, backen
     configs = [config_by_name(c) if isinstance(c, str) else c for c in (configs or CONFIGS)]
     backends = _backends(backend)
     if "numba" in backends:  # as the README's set-up does: no timed call may include compiling
-        note("compiling the numba kernels (charnn.compile_kernels; from numba's cache if there)")
-        compile_kernels(note)
+        # in a child process, so that numba's thread pool does not start here before PyTorch's
+        note("compiling the numba kernels (`charnn compile`; from numba's cache if there)")
+        subprocess.run([sys.executable, "-m", "charnn", "compile"], check=True, capture_output=True)
     if torch:
         have_torch, torch_info = torch_available()
         torch_note = None if have_torch else f"torch skipped: {torch_info}"

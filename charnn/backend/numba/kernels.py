@@ -142,6 +142,10 @@ def activate_grad(h, code):
 def rnn_row_forward(xa, bias, ha, h_next, code):
     """h_next = act((xa + bias) + ha) for one batch row (or one block of units, in sampling):
     xa, bias, ha, h_next (H,)."""
+    if code == TANH:  # the usual case in one pass over the units
+        for j in range(h_next.shape[0]):
+            h_next[j] = tanh((xa[j] + bias[j]) + ha[j])
+        return
     for j in range(h_next.shape[0]):
         h_next[j] = (xa[j] + bias[j]) + ha[j]  # the pre-activation, then act in place
     activate_row(h_next, h_next, code)
