@@ -249,3 +249,25 @@ def test_resume_on_a_corpus_with_fewer_characters_maps_its_ids(corpus_file, tmp_
     narrower.write_text(text.replace(used[-1], used[0]), encoding="utf-8")
     rest = train(cfg(narrower, tmp_path, steps=15), resume=first.checkpoint)
     assert rest.model.vocab == first.model.vocab and len(rest.losses) == 5
+
+
+def test_the_library_applies_the_clis_rules(corpus_file, tmp_path):
+    """What `charnn train` does, charnn.train and charnn.resume do: a decay selects the step
+    schedule, and resuming keeps the saved options except the ones named again."""
+    assert TrainConfig(lr_decay=0.9).schedule() == "step" and TrainConfig().schedule() == "constant"
+    assert TrainConfig(lr_decay=0.9, lr_schedule="cosine").schedule() == "cosine"
+    first = train(cfg(corpus_file, tmp_path, steps=10, lr_decay=0.5, lr_decay_after=1))
+    meta, _ = read_checkpoint(first.checkpoint)
+    assert meta["train"]["config"]["lr_schedule"] == "step"
+    rest = charnn.resume(first.checkpoint, steps=15, eval_every=5)
+    assert rest.step == 15 and rest.model.config.hidden == 24  # saved options kept
+    whole = train(cfg(corpus_file, tmp_path, steps=15, eval_every=5, lr_decay=0.5, lr_decay_after=1,
+                      out=str(tmp_path / "whole.npz")))
+    assert first.losses + rest.losses == whole.losses  # resumed with the step schedule, exactly
+
+
+def test_load_finds_shipped_checkpoints_by_name():
+    model = charnn.load("shakespeare", backend="numpy")
+    assert model.config.model == "lstm" and len(model.vocab) == 65
+    with pytest.raises(CheckpointError):
+        charnn.load("no-such-checkpoint-anywhere")
