@@ -4,8 +4,8 @@ the memory of an earlier array of the same shape once nothing refers to it any m
 Why: a training step allocates the same large arrays every time (the caches of each layer, the
 gradients, the packed weights; ~25 MB a step for LSTM 2x256). glibc returns blocks that large to
 the operating system when they are freed, so every step starts on fresh pages, and each page's
-first touch is a fault: measured ~2,700-7,300 faults per LSTM 2x256 forward, 5-10 ms of a 15 ms
-forward pass. Reusing the arrays keeps their pages mapped.
+first touch is a fault (a third to two thirds of a forward pass: bench/README.md). Reusing the
+arrays keeps their pages mapped.
 
 Safety: an array is only reused after it has died. `empty` hands out a view of a pooled buffer
 through an intermediate array with a finalizer; CPython runs it when the last array that could

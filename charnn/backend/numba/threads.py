@@ -14,7 +14,8 @@ from .kernels import threading_probe
 
 def parallel_threads() -> int:
     """Threads worth splitting a layer over: numba's thread count if it has a threading layer that
-    starts a parallel region in ~1 us (OpenMP, TBB), else 1 (its workqueue fallback takes ~80 us)."""
+    starts a parallel region quickly (OpenMP, TBB), else 1 (its workqueue fallback is ~80x slower
+to start one: bench/README.md)."""
     if numba.get_num_threads() == 1:
         return 1
     threading_probe(np.zeros(2))  # numba picks its threading layer at the first parallel region
