@@ -44,18 +44,20 @@ def model_from_checkpoint(meta: dict, arrays: dict[str, np.ndarray], path="check
     return CharModel(config, vocab, params, meta, backend)
 
 
-def load(path=None, backend: str = DEFAULT_BACKEND) -> CharModel:
+def load(path=None, backend: str = DEFAULT_BACKEND, note=None) -> CharModel:
     """Load a model from a checkpoint written by `charnn train` or `CharModel.save`: a path, a
     shipped name ("shakespeare"), or None for the one `charnn train` wrote last (resolve_checkpoint).
-    backend: "numba" (fused kernels, the default) or "numpy" (the reference implementation)."""
-    path = resolve_checkpoint(path)
+    backend: "numba" (fused kernels, the default) or "numpy" (the reference implementation).
+    note: receives a line when None had to fall back (the last checkpoint is gone)."""
+    path = resolve_checkpoint(path, note)
     meta, arrays = read_checkpoint(path)
     return model_from_checkpoint(meta, arrays, path, backend)
 
 
-def resolve_checkpoint(name=None) -> str:
+def resolve_checkpoint(name=None, note=None) -> str:
     """A path as given; a bare name (`shakespeare`) that is no file here is a shipped checkpoint;
-    nothing: the checkpoint `charnn train` wrote last, else the shipped `shakespeare`."""
+    nothing: the checkpoint `charnn train` wrote last, else (none, or it was deleted since; `note`
+    is told) the shipped `shakespeare`."""
     if name:
         name = os.fspath(name)
         shipped = os.path.join(SHIPPED, name + ".npz")
@@ -64,13 +66,20 @@ def resolve_checkpoint(name=None) -> str:
         return name
     try:
         with open(LATEST, encoding="utf-8") as f:
-            path = f.read().strip()
+            latest = f.read().strip()
     except OSError:
-        path = ""
-    if path:
-        return path
-    if os.path.exists(os.path.join(SHIPPED, DEFAULT_SHIPPED + ".npz")):
-        return os.path.join(SHIPPED, DEFAULT_SHIPPED + ".npz")
+        latest = ""
+    if latest and os.path.exists(latest):
+        return latest
+    default = os.path.join(SHIPPED, DEFAULT_SHIPPED + ".npz")
+    if latest:
+        if not os.path.exists(default):
+            raise CharnnError(f"the last checkpoint trained here, {latest}, is gone (named in {LATEST}): "
+                              "pass --checkpoint PATH, or train again")
+        if note is not None:
+            note(f"the last checkpoint trained here, {latest}, is gone: using the shipped {DEFAULT_SHIPPED}")
+    if os.path.exists(default):
+        return default
     raise CharnnError("no checkpoint given and none trained here yet: run `charnn train CORPUS` first, or pass --checkpoint PATH")
 
 

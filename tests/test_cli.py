@@ -222,6 +222,24 @@ def test_shipped_names_and_fallback(runner, corpus_file, tmp_path, monkeypatch):
     assert_clean_error(invoke(runner, "sample", "--checkpoint", "latex"), "checkpoint not found")
 
 
+def test_a_deleted_last_checkpoint_falls_back_to_the_shipped_one(runner, corpus_file, tmp_path, monkeypatch):
+    """checkpoints/.latest names a run whose folder was removed since: say so, sample the shipped
+    model; with no shipped model either, one line saying what to pass."""
+    import shutil
+
+    shipped = tmp_path / "shipped"
+    monkeypatch.setattr("charnn.checkpoint.SHIPPED", str(shipped))
+    invoke(runner, "train", corpus_file, *SMALL, "--steps", "3", "--quiet", "--out", "run/m.npz")
+    import charnn
+    shipped.mkdir()
+    charnn.load("run/m.npz").save(shipped / "shakespeare.npz")
+    shutil.rmtree("run")
+    r = invoke(runner, "sample", "-n", "30", "--seed", "2")
+    assert r.exit_code == 0 and "is gone: using the shipped shakespeare" in r.output
+    shutil.rmtree(shipped)
+    assert_clean_error(invoke(runner, "sample", "-n", "30"), "is gone", "--checkpoint")
+
+
 def test_sample_every_prints_samples(runner, corpus_file):
     r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "6", "--sample-every", "3", "--sample-length", "20")
     assert r.exit_code == 0 and r.output.count("--- sample at step") == 2

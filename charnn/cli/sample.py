@@ -30,7 +30,7 @@ def sample(checkpoint, length, temperature, prime, top_k, argmax, seed, backend)
       charnn sample -c checkpoints/input-lstm.best.npz --top-k 5
     """
     try:
-        model = load(checkpoint, backend=backend)
+        model = load(checkpoint, backend=backend, note=say)
         chars = model.generate(length, temperature=temperature, prime=prime, top_k=top_k, argmax=argmax, seed=seed)
     except CharnnError as e:
         fail(str(e))
