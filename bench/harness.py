@@ -167,6 +167,17 @@ def _median_summary(times: list[float], chars_per_call: int, prefix: str, call: 
     }
 
 
+def _train_row(times: list[float], losses: list[float], warmup_steps: int, config: dict, prefix: str) -> dict:
+    """The training fields of a row for `prefix` ("charnn" or "torch") from its timed steps."""
+    B, T = config["batch_size"], config["seq_len"]
+    row = _median_summary(times, B * T, f"{prefix}_train", "step")
+    row["_times"] = times  # for _merge_rounds; removed before the row is printed
+    row[f"{prefix}_train_warmup_steps"] = warmup_steps
+    row[f"{prefix}_train_gflop_per_s_median"] = train_flops_per_char(config) * B * T / row[f"{prefix}_train_step_s_median"] / 1e9
+    row[f"{prefix}_train_loss_first_last"] = [losses[0], losses[-1]]
+    return row
+
+
 def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, backend: str | None = "numba",
                          seed: int = 0) -> dict:
     """Time `steps` training steps of charnn (after `warmup_steps` untimed ones), each alone.
@@ -193,11 +204,7 @@ def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, b
         losses.append(loss)
         if step >= warmup_steps:
             times.append(elapsed)
-    row = _median_summary(times, B * T, "charnn_train", "step")
-    row["_times"] = times  # for _merge_rounds; removed before the row is printed
-    row["charnn_train_warmup_steps"] = warmup_steps
-    row["charnn_train_gflop_per_s_median"] = train_flops_per_char(config) * B * T / row["charnn_train_step_s_median"] / 1e9
-    row["charnn_train_loss_first_last"] = [losses[0], losses[-1]]
+    row = _train_row(times, losses, warmup_steps, config, "charnn")
     row["charnn_params"] = int(sum(p.size for p in model.params.values()))
     row["charnn_dtype"] = str(model.dtype)
     row.update(backend=backend, backend_effective=model.backend)
@@ -302,11 +309,7 @@ def time_torch_training(config: dict, steps: int = 20, warmup_steps: int = 3, th
         losses.append(loss_value)
         if step >= warmup_steps:
             times.append(elapsed)
-    row = _median_summary(times, B * T, "torch_train", "step")
-    row["_times"] = times  # for _merge_rounds; removed before the row is printed
-    row["torch_train_warmup_steps"] = warmup_steps
-    row["torch_train_gflop_per_s_median"] = train_flops_per_char(config) * B * T / row["torch_train_step_s_median"] / 1e9
-    row["torch_train_loss_first_last"] = [losses[0], losses[-1]]
+    row = _train_row(times, losses, warmup_steps, config, "torch")
     row["torch_params"] = int(sum(p.numel() for p in model.parameters()))
     row["torch_threads"] = torch.get_num_threads()
     return row

@@ -207,32 +207,34 @@ def test_bench_command_rejects_unknown_configs(runner):
     assert_clean_error(invoke(runner, "bench", "--configs", "lstm-2x256,transformer-1x1"), "bad configuration name")
 
 
-def test_shipped_names_and_fallback(runner, corpus_file, tmp_path, monkeypatch):
-    shipped = tmp_path / "shipped"
-    monkeypatch.setattr("charnn.checkpoint.SHIPPED", str(shipped))
-    invoke(runner, "train", corpus_file, *SMALL, "--steps", "3", "--quiet", "--out", "elsewhere/m.npz")
+@pytest.fixture
+def shipped(runner, corpus_file, tmp_path, monkeypatch):
+    """A folder of shipped checkpoints holding one `shakespeare`: a model trained to run/m.npz
+    (which checkpoints/.latest then names)."""
     import charnn
-    shipped.mkdir()
-    charnn.load("elsewhere/m.npz").save(shipped / "shakespeare.npz")
+
+    folder = tmp_path / "shipped"
+    monkeypatch.setattr("charnn.checkpoint.SHIPPED", str(folder))
+    invoke(runner, "train", corpus_file, *SMALL, "--steps", "3", "--quiet", "--out", "run/m.npz")
+    folder.mkdir()
+    charnn.load("run/m.npz").save(folder / "shakespeare.npz")
+    return folder
+
+
+def test_shipped_names_and_fallback(runner, shipped):
     os.remove("checkpoints/.latest")
     a = invoke(runner, "sample", "-n", "30", "--seed", "2")  # nothing trained here: the shipped model
     b = invoke(runner, "sample", "-n", "30", "--seed", "2", "--checkpoint", "shakespeare")
-    c = invoke(runner, "sample", "-n", "30", "--seed", "2", "--checkpoint", "elsewhere/m.npz")
+    c = invoke(runner, "sample", "-n", "30", "--seed", "2", "--checkpoint", "run/m.npz")
     assert a.exit_code == 0 and a.output == b.output == c.output
     assert_clean_error(invoke(runner, "sample", "--checkpoint", "latex"), "checkpoint not found")
 
 
-def test_a_deleted_last_checkpoint_falls_back_to_the_shipped_one(runner, corpus_file, tmp_path, monkeypatch):
+def test_a_deleted_last_checkpoint_falls_back_to_the_shipped_one(runner, shipped):
     """checkpoints/.latest names a run whose folder was removed since: say so, sample the shipped
     model; with no shipped model either, one line saying what to pass."""
     import shutil
 
-    shipped = tmp_path / "shipped"
-    monkeypatch.setattr("charnn.checkpoint.SHIPPED", str(shipped))
-    invoke(runner, "train", corpus_file, *SMALL, "--steps", "3", "--quiet", "--out", "run/m.npz")
-    import charnn
-    shipped.mkdir()
-    charnn.load("run/m.npz").save(shipped / "shakespeare.npz")
     shutil.rmtree("run")
     r = invoke(runner, "sample", "-n", "30", "--seed", "2")
     assert r.exit_code == 0 and "is gone: using the shipped shakespeare" in r.output

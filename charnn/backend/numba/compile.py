@@ -9,6 +9,7 @@ starts that it will compile.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -21,7 +22,6 @@ from ...version import __version__
 from ...files import atomic_write
 from . import kernels
 
-FAMILIES = ("train", "sample")
 EXPECTED_S = {"train": "10-20 s", "sample": "5-10 s"}
 
 
@@ -30,6 +30,7 @@ def cache_dir() -> str:
     return os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(os.path.abspath(kernels.__file__)), "__pycache__")
 
 
+@functools.cache  # kernels.py, numba and the CPU do not change while a process runs
 def _key() -> dict:
     with open(kernels.__file__, "rb") as f:
         source = hashlib.sha256(f.read()).hexdigest()

@@ -4,6 +4,7 @@ Linux only where it reads /proc; elsewhere the answers are the safe ones (one th
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numba
@@ -15,11 +16,16 @@ from .kernels import threading_probe
 def parallel_threads() -> int:
     """Threads worth splitting a layer over: numba's thread count if it has a threading layer that
     starts a parallel region quickly (OpenMP, TBB), else 1 (its workqueue fallback is ~80x slower
-to start one: bench/README.md)."""
-    if numba.get_num_threads() == 1:
+    to start one: bench/README.md)."""
+    if numba.get_num_threads() == 1 or _slow_layer():
         return 1
+    return numba.get_num_threads()
+
+
+@functools.cache  # the layer is chosen once per process
+def _slow_layer() -> bool:
     threading_probe(np.zeros(2))  # numba picks its threading layer at the first parallel region
-    return 1 if numba.threading_layer() == "workqueue" else numba.get_num_threads()
+    return numba.threading_layer() == "workqueue"
 
 
 def fast_threading() -> bool:
