@@ -37,7 +37,6 @@ def measure(shapes, threads, repeats):
     import numba
     import numpy as np
 
-    from charnn.backend.numba import gemm
     from charnn.backend.numba import kernels as K
 
     numba.set_num_threads(threads)
@@ -66,9 +65,19 @@ def measure(shapes, threads, repeats):
             "shape": f"{M}x{Kd}x{N}", "threads": threads,
             "blas_gflop_per_s": flops / t_blas / 1e9, "tiles_gflop_per_s": flops / t_tiles / 1e9,
             "ratio_tiles_over_blas": t_blas / t_tiles, "pack_us": t_pack * 1e6, "tiles_us": t_tiles * 1e6,
-            "tiles_rel_error": err, "tiles_used_by_charnn": gemm.TILES,
+            "tiles_rel_error": err, "charnn_choice": _choice(M, Kd, N),
             "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "(auto)"),
         }
+
+
+def _choice(M, Kd, N):
+    """How charnn computes this product here: CHARNN_GEMM's mode, or the calibrated choice for a
+    B packed per call (None: not calibrated yet; `charnn compile` or a training run does it)."""
+    from charnn.backend.numba import calibrate, gemm
+
+    if gemm.MODE != "auto":
+        return gemm.MODE
+    return calibrate.TABLE.known().get(calibrate.shape_name(M, Kd, N, False), {}).get("choice")
 
 
 def parse_shapes(text):

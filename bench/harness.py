@@ -193,21 +193,22 @@ def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, b
     cpe = streams.chunks_per_epoch
     state = model.initial_state(B)
     times, losses = [], []
-    for step in range(warmup_steps + steps):
-        t0 = time.perf_counter()
-        chunk = step % cpe
-        if chunk == 0:
-            state = model.initial_state(B)
-        x, y = streams.batch(chunk)
-        loss, _, state = train_step(model, optimizer, x, y, state, lr=config["lr"], clip=config["clip"])
-        elapsed = time.perf_counter() - t0
-        losses.append(loss)
-        if step >= warmup_steps:
-            times.append(elapsed)
+    with model.ops.prepare(model.config, B, T) as products:  # as charnn.train does: tiles or BLAS, measured once
+        for step in range(warmup_steps + steps):
+            t0 = time.perf_counter()
+            chunk = step % cpe
+            if chunk == 0:
+                state = model.initial_state(B)
+            x, y = streams.batch(chunk)
+            loss, _, state = train_step(model, optimizer, x, y, state, lr=config["lr"], clip=config["clip"])
+            elapsed = time.perf_counter() - t0
+            losses.append(loss)
+            if step >= warmup_steps:
+                times.append(elapsed)
     row = _train_row(times, losses, warmup_steps, config, "charnn")
     row["charnn_params"] = int(sum(p.size for p in model.params.values()))
     row["charnn_dtype"] = str(model.dtype)
-    row.update(backend=backend, backend_effective=model.backend)
+    row.update(backend=backend, backend_effective=model.backend, charnn_products=products)
     return row
 
 
@@ -216,6 +217,8 @@ def time_charnn_sampling(config: dict, length: int = 500, repeats: int = 5, back
     """Time `repeats` calls of "".join(model.generate(length, seed=r)) after one untimed call."""
     model = make_model(config, backend, seed)
     "".join(model.generate(min(length, 50), seed=12345))  # warm-up (iter_benchmarks compiled the kernels first)
+    # which code samples: the compiled sampler, or the numpy reference loop (charnn.sampling)
+    path = "reference" if model.ops.sampler(model, length) is None else "compiled"
     times = []
     for r in range(repeats):
         t0 = time.perf_counter()
@@ -224,6 +227,7 @@ def time_charnn_sampling(config: dict, length: int = 500, repeats: int = 5, back
         assert len(text) == length
     row = _median_summary(times, length, "charnn_sample", "call")
     row["charnn_sample_length"] = length
+    row["charnn_sample_path"] = path
     return row
 
 
@@ -494,6 +498,11 @@ def environment() -> dict:
 
         env["numba"] = numba.__version__
         env["numba_threads"] = numba.get_num_threads()
+        from charnn.backend.numba import gemm
+        from charnn.backend.numba.target import describe
+
+        env.update({k: v for k, v in describe().items() if k != "cpu_model"})  # llvm_cpu, vector_bits
+        env["charnn_gemm"] = gemm.MODE
     except Exception:  # numba missing or broken: the numpy backend still runs
         env["numba"] = None
     return env

@@ -14,10 +14,15 @@ import numpy as np
 
 from .backend import get_backend
 from .config import ModelConfig
-from .data.text import Vocab
+from .data.corpora import find_corpus, DEFAULT_CORPUS
+from .data.text import Vocab, read_corpus
+from .errors import CharnnError
 from .model import CharModel
+from .train.config import TrainConfig
 from .train.loop import train_step
 from .train.optim import make_optimizer
+
+DEFAULT_VOCAB = 65  # tiny Shakespeare's, when the default corpus is absent
 
 def warm_up_training(backend: str = "numba") -> None:
     """One tiny float32 training step of every model family and input layout the kernels see: two
@@ -48,6 +53,23 @@ def warm_up_sampling(backend: str = "numba") -> None:
             next(blocks(np.array([0]), 1.0, None, False, np.random.default_rng(0)))
 
 
+def calibrate_products(config: TrainConfig | None = None, vocab_size: int | None = None, backend: str = "numba",
+                       say=None) -> str | None:
+    """Measure, once for this machine, how the backend best computes the products of a training
+    run of `config` (default: the defaults, on the default corpus's vocabulary) and make it the
+    choice outside training too (charnn.backend.numba.calibrate). Returns the choice."""
+    config = config or TrainConfig()
+    if vocab_size is None:
+        corpus = config.corpus or find_corpus(DEFAULT_CORPUS)
+        try:
+            vocab_size = len(Vocab.from_text(read_corpus(corpus))) if corpus else DEFAULT_VOCAB
+        except CharnnError:
+            vocab_size = DEFAULT_VOCAB
+    with get_backend(backend).prepare(config.model_config(vocab_size), config.batch_size, config.seq_len,
+                                      say=say, default=True) as choice:
+        return choice
+
+
 def compile_kernels(say=None, backend: str = "numba") -> float:
     """Compile every kernel of the backend for this machine and record it; returns the seconds taken.
     say: receives a line before and after each family."""
@@ -60,4 +82,8 @@ def compile_kernels(say=None, backend: str = "numba") -> float:
         warm_up(backend)
         ops.done(family)
         say(f"  done in {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    choice = calibrate_products(backend=backend, say=say)
+    if choice:
+        say(f"  products: {'register tiles' if choice == 'tiles' else 'BLAS'} ({time.perf_counter() - t:.1f} s)")
     return time.perf_counter() - t0

@@ -1,12 +1,21 @@
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
-# A sample taken while numba's cache is cold runs the numpy code and, at the end, starts a detached
-# process that compiles the cache (charnn.fast_sampling.start_background_warm_up). Not from the tests:
-# they must leave no process behind. (The one test of that path runs it in the foreground.)
-os.environ.setdefault("CHARNN_BACKGROUND_COMPILE", "0")
+# The numba backend's product calibration (charnn.backend.numba.calibrate) is stored in a folder of
+# the tests' own, not in the user's cache; subprocesses inherit it.
+if "CHARNN_CACHE_DIR" not in os.environ:
+    os.environ["CHARNN_CACHE_DIR"] = _TEST_CACHE = tempfile.mkdtemp(prefix="charnn-test-cache-")
+else:
+    _TEST_CACHE = None
+
+
+def pytest_unconfigure(config):
+    if _TEST_CACHE:
+        shutil.rmtree(_TEST_CACHE, ignore_errors=True)
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex "
          "jumbo vexing pangrams and shakespeare writes: to be, or not to be!").split()

@@ -5,9 +5,10 @@ validation losses of a fixed-seed run on generated text, and a seeded 300-charac
 trained model; and the validation loss of each shipped checkpoint on its corpus's last 10%.
 
 The numbers are bit-exact only for one machine and library set: the numba backend compiles for the
-host CPU (AVX-512 tiles or BLAS), and numpy's OpenBLAS picks its kernels from the CPU. So the file
-records the conditions it was made under (`fingerprint()`), and tests/test_golden.py demands
-equality where they match and float32-rounding agreement of the losses elsewhere.
+host CPU and computes each matrix product with its tiles or with BLAS, as the machine's calibration
+chose, and numpy's OpenBLAS picks its kernels from the CPU. So the file records the conditions it
+was made under (`fingerprint()`, and per run the products' choices), and tests/test_golden.py
+demands equality where they match and float32-rounding agreement of the losses elsewhere.
 
 A change that alters the numerics on purpose (another summation order, another tanh) rewrites the
 file in the same commit and says why:
@@ -59,11 +60,26 @@ def fingerprint() -> dict:
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    from charnn.backend.numba.target import describe
+
     return {"cpu": cpu, "avx512f": "avx512f" in flags, "numpy": np.__version__, "numba": numba.__version__,
-            "CHARNN_GEMM": os.environ.get("CHARNN_GEMM")}
+            "CHARNN_GEMM": os.environ.get("CHARNN_GEMM"), **describe()}
+
+
+def products_during(f, *args):
+    """(f(*args), how the numba backend computed its products meanwhile: "tiles" or "blas")."""
+    from charnn.backend.numba import gemm
+
+    result = f(*args)
+    return result, gemm.decisions()["in effect"]
 
 
 def training_run(kind: str, backend: str, folder: str) -> dict:
+    run, products = products_during(_training_run, kind, backend, folder)
+    return {**run, "products": products if backend == "numba" else None}
+
+
+def _training_run(kind: str, backend: str, folder: str) -> dict:
     corpus = os.path.join(folder, "golden.txt")
     if not os.path.exists(corpus):
         with open(corpus, "w", encoding="utf-8") as f:
@@ -88,14 +104,13 @@ def shipped_losses_of(name: str) -> float | None:
     return float(model.mean_loss(val))
 
 
-def shipped_losses() -> dict:
-    return {name: shipped_losses_of(name) for name in SHIPPED}
-
-
 def compute(shipped: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="charnn-golden-") as folder:
         runs = {f"{kind}/{backend}": training_run(kind, backend, folder) for kind in RUNS for backend in BACKENDS}
-    return {"fingerprint": fingerprint(), "runs": runs, "shipped": shipped_losses() if shipped else {}}
+    losses, products = {}, {}
+    for name in SHIPPED if shipped else ():
+        losses[name], products[name] = products_during(shipped_losses_of, name)
+    return {"fingerprint": fingerprint(), "runs": runs, "shipped": losses, "shipped_products": products}
 
 
 if __name__ == "__main__":

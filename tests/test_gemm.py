@@ -1,14 +1,18 @@
 """The register-tiled matrix product (kernels.gemm_kernel via charnn.gemm) against numpy.
 
-The kernel runs on any CPU (it is only fast with AVX-512), so these tests call it directly and
-never skip. Tolerance: float32 sums of up to 513 products, compared with the float64 product,
+The kernel runs on any x86 CPU (its vectors are as wide as numba's target allows), so these tests
+call it directly and never skip; the calibration that chooses between it and BLAS is tested below. Tolerance: float32 sums of up to 513 products, compared with the float64 product,
 relative to its largest entry: numpy's own float32 matmul is off by up to ~1e-6 on these shapes.
 """
+import json
+import os
+
 import numba
 import numpy as np
 import pytest
 
-from charnn.backend.numba import gemm
+from charnn.backend.numba import calibrate, gemm, policy
+from charnn.errors import CharnnError
 from charnn.backend.numba import kernels as K
 
 TOL = 3e-6
@@ -100,7 +104,7 @@ def test_same_result_with_one_or_two_threads():
 def test_matmul_wrapper(monkeypatch, tiles):
     """charnn.gemm.matmul: the same product with the tiles on or off, packed or not, out= or not;
     float64 always goes to numpy (the gradient checks run in float64)."""
-    monkeypatch.setattr(gemm, "TILES", tiles)
+    monkeypatch.setattr(gemm, "MODE", "tiles" if tiles else "blas")
     rng = np.random.default_rng(3)
     A = rng.standard_normal((9, 40), dtype=np.float32)
     B = rng.standard_normal((40, 75), dtype=np.float32)
@@ -118,10 +122,137 @@ def test_matmul_wrapper(monkeypatch, tiles):
         gemm.matmul(A, B.T)
 
 
-def test_tiles_need_avx512(monkeypatch):
-    monkeypatch.setattr(gemm, "cpu_flags", lambda: {"avx2", "fma"})
-    assert not gemm._tiles_enabled()
-    monkeypatch.setattr(gemm, "cpu_flags", lambda: {"avx512f", "avx2"})
-    assert gemm._tiles_enabled()
-    monkeypatch.setenv("CHARNN_GEMM", "blas")
-    assert not gemm._tiles_enabled()
+def test_mode_from_environment(monkeypatch):
+    """CHARNN_GEMM chooses for every shape; anything else is one clear error."""
+    for value, mode in (("", "auto"), ("auto", "auto"), ("tiles", "tiles"), ("blas", "blas")):
+        monkeypatch.setenv("CHARNN_GEMM", value)
+        assert gemm._mode() == mode
+    monkeypatch.setenv("CHARNN_GEMM", "mkl")
+    with pytest.raises(CharnnError, match="CHARNN_GEMM must be one of auto, tiles, blas"):
+        gemm._mode()
+
+
+@pytest.fixture
+def table(tmp_path, monkeypatch):
+    """A fresh calibration table in a folder of its own, as the one gemm consults."""
+    monkeypatch.setenv("CHARNN_CACHE_DIR", str(tmp_path))
+    fresh = policy.Table()
+    monkeypatch.setattr(policy, "TABLE", fresh)
+    monkeypatch.setattr(gemm, "TABLE", fresh)
+    monkeypatch.setattr(calibrate, "TABLE", fresh)
+    monkeypatch.setattr(gemm, "MODE", "auto")
+    return fresh
+
+
+SHAPE = calibrate.Shape("lstm", 3, 5, 7, 16, 2, 11)
+
+
+def test_auto_mode_follows_the_choice_in_effect(table):
+    """In auto mode every product goes the way the shape in effect was measured to go."""
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((9, 40), dtype=np.float32)
+    B = rng.standard_normal((40, 75), dtype=np.float32)
+    assert table.current() == "tiles"  # nothing measured yet
+    for choice in ("blas", "tiles"):
+        table.record(SHAPE.name, {"choice": choice, "tiles_ms": 1.0, "blas_ms": 1.0})
+        table.active = SHAPE.name
+        assert gemm.use_tiles() == (choice == "tiles") and (gemm.pack(B).panels is not None) == (choice == "tiles")
+        assert rel(gemm.matmul(A, B), A.astype(np.float64) @ B) < TOL
+        assert gemm.decisions() == {SHAPE.name: choice, "in effect": choice}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mlp"])
+def test_calibration_times_a_training_pass_both_ways(table, cell):
+    row = calibrate.measure(SHAPE._replace(cell=cell, L=1 if cell == "mlp" else 2))
+    assert set(row) == {"choice", "tiles_ms", "blas_ms"} and row["tiles_ms"] > 0 and row["blas_ms"] > 0
+    assert row["choice"] == ("tiles" if row["tiles_ms"] <= row["blas_ms"] else "blas")
+    assert gemm.MODE == "auto"  # restored
+
+
+def test_choice_is_measured_once_stored_and_reused(table, monkeypatch):
+    """The first run of a shape measures it and writes the file; a new process (a new Table)
+    reads the same choice back without measuring, so the same seed gives the same losses."""
+    calls, said = [], []
+    monkeypatch.setattr(calibrate, "measure", lambda shape: calls.append(shape) or {"choice": "blas", "tiles_ms": 2.0, "blas_ms": 1.0})
+    assert calibrate.choose(SHAPE, say=said.append) == "blas" and calibrate.choose(SHAPE, say=said.append) == "blas"
+    assert calls == [SHAPE] and len(said) == 1 and "once on this machine" in said[0]
+    assert table.active == SHAPE.name and table.current() == "blas"
+    with open(policy.path(), encoding="utf-8") as f:
+        saved = json.load(f)
+    assert saved["key"] == policy.key() and saved["shapes"][SHAPE.name]["choice"] == "blas"
+    again = policy.Table()
+    assert again.known() == {SHAPE.name: {"choice": "blas", "tiles_ms": 2.0, "blas_ms": 1.0}}
+    assert again.current() == "tiles"  # no default recorded: outside training the tiles
+    calibrate.choose(SHAPE, default=True)
+    assert policy.Table().current() == "blas" and len(calls) == 1
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"key": {"cpu_model": "another"}, "shapes": {}}',
+                                     '{"key": null, "shapes": {"x": {"choice": "gpu"}}}'])
+def test_calibration_file_of_another_machine_or_damaged_is_measured_again(table, monkeypatch, content):
+    monkeypatch.setattr(calibrate, "measure", lambda shape: {"choice": "blas", "tiles_ms": 3.0, "blas_ms": 1.0})
+    os.makedirs(policy.cache_folder(), exist_ok=True)
+    with open(policy.path(), "w", encoding="utf-8") as f:
+        f.write(content)
+    assert calibrate.choose(SHAPE) == "blas"
+    assert policy.Table().known() == {SHAPE.name: {"choice": "blas", "tiles_ms": 3.0, "blas_ms": 1.0}}
+
+
+def test_calibration_in_an_unwritable_place_still_decides(table, monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("CHARNN_CACHE_DIR", str(blocker / "cache"))  # below a file: cannot be created
+    monkeypatch.setattr(calibrate, "measure", lambda shape: {"choice": "blas", "tiles_ms": 1.0, "blas_ms": 0.5})
+    assert calibrate.choose(SHAPE) == "blas" and table.current() == "blas"
+
+
+def test_cache_folder_default(monkeypatch):
+    monkeypatch.delenv("CHARNN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
+    assert policy.cache_folder() == os.path.join("/somewhere", "charnn")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert policy.cache_folder() == os.path.join(os.path.expanduser("~"), ".cache", "charnn")
+
+
+def test_training_prepares_its_shape(tmp_path, corpus_file, table):
+    """charnn.train chooses for its own shape before the first step, says when it measures, and
+    leaves the choice in effect before it as it was."""
+    import charnn
+    from charnn.train import Reporter
+
+    messages = []
+
+    class Listener(Reporter):
+        def message(self, text):
+            messages.append(text)
+
+    config = charnn.TrainConfig(corpus=str(corpus_file), model="gru", hidden=16, layers=1, embed=8, batch_size=4,
+                                seq_len=8, steps=2, eval_every=2, out=str(tmp_path / "m.npz"))
+    charnn.train(config, reporter=Listener())
+    (name,) = [n for n in table.known()]
+    assert name.startswith("gru 1x16 D8 ") and name.endswith(" B4 T8") and table.active is None
+    assert any("register tiles and with BLAS" in m for m in messages)
+
+
+def test_tile_uses_the_targets_full_vector_width():
+    """The tile's sums live in registers as wide as the target has (zmm with AVX-512), even where
+    LLVM's tuning would cap its vectoriser at 256 bits (Intel cores): the vectors are explicit."""
+    from numba import njit
+
+    from charnn.backend.numba.target import target_lanes
+
+    @njit(fastmath={"contract"}, error_model="numpy")
+    def one_tile(A, Bp, C):  # not cached, so its machine code can be inspected
+        K._gemm_tile(A, Bp, 0, 0, K.MR, 0, A.shape[1], C, K.NR)
+
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((K.MR, 37), dtype=np.float32)
+    B = rng.standard_normal((37, K.NR), dtype=np.float32)
+    Bp = np.empty((1, 37, K.NR), np.float32)
+    K.pack_panels_kernel(B, Bp)
+    C = np.empty((K.MR, K.NR), np.float32)
+    one_tile(A, Bp, C)
+    assert rel(C, A.astype(np.float64) @ B) < TOL
+    asm = "".join(one_tile.inspect_asm().values())
+    assert K.LANES == target_lanes() and K.NR % K.LANES == 0
+    assert ("zmm" in asm) == (K.LANES == 16) and "vfmadd" in asm

@@ -1,6 +1,6 @@
 """What a backend is: the table of functions the models and the optimizer call.
 
-Every field but the last three is a function of charnn.nn with the same name, signature, return
+Every field but the last five is a function of charnn.nn with the same name, signature, return
 values and cache types; a backend is only another way to compute them.
 """
 from __future__ import annotations
@@ -38,3 +38,10 @@ class Backend(NamedTuple):
     notice: Callable
     # (task) -> None: the task ran, so what it compiled is cached (see notice)
     done: Callable
+    # (model_config, batch_size, seq_len, say=None, default=False) -> a context manager: within it,
+    # compute as best for training that shape (the numba backend: its products with tiles or BLAS,
+    # measured once per machine, saying so through `say`; default=True also makes it the choice
+    # outside training); it yields the choice (None for a backend with none)
+    prepare: Callable
+    # () -> {shape: choice}: what `prepare` measured on this machine, and "in effect"; {} for none
+    decisions: Callable

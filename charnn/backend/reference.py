@@ -1,6 +1,8 @@
 """The numpy backend: charnn.nn's functions themselves."""
 from __future__ import annotations
 
+import contextlib
+
 from ..nn import gru, layers, lstm, rnn
 from ..nn.optim import adam_update
 from .ops import LAYER_OPS, Backend
@@ -14,4 +16,6 @@ NUMPY = Backend(
     sampler=lambda model, length: None,
     notice=lambda task, model, length=0: None,
     done=lambda task: None,
+    prepare=lambda config, batch_size, seq_len, say=None, default=False: contextlib.nullcontext(),
+    decisions=dict,
 )

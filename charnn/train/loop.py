@@ -255,8 +255,8 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
     if notice:
         reporter.message(notice)
     train_seconds, start_step, started = 0.0, step, time.perf_counter()
-    try:
-        with _InterruptFlag() as interrupted:
+    try:  # prepare: how this run's products are computed (numba: measured once per machine and shape)
+        with _InterruptFlag() as interrupted, model.ops.prepare(model.config, B, T, say=reporter.message):
             while step < total_steps and not interrupted.set:
                 t0 = time.perf_counter()
                 chunk = step % cpe

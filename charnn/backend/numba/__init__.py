@@ -3,7 +3,10 @@
     kernels   every @njit function (one file: numba's cache is reliable only when a kernel's
               callees live in its own file)
     layers    the layer functions: charnn.nn's signatures and caches, over the kernels
-    gemm      matrix products: AVX-512 register tiles, or numpy's BLAS
+    target    what numba compiles for: LLVM CPU, vector width
+    gemm      matrix products: register tiles, or numpy's BLAS
+    calibrate which of the two trains a shape faster here, measured once per machine and shape
+    policy    the answers, remembered in the user's cache folder, and the one in effect
     scratch   recycled scratch arrays (no page faults per step)
     sampler   batch-1 sampling, a whole block of characters per kernel call
     threads   how many threads a parallel kernel should use here
@@ -14,9 +17,11 @@ charnn.backend.get_backend("numba").
 """
 from __future__ import annotations
 
+import contextlib
+
 from ..ops import LAYER_OPS, Backend
 from . import compile as _compile
-from . import kernels, layers, sampler
+from . import calibrate, gemm, kernels, layers, policy, sampler
 from .threads import fast_threading
 
 # A sample this short, on a machine where the sampler is not compiled yet, is quicker to compute
@@ -63,6 +68,25 @@ def notice(task: str, model, length: int = 0) -> str | None:
     return "\n".join(lines) or None
 
 
+@contextlib.contextmanager
+def prepare(config, batch_size: int, seq_len: int, say=None, default: bool = False):
+    """Within the block, the products are computed as this machine trains the shape fastest
+    (calibrate.choose, measuring it the first time); afterwards as before. Yields the choice."""
+    if gemm.MODE != "auto":
+        yield gemm.MODE
+        return
+    if config.model == "mlp":
+        D = config.context * (config.embed or config.vocab_size)
+    else:
+        D = config.embed or config.vocab_size
+    shape = calibrate.Shape(config.model, batch_size, seq_len, D, config.hidden, config.layers, config.vocab_size)
+    previous = policy.TABLE.active
+    try:
+        yield calibrate.choose(shape, default=default, say=say)
+    finally:
+        policy.TABLE.active = previous
+
+
 NUMBA = Backend(
     name="numba",
     **{op: getattr(layers, op) for op in LAYER_OPS},
@@ -70,4 +94,6 @@ NUMBA = Backend(
     sampler=sample_blocks,
     notice=notice,
     done=_compile.mark_compiled,
+    prepare=prepare,
+    decisions=gemm.decisions,
 )

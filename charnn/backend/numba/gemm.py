@@ -1,15 +1,17 @@
-"""Matrix products for the numba backend: the AVX-512 register tiles of kernels.gemm_kernel for
-float32 on CPUs that have AVX-512, numpy's matmul (BLAS) everywhere else. Same results either way,
-to float32 rounding (tests/test_gemm.py).
+"""Matrix products for the numba backend: the register tiles of kernels.gemm_kernel, or numpy's
+matmul (BLAS), whichever this machine computes faster at the shape (float32 only; float64 always
+goes to BLAS). Same results either way, to float32 rounding (tests/test_gemm.py).
 
-Why: numba compiles the tiles for the host CPU, while numpy's bundled OpenBLAS may run kernels
-for an older instruction set than the CPU has (bench/gemm.py prints both side by side; the
-measurements are in bench/README.md). Without AVX-512 the 4 x 64 tile would not fit in the 16
-AVX2 registers, and OpenBLAS's own kernels are the right tool.
+Why two: the tiles are compiled by numba for the CPU at hand, at its full vector width, while
+numpy's OpenBLAS brings kernels of its own that may be better or worse on a given CPU and shape.
+Which one wins is measured once per machine and training shape (calibrate.py, policy.py), never
+guessed from flags, and a run uses one of them for all its products.
+bench/gemm.py prints both side by side; the measurements are in bench/README.md.
 
 A product whose right-hand side is reused (a recurrent weight, applied at every step) is packed
 once: `Wp = pack(Wh)`, then `matmul(h_t, Wp, out=ha)` per step.
-CHARNN_GEMM=blas turns the tiles off (for comparison); the numpy backend never uses them.
+CHARNN_GEMM=tiles or =blas overrides the calibration (read once, at import); the numpy backend
+never uses the tiles.
 """
 from __future__ import annotations
 
@@ -18,40 +20,43 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ...errors import CharnnError
 from . import kernels as K
 from . import scratch
+from .policy import TABLE
+
+MODES = ("auto", "tiles", "blas")
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags the Linux kernel reports (and so has enabled); empty elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+def _mode() -> str:
+    mode = os.environ.get("CHARNN_GEMM", "auto") or "auto"
+    if mode not in MODES:
+        raise CharnnError(f"CHARNN_GEMM must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
 
 
-def _tiles_enabled() -> bool:
-    choice = os.environ.get("CHARNN_GEMM", "auto")
-    return choice != "blas" and "avx512f" in cpu_flags()
+MODE = _mode()
 
 
-TILES = _tiles_enabled()
+def use_tiles() -> bool:
+    """Whether float32 products go to the tiles now: CHARNN_GEMM's mode, else the measured choice
+    of the shape in effect (policy.py)."""
+    if MODE != "auto":
+        return MODE == "tiles"
+    return TABLE.current() == "tiles"
 
 
 class Packed(NamedTuple):
     """B (K, N) ready for repeated products: its NR-column panels (P, K, NR), or B itself when
-    the tiles are not used (float64, or no AVX-512)."""
+    the products go to BLAS."""
     B: np.ndarray
     panels: np.ndarray | None
 
 
 def pack(B: np.ndarray) -> Packed:
-    """B (K, N), any strides -> Packed, for matmul(A, packed)."""
-    if not (TILES and B.dtype == np.float32):
+    """B (K, N), any strides -> Packed, for matmul(A, packed): packed for the tiles if they
+    compute the products now (use_tiles)."""
+    if B.dtype != np.float32 or not use_tiles():
         return Packed(B, None)
     K_, N = B.shape
     panels = scratch.empty((-(-N // K.NR), K_, K.NR), np.float32)
@@ -60,20 +65,31 @@ def pack(B: np.ndarray) -> Packed:
 
 
 def matmul(A: np.ndarray, B, out: np.ndarray | None = None) -> np.ndarray:
-    """A (M, K) @ B (K, N) -> (M, N), into `out` if given. B is an array or a Packed."""
+    """A (M, K) @ B (K, N) -> (M, N), into `out` if given. B is an array or a Packed (a Packed
+    with panels goes to the tiles: the choice was made when it was packed)."""
     packed = B if isinstance(B, Packed) else None
     Bm = packed.B if packed is not None else B
     if A.shape[1] != Bm.shape[0]:
         raise ValueError(f"matmul: shapes {A.shape} and {Bm.shape} do not align")
     if out is None:
         out = scratch.empty((A.shape[0], Bm.shape[1]), np.result_type(A, Bm))
-    if not (TILES and A.dtype == np.float32 and Bm.dtype == np.float32 and out.dtype == np.float32):
-        if out.flags.c_contiguous:
-            np.dot(A, Bm, out=out)  # dot, not matmul: matmul copies a strided A row by row
-        else:
-            out[...] = A @ Bm
+    float32 = A.dtype == np.float32 and Bm.dtype == np.float32 and out.dtype == np.float32
+    if packed is not None and packed.panels is not None and float32:
+        K.gemm_kernel(A, packed.panels, out)
         return out
-    if packed is None or packed.panels is None:
-        packed = pack(Bm)
-    K.gemm_kernel(A, packed.panels, out)
+    if packed is None and float32 and use_tiles():
+        K.gemm_kernel(A, pack(Bm).panels, out)
+        return out
+    if out.flags.c_contiguous:
+        np.dot(A, Bm, out=out)  # dot, not matmul: matmul copies a strided A row by row
+    else:
+        out[...] = A @ Bm
     return out
+
+
+def decisions() -> dict:
+    """The choices this machine has measured, by training shape (calibrate.Shape.name), and the
+    one in effect now ("in effect")."""
+    choices = {name: row["choice"] for name, row in sorted(TABLE.known().items())}
+    choices["in effect"] = MODE if MODE != "auto" else TABLE.current()
+    return choices

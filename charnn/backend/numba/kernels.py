@@ -35,6 +35,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from llvmlite import ir
+
+from .target import target_lanes
 
 JIT = dict(cache=True, error_model="numpy", nogil=True)
 
@@ -383,7 +386,8 @@ def threading_probe(x):
 # Why not numpy's OpenBLAS: it may run kernels for an older instruction set than the CPU has,
 # while these are compiled by numba for the host (bench/gemm.py compares them). gemm.py decides
 # when to use them (float32, AVX-512 present) and otherwise calls numpy; its tests check the two agree.
-MR, NR = 4, 64  # tile rows and columns: 4 x 64 floats = 16 zmm accumulators of the 32
+LANES = target_lanes()  # float32 lanes of one vector register of numba's target: 16 or 8
+MR, NR = (4, 64) if LANES == 16 else (4, 24)  # tile: 16 zmm accumulators of 32, or 12 ymm of 16
 MC = 64  # rows of A per task: 64 x KB floats (64 KB) stay in L2
 KB = 256  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
 CONTRACT = {"contract"}  # allow fused multiply-add and nothing else (NaN must survive)
@@ -400,61 +404,57 @@ def _tile_scratch(typingctx):
 
 
 @intrinsic
-def _row_scratch(typingctx):
-    """float32[NR] on the stack: the accumulators of a single-row tile (see _tile_scratch)."""
+def _lanes_fma(typingctx, acc, offset, a, Bp, p, k, j):
+    """acc[offset : offset+LANES] += a * Bp[p, k, j : j+LANES], as one fused multiply-add on an
+    explicit LLVM vector of LANES floats. Why explicit: LLVM's tuning for Intel cores caps its
+    vectoriser at 256 bits even where AVX-512 is present, and 64 sums in 256-bit registers do not
+    fit; a vector type in the IR is kept at its width. Bp (P, K, NR) C-contiguous."""
     def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=NR)
-    return types.CPointer(types.float32)(), codegen
+        acc_ptr, offset, a, Bp, p, k, j = args
+        vec = ir.VectorType(ir.FloatType(), LANES)
+        panels = context.make_array(signature.args[3])(context, builder, Bp)
+        b_ptr = cgutils.get_item_pointer(context, builder, signature.args[3], panels, [p, k, j], wraparound=False)
+        b = builder.load(builder.bitcast(b_ptr, vec.as_pointer()), align=4)
+        sums_ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer())
+        one = builder.insert_element(ir.Constant(vec, ir.Undefined), a, ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{LANES}f32")
+        builder.store(builder.call(fma, [splat, b, builder.load(sums_ptr, align=4)]), sums_ptr, align=4)
+        return context.get_dummy_value()
+    return types.void(acc, offset, a, Bp, p, k, j), codegen
 
 
 @njit(inline="always", fastmath=CONTRACT, error_model="numpy")
-def _gemm_tile(A, Bp, p, i0, k0, k1, C, n_valid):
-    """C[i0:i0+MR, p*NR : p*NR+n_valid] (+)= A[i0:i0+MR, k0:k1] @ panel p's rows k0:k1:
-    assigned when k0 == 0, added otherwise."""
+def _gemm_tile(A, Bp, p, i0, rows, k0, k1, C, n_valid):
+    """C[i0:i0+rows, p*NR : p*NR+n_valid] (+)= A[i0:i0+rows, k0:k1] @ panel p's rows k0:k1:
+    assigned when k0 == 0, added otherwise. rows is MR, or 1 for the rows left below the last
+    full tile (the compiler specialises both: the argument is a constant at each call)."""
     acc = _tile_scratch()
     for x in range(MR * NR):
         acc[x] = np.float32(0.0)
     for k in range(k0, k1):
-        for i in range(MR):
+        for i in range(rows):
             a = A[i0 + i, k]
-            for j in range(NR):
-                acc[i * NR + j] += a * Bp[p, k, j]
+            for v in range(NR // LANES):
+                _lanes_fma(acc, i * NR + v * LANES, a, Bp, p, k, v * LANES)
     j0 = p * NR
     if n_valid == NR and k0 == 0:
-        for i in range(MR):
+        for i in range(rows):
             for j in range(NR):
                 C[i0 + i, j0 + j] = acc[i * NR + j]
     elif n_valid == NR:
-        for i in range(MR):
+        for i in range(rows):
             for j in range(NR):
                 C[i0 + i, j0 + j] += acc[i * NR + j]
     else:  # the last panel is partly padding: the sums go to a second stack tile unconditionally
         # (a store under `if j < n_valid` here keeps acc out of registers), then the valid columns to C
         tile = _tile_scratch()
-        for i in range(MR):
+        for i in range(rows):
             for j in range(NR):
                 tile[i * NR + j] = acc[i * NR + j]
-        for i in range(MR):
+        for i in range(rows):
             for j in range(n_valid):
                 C[i0 + i, j0 + j] = tile[i * NR + j] if k0 == 0 else C[i0 + i, j0 + j] + tile[i * NR + j]
-
-
-@njit(inline="always", fastmath=CONTRACT, error_model="numpy")
-def _gemm_row(A, Bp, p, i, k0, k1, C, n_valid):
-    """Row i of _gemm_tile: the rows left over below the last full tile."""
-    acc = _row_scratch()
-    for j in range(NR):
-        acc[j] = np.float32(0.0)
-    for k in range(k0, k1):
-        a = A[i, k]
-        for j in range(NR):
-            acc[j] += a * Bp[p, k, j]
-    j0 = p * NR
-    row = _row_scratch()  # as in _gemm_tile: unconditional stores keep acc in registers
-    for j in range(NR):
-        row[j] = acc[j]
-    for j in range(n_valid):
-        C[i, j0 + j] = row[j] if k0 == 0 else C[i, j0 + j] + row[j]
 
 
 @njit(parallel=True, **JIT)
@@ -515,10 +515,10 @@ def gemm_kernel(A, Bp, C):
             k1 = min(K, k0 + KB)
             i0 = g * MC
             while i0 + MR <= i_end:
-                _gemm_tile(A, Bp, p, i0, k0, k1, C, n_valid)
+                _gemm_tile(A, Bp, p, i0, MR, k0, k1, C, n_valid)
                 i0 += MR
             for i in range(i0, i_end):
-                _gemm_row(A, Bp, p, i, k0, k1, C, n_valid)
+                _gemm_tile(A, Bp, p, i, 1, k0, k1, C, n_valid)
 
 
 # ---------------------------------------------------------------- whole sequences

@@ -1,8 +1,9 @@
 """The numba backend's layer functions: charnn.nn's exact signatures, return types and caches, with
 the elementwise work done by the fused kernels in kernels.py.
 
-Same math, different engine. Matrix products go through gemm.py (AVX-512 tiles where the CPU
-has them, else numpy's BLAS), with each weight packed once per call. With the tiles, a sequence's
+Same math, different engine. Matrix products go through gemm.py (register tiles or numpy's BLAS,
+whichever this machine trains the shape faster with), with each weight packed once per call. With the
+tiles, a sequence's
 whole time loop is one kernel call: per step the products x_t @ Wx and h_prev @ Wh (forward) or
 da_t @ Wh.T (backward), then a step kernel that fuses the cell's elementwise work. With BLAS the
 same loop runs here in Python, after one product for the input projections of all T steps. The

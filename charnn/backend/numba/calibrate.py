@@ -1,0 +1,116 @@
+"""Measuring whether this machine trains a given shape faster with charnn's register tiles or with
+numpy's BLAS (the answer is kept by policy.py).
+
+Both are timed on what a training step really runs, not on products alone: one forward and
+backward pass of the shape's recurrent layers and softmax head, through layers.py, on random
+weights, alternating between the two ways a few times and keeping the medians. Products timed
+alone mislead: BLAS can win a product in isolation and still lose the step, because its threads
+and numba's compete for the cores between products (bench/README.md, "Tiles or BLAS").
+"""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from . import gemm, layers
+from .policy import TABLE
+
+REPEATS = 3  # timed passes per way
+CLEARLY = 2.0  # a way this many times slower than the other after its first pass is not timed further
+
+
+class Shape(NamedTuple):
+    """What a training step's products depend on: cell ("lstm", "gru", "rnn", "mlp"), B batch,
+    T steps, D input width (embedding, one-hot vocabulary, or the MLP's context x embedding),
+    H hidden width, L layers, V vocabulary."""
+    cell: str
+    B: int
+    T: int
+    D: int
+    H: int
+    L: int
+    V: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.cell} {self.L}x{self.H} D{self.D} V{self.V} B{self.B} T{self.T}"
+
+
+def _pass(shape: Shape, rng) -> callable:
+    """A function running one forward and backward pass of `shape`'s layers and head."""
+    B, T, D, H, V = shape.B, shape.T, shape.D, shape.H, shape.V
+    G = {"lstm": 4, "gru": 3}.get(shape.cell, 1) * H
+
+    def w(*s):
+        return (rng.standard_normal(s) * 0.1).astype(np.float32)
+
+    x = w(B, T, D)
+    weights = [(w(D if l == 0 else H, G), w(H, G), w(G)) for l in range(shape.L)]
+    Wy, by = w(H, V), w(V)
+    targets = rng.integers(0, V, size=B * T)
+    h0 = np.zeros((B, H), np.float32)
+
+    def run():
+        caches, inp = [], x if shape.cell != "mlp" else x.reshape(B * T, D)
+        for Wx, Wh, b in weights:
+            if shape.cell == "mlp":
+                inp, cache = layers.dense_forward(inp, Wx, b)
+            elif shape.cell == "lstm":
+                inp, _, cache = layers.lstm_forward(inp, h0, h0, Wx, Wh, b)
+            else:
+                inp, cache = getattr(layers, f"{shape.cell}_forward")(inp, h0, Wx, Wh, b)
+            caches.append(cache)
+        logits, head = layers.linear_forward(inp.reshape(B * T, H), Wy, by)
+        _, ce = layers.softmax_cross_entropy_forward(logits, targets)
+        d, _, _ = layers.linear_backward(layers.softmax_cross_entropy_backward(1.0, ce), head)
+        d = d.reshape(inp.shape)
+        for cache in reversed(caches):
+            if shape.cell == "mlp":
+                d = layers.dense_backward(d, cache)[0]
+            else:
+                d = getattr(layers, f"{shape.cell}_backward")(d, cache)[0]
+    return run
+
+
+def measure(shape: Shape) -> dict:
+    """{"choice", "tiles_ms", "blas_ms"}: the median time of a pass each way (a way dropped after
+    one pass for being CLEARLY slower gets that pass's time)."""
+    rng = np.random.default_rng(0)
+    tiny, run = _pass(shape._replace(B=2, T=2, D=3, H=4, V=5), rng), _pass(shape, rng)
+    before = gemm.MODE
+    times = {"tiles": [], "blas": []}
+    try:
+        for way in times:  # untimed, on a tiny copy: compiling (machine code depends on types, not sizes)
+            gemm.MODE = way
+            tiny()
+        for _ in range(REPEATS):
+            for way, other in (("tiles", "blas"), ("blas", "tiles")):
+                if times[way] and times[other] and times[way][0] > CLEARLY * min(times[other]):
+                    continue
+                gemm.MODE = way
+                t0 = time.perf_counter()
+                run()
+                times[way].append(time.perf_counter() - t0)
+    finally:
+        gemm.MODE = before
+    ms = {way: sorted(ts)[len(ts) // 2] * 1e3 for way, ts in times.items()}
+    return {"choice": "tiles" if ms["tiles"] <= ms["blas"] else "blas",
+            "tiles_ms": round(ms["tiles"], 3), "blas_ms": round(ms["blas"], 3)}
+
+
+def choose(shape: Shape, default: bool = False, say=None) -> str:
+    """Make `shape`'s choice the one in effect in this process, measuring it first if this machine
+    has not (saying so through `say`); default=True also records it as the choice outside training."""
+    from .policy import DEFAULT
+
+    known = TABLE.known()
+    if shape.name not in known:
+        if say:
+            say(f"timing a training step of {shape.name} with register tiles and with BLAS (once on this machine) ...")
+        TABLE.record(shape.name, measure(shape))
+    if default and known.get(DEFAULT) != known[shape.name]:
+        TABLE.record(DEFAULT, {**known[shape.name], "shape": shape.name})
+    TABLE.active = shape.name
+    return known[shape.name]["choice"]

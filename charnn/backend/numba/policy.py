@@ -1,0 +1,102 @@
+"""How this machine computes the numba backend's matrix products, as measured (calibrate.py) and
+remembered: a JSON file in the user's cache folder (`path()`), keyed by everything the answer
+depends on (`key()`), so that every run here makes the same choice. The choice changes the float32
+rounding, and the same seed must give the same losses.
+
+One choice per training shape (cell, batch, steps, widths), applied to every product of the run,
+never a mix: numba's worker threads and OpenBLAS's spin while they wait for work, so on a machine
+with few cores a step that alternates between them waits for the scheduler at every switch
+(bench/README.md, "Tiles or BLAS"). `charnn compile` measures the default model's shape, which is
+also the choice outside training (evaluation); CHARNN_GEMM=tiles or =blas overrides it (gemm.py).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import llvmlite
+import numba
+import numpy as np
+
+from ...files import atomic_write
+from ...version import __version__
+from . import kernels as K
+from .target import cpu_model, target
+
+FILE = "charnn-calibration.json"
+DEFAULT = "default"  # the entry of `charnn compile`'s shape: the choice outside training
+CHOICES = ("tiles", "blas")
+
+
+def cache_folder() -> str:
+    """CHARNN_CACHE_DIR, else $XDG_CACHE_HOME/charnn, else ~/.cache/charnn."""
+    explicit = os.environ.get("CHARNN_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "charnn")
+
+
+def path() -> str:
+    return os.path.join(cache_folder(), FILE)
+
+
+@functools.cache  # none of it changes while a process runs
+def key() -> dict:
+    """What the products' speed depends on besides the shape."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return {"charnn": __version__, "cpu_model": cpu_model(), "llvm_cpu": target()["cpu"],
+            "llvm_features": target()["features"], "cpus": cpus, "numba_threads": numba.get_num_threads(),
+            "numpy": np.__version__, "numba": numba.__version__, "llvmlite": llvmlite.__version__,
+            "python": sys.version.split()[0], "tile": [K.MR, K.NR, K.LANES]}
+
+
+class Table:
+    """The measured choices {shape name: {"choice", "tiles_ms", "blas_ms"}}, loaded from and saved
+    to `path()`; and the one in effect in this process (`active`)."""
+
+    def __init__(self):
+        self.shapes: dict[str, dict] | None = None
+        self.active: str | None = None  # the shape whose choice applies now; None: DEFAULT
+
+    def known(self) -> dict:
+        if self.shapes is None:
+            self.shapes = {}
+            try:
+                with open(path(), encoding="utf-8") as f:
+                    saved = json.load(f)
+                if isinstance(saved, dict) and saved.get("key") == key() and isinstance(saved.get("shapes"), dict):
+                    self.shapes = {name: row for name, row in saved["shapes"].items()
+                                   if isinstance(row, dict) and row.get("choice") in CHOICES}
+            except (OSError, ValueError):
+                pass  # none yet, or unreadable: measured again
+        return self.shapes
+
+    def record(self, name: str, row: dict) -> None:
+        """Keep a measurement, in memory and (quietly nothing where the cache folder is not
+        writable: the choice then holds for this process only) on disk."""
+        self.known()[name] = row
+        try:
+            with atomic_write(path(), "w", encoding="utf-8") as f:
+                json.dump({"key": key(), "shapes": self.known()}, f, indent=1, sort_keys=True)
+        except OSError:
+            pass
+
+    def current(self) -> str:
+        """"tiles" or "blas": the choice for the active shape, else the default shape's, else the
+        tiles (a machine that has not been calibrated yet: `charnn compile` or a training run does it)."""
+        shapes = self.known()
+        row = shapes.get(self.active) or shapes.get(DEFAULT)
+        return row["choice"] if row else "tiles"
+
+    def forget(self) -> None:
+        """Drop what is in memory (the file stays)."""
+        self.shapes, self.active = None, None
+
+
+TABLE = Table()

@@ -1,0 +1,72 @@
+"""The compiled fast path on a CPU without AVX-512, whatever CPU runs the tests: a child process
+with numba's target forced to Haswell (AVX2, FMA; NUMBA_CPU_FEATURES="" so that none of the
+host's own features are added) compiles the kernels for it and checks them against the numpy
+reference. The product kernels then use 8-lane vectors and their 4 x 24 tile.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CHILD = textwrap.dedent("""
+    import json
+    import numpy as np
+    from charnn.backend.numba import gemm, kernels as K, layers as fast
+    from charnn.backend.numba.target import target, target_lanes
+    from charnn.nn import gru, lstm, rnn
+
+    out = {"target": target(), "lanes": target_lanes(), "tile": [K.MR, K.NR]}
+    rng = np.random.default_rng(0)
+    errors = {}
+    for M, Kd, N in [(1, 3, 5), (7, 40, 75), (32, 256, 200), (130, 513, 24)]:
+        A = rng.standard_normal((M, Kd), dtype=np.float32)
+        B = rng.standard_normal((Kd, N), dtype=np.float32)
+        ref = A.astype(np.float64) @ B
+        got = gemm.matmul(A, gemm.pack(B))
+        errors[f"{M}x{Kd}x{N}"] = float(np.abs(got - ref).max() / np.abs(ref).max())
+    out["gemm_errors"] = errors
+    x = rng.standard_normal((3, 7, 5)).astype(np.float32) * 0.5
+    h0 = rng.standard_normal((3, 16)).astype(np.float32) * 0.5
+    cells = {}
+    for name, ref_mod, G in (("lstm", lstm, 64), ("gru", gru, 48), ("rnn", rnn, 16)):
+        Wx = rng.standard_normal((5, G)).astype(np.float32) * 0.3
+        Wh = rng.standard_normal((16, G)).astype(np.float32) * 0.3
+        b = rng.standard_normal(G).astype(np.float32) * 0.1
+        args = (x, h0, h0, Wx, Wh, b) if name == "lstm" else (x, h0, Wx, Wh, b)
+        want, _ = getattr(ref_mod, name + "_forward")(*args)[0], None
+        got = getattr(fast, name + "_forward")(*args)[0]
+        cells[name] = float(np.abs(got - want).max())
+    out["cell_forward_errors"] = cells
+    asm = "".join(K.gemm_kernel.inspect_asm().values())
+    out["zmm_in_gemm"] = "zmm" in asm
+    out["ymm_in_gemm"] = "ymm" in asm
+    print(json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def haswell(tmp_path_factory):
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="", CHARNN_GEMM="tiles",
+               NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("numba-haswell")))
+    done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_target_is_avx2_with_8_lanes(haswell):
+    assert haswell["target"] == {"cpu": "haswell", "features": ""}
+    assert haswell["lanes"] == 8 and haswell["tile"] == [4, 24]
+    assert haswell["ymm_in_gemm"] and not haswell["zmm_in_gemm"]  # 256-bit registers, no AVX-512
+
+
+def test_products_agree_with_numpy(haswell):
+    for shape, error in haswell["gemm_errors"].items():
+        assert error < 3e-6, shape
+
+
+def test_recurrent_cells_agree_with_the_reference(haswell):
+    for cell, error in haswell["cell_forward_errors"].items():
+        assert error < 2.5e-5, cell
