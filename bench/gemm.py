@@ -65,19 +65,17 @@ def measure(shapes, threads, repeats):
             "shape": f"{M}x{Kd}x{N}", "threads": threads,
             "blas_gflop_per_s": flops / t_blas / 1e9, "tiles_gflop_per_s": flops / t_tiles / 1e9,
             "ratio_tiles_over_blas": t_blas / t_tiles, "pack_us": t_pack * 1e6, "tiles_us": t_tiles * 1e6,
-            "tiles_rel_error": err, "charnn_choice": _choice(M, Kd, N),
+            "tiles_rel_error": err, "charnn_default_choice": _choice(),
             "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "(auto)"),
         }
 
 
-def _choice(M, Kd, N):
-    """How charnn computes this product here: CHARNN_GEMM's mode, or the calibrated choice for a
-    B packed per call (None: not calibrated yet; `charnn compile` or a training run does it)."""
-    from charnn.backend.numba import calibrate, gemm
+def _choice():
+    """How charnn's training computes products here outside a calibrated run: CHARNN_GEMM's mode,
+    or the measured choice of `charnn compile`'s default shape ("tiles" until one is measured)."""
+    from charnn.backend.numba import gemm
 
-    if gemm.MODE != "auto":
-        return gemm.MODE
-    return calibrate.TABLE.known().get(calibrate.shape_name(M, Kd, N, False), {}).get("choice")
+    return gemm.decisions()["in effect"]
 
 
 def parse_shapes(text):

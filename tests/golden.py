@@ -67,7 +67,7 @@ def fingerprint() -> dict:
 
 
 def products_during(f, *args):
-    """(f(*args), how the numba backend computed its products meanwhile: "tiles" or "blas")."""
+    """(f(*args), how the numba backend computes products outside training: "tiles" or "blas")."""
     from charnn.backend.numba import gemm
 
     result = f(*args)
@@ -75,11 +75,6 @@ def products_during(f, *args):
 
 
 def training_run(kind: str, backend: str, folder: str) -> dict:
-    run, products = products_during(_training_run, kind, backend, folder)
-    return {**run, "products": products if backend == "numba" else None}
-
-
-def _training_run(kind: str, backend: str, folder: str) -> dict:
     corpus = os.path.join(folder, "golden.txt")
     if not os.path.exists(corpus):
         with open(corpus, "w", encoding="utf-8") as f:
@@ -89,7 +84,7 @@ def _training_run(kind: str, backend: str, folder: str) -> dict:
     result = charnn.train(config)
     sample = result.model.sample(SAMPLE_LENGTH, temperature=0.9, seed=11)
     return {"losses": [float(x) for x in result.losses], "val": [[s, float(v)] for s, v in result.val_history],
-            "sample": sample}
+            "sample": sample, "products": result.products}
 
 
 def shipped_losses_of(name: str) -> float | None:

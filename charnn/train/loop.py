@@ -86,6 +86,7 @@ class TrainResult:
     chars_per_s: float  # training throughput of this run, evaluation excluded
     losses: list[float] = field(default_factory=list)  # train loss of every step this run took
     val_history: list[tuple[int, float]] = field(default_factory=list)
+    products: str | None = None  # how the backend computed the matrix products ("tiles", "blas"; numpy: None)
 
 
 class _InterruptFlag:
@@ -256,7 +257,8 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
         reporter.message(notice)
     train_seconds, start_step, started = 0.0, step, time.perf_counter()
     try:  # prepare: how this run's products are computed (numba: measured once per machine and shape)
-        with _InterruptFlag() as interrupted, model.ops.prepare(model.config, B, T, say=reporter.message):
+        with _InterruptFlag() as interrupted, model.ops.prepare(model.config, B, T, say=reporter.message) as products:
+            result.products = products
             while step < total_steps and not interrupted.set:
                 t0 = time.perf_counter()
                 chunk = step % cpe

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 
+import numba
+
 from ..ops import LAYER_OPS, Backend
 from . import compile as _compile
 from . import calibrate, gemm, kernels, layers, policy, sampler
-from .threads import fast_threading
+from .threads import fast_threading, numba_threads
 
 # A sample this short, on a machine where the sampler is not compiled yet, is quicker to compute
 # with the numpy reference (the same characters) than to compile for (`charnn compile` does that).
@@ -72,17 +74,19 @@ def notice(task: str, model, length: int = 0) -> str | None:
 def prepare(config, batch_size: int, seq_len: int, say=None, default: bool = False):
     """Within the block, the products are computed as this machine trains the shape fastest
     (calibrate.choose, measuring it the first time); afterwards as before. Yields the choice."""
-    if gemm.MODE != "auto":
-        yield gemm.MODE
-        return
-    if config.model == "mlp":
-        D = config.context * (config.embed or config.vocab_size)
-    else:
-        D = config.embed or config.vocab_size
-    shape = calibrate.Shape(config.model, batch_size, seq_len, D, config.hidden, config.layers, config.vocab_size)
     previous = policy.TABLE.active
     try:
-        yield calibrate.choose(shape, default=default, say=say)
+        if gemm.MODE != "auto":
+            choice = gemm.MODE
+        else:
+            if config.model == "mlp":
+                D = config.context * (config.embed or config.vocab_size)
+            else:
+                D = config.embed or config.vocab_size
+            shape = calibrate.Shape(config.model, batch_size, seq_len, D, config.hidden, config.layers, config.vocab_size)
+            choice = calibrate.choose(shape, default=default, say=say)
+        with numba_threads(1 if choice == "blas" else numba.get_num_threads()):  # BLAS has the cores
+            yield choice
     finally:
         policy.TABLE.active = previous
 

@@ -3,7 +3,8 @@ numpy's BLAS (the answer is kept by policy.py).
 
 Both are timed on what a training step really runs, not on products alone: one forward and
 backward pass of the shape's recurrent layers and softmax head, through layers.py, on random
-weights, alternating between the two ways a few times and keeping the medians. Products timed
+weights, alternating between the two ways a few times (with a pause at each switch, so that
+neither inherits the other's still-spinning threads) and keeping the medians. Products timed
 alone mislead: BLAS can win a product in isolation and still lose the step, because its threads
 and numba's compete for the cores between products (bench/README.md, "Tiles or BLAS").
 """
@@ -12,12 +13,15 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from . import gemm, layers
+from .threads import numba_threads
 from .policy import TABLE
 
 REPEATS = 3  # timed passes per way
+SETTLE_S = 0.2  # pause before a pass that follows the other way's: idle BLAS threads spin ~0.1 s
 CLEARLY = 2.0  # a way this many times slower than the other after its first pass is not timed further
 
 
@@ -76,7 +80,8 @@ def _pass(shape: Shape, rng) -> callable:
 
 def measure(shape: Shape) -> dict:
     """{"choice", "tiles_ms", "blas_ms"}: the median time of a pass each way (a way dropped after
-    one pass for being CLEARLY slower gets that pass's time)."""
+    one pass for being CLEARLY slower gets that pass's time), and the choice: BLAS if all its
+    passes were faster than all the tiles', else the tiles."""
     rng = np.random.default_rng(0)
     tiny, run = _pass(shape._replace(B=2, T=2, D=3, H=4, V=5), rng), _pass(shape, rng)
     before = gemm.MODE
@@ -89,15 +94,19 @@ def measure(shape: Shape) -> dict:
             for way, other in (("tiles", "blas"), ("blas", "tiles")):
                 if times[way] and times[other] and times[way][0] > CLEARLY * min(times[other]):
                     continue
+                time.sleep(SETTLE_S)  # a training run uses one way only: neither may inherit the other's spinning threads
                 gemm.MODE = way
-                t0 = time.perf_counter()
-                run()
-                times[way].append(time.perf_counter() - t0)
+                with numba_threads(1 if way == "blas" else numba.get_num_threads()):  # as prepare runs them
+                    t0 = time.perf_counter()
+                    run()
+                    times[way].append(time.perf_counter() - t0)
     finally:
         gemm.MODE = before
     ms = {way: sorted(ts)[len(ts) // 2] * 1e3 for way, ts in times.items()}
-    return {"choice": "tiles" if ms["tiles"] <= ms["blas"] else "blas",
-            "tiles_ms": round(ms["tiles"], 3), "blas_ms": round(ms["blas"], 3)}
+    # BLAS only when every BLAS pass beat every tiles pass: within the noise, charnn's own code,
+    # whose rounding does not depend on which BLAS build numpy brought
+    blas = max(times["blas"]) < min(times["tiles"])
+    return {"choice": "blas" if blas else "tiles", "tiles_ms": round(ms["tiles"], 3), "blas_ms": round(ms["blas"], 3)}
 
 
 def choose(shape: Shape, default: bool = False, say=None) -> str:

@@ -27,6 +27,7 @@ from ...nn.rnn import RNNCache
 from . import kernels as K
 from . import scratch
 from .gemm import matmul, pack
+from .threads import numba_threads
 
 
 def _input_projection(x, Wx):
@@ -58,7 +59,7 @@ def _zeros_or(last, B, H, dtype):
 
 # Each sequence function packs its weights once. With the tiles (packed.panels is not None) the
 # whole time loop runs in one kernel call (kernels.*_loop); otherwise the same loop
-# runs here, with numpy's BLAS for the per-step product.
+# runs here, with numpy's BLAS for the per-step product and the step kernels on one thread.
 
 # ---------------------------------------------------------------- vanilla RNN
 def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
@@ -76,9 +77,10 @@ def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
         K.rnn_forward_loop(x, Wxp.panels, bias, Whp.panels, h, scratch.empty((B, H), dtype), ha, code)
     else:
         xa = _input_projection(x, Wx)
-        for t in range(T):
-            np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
-            K.rnn_step_forward_kernel(t, xa[:, t], bias, ha, h, code)
+        with numba_threads(1):  # BLAS has the cores
+            for t in range(T):
+                np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+                K.rnn_step_forward_kernel(t, xa[:, t], bias, ha, h, code)
     return h[:, 1:], RNNCache(x, h, Wx, Wh, activation)
 
 
@@ -95,9 +97,10 @@ def rnn_backward(dhs, cache: RNNCache, dh_last=None):
     if WhT.panels is not None:
         K.rnn_backward_loop(dhs, dh_rec, h, da, WhT.panels, code)
     else:
-        for t in reversed(range(T)):
-            K.rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
-            np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+        with numba_threads(1):
+            for t in reversed(range(T)):
+                K.rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code)
+                np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
     dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, H), Wx)
     return dx, dh_rec, dWx, dWh, db
 
@@ -120,9 +123,10 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
         K.lstm_forward_loop(x, Wxp.panels, bias, Whp.panels, h, c, gates, tanh_c, scratch.empty((B, 4 * H), dtype), ha)
     else:
         xa = _input_projection(x, Wx)
-        for t in range(T):
-            np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
-            K.lstm_step_forward_kernel(t, xa[:, t], bias, ha, h, c, gates, tanh_c)
+        with numba_threads(1):  # BLAS has the cores
+            for t in range(T):
+                np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+                K.lstm_step_forward_kernel(t, xa[:, t], bias, ha, h, c, gates, tanh_c)
     return h[:, 1:], c[:, T], LSTMCache(x, h, c, gates, tanh_c, Wx, Wh)
 
 
@@ -139,9 +143,10 @@ def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
     if WhT.panels is not None:
         K.lstm_backward_loop(dhs, dh_rec, dc, c, gates, tanh_c, da, WhT.panels)
     else:
-        for t in reversed(range(T)):
-            K.lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
-            np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
+        with numba_threads(1):
+            for t in reversed(range(T)):
+                K.lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da)
+                np.dot(da[:, t], Wh.T, out=dh_rec)  # forward: a_t = ... + h_{t-1} @ Wh
     dx, dWx, dWh, db = _weight_gradients(x, h, da.reshape(B * T, 4 * H), Wx)
     return dx, dh_rec, dc, dWx, dWh, db
 
@@ -163,9 +168,10 @@ def gru_forward(x, h0, Wx, Wh, b):
         K.gru_forward_loop(x, Wxp.panels, bias, Whp.panels, h, gates, ha_n, scratch.empty((B, 3 * H), dtype), ha)
     else:
         xa = _input_projection(x, Wx)
-        for t in range(T):
-            np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
-            K.gru_step_forward_kernel(t, xa[:, t], bias, ha, h, gates, ha_n)
+        with numba_threads(1):  # BLAS has the cores
+            for t in range(T):
+                np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
+                K.gru_step_forward_kernel(t, xa[:, t], bias, ha, h, gates, ha_n)
     return h[:, 1:], GRUCache(x, h, gates, ha_n, Wx, Wh)
 
 
@@ -183,9 +189,10 @@ def gru_backward(dhs, cache: GRUCache, dh_last=None):
     if WhT.panels is not None:
         K.gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhT.panels)
     else:
-        for t in reversed(range(T)):
-            K.gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
-            np.dot(dha[:, t], Wh.T, out=dh_rec)  # forward: ha = h_prev @ Wh
+        with numba_threads(1):
+            for t in reversed(range(T)):
+                K.gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
+                np.dot(dha[:, t], Wh.T, out=dh_rec)  # forward: ha = h_prev @ Wh
     dxa2 = dxa.reshape(B * T, 3 * H)
     dx = matmul(dxa2, Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
     dWx = matmul(x.reshape(B * T, D).T, dxa2)

@@ -64,26 +64,34 @@ class Table:
         self.shapes: dict[str, dict] | None = None
         self.active: str | None = None  # the shape whose choice applies now; None: DEFAULT
 
+    def _sections(self) -> list:
+        """The file's sections, one per machine configuration ({"key", "shapes"}): a machine can
+        run several (another NUMBA_CPU_NAME, another thread count)."""
+        try:
+            with open(path(), encoding="utf-8") as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            return []  # none yet, or unreadable: measured again
+        sections = saved.get("sections") if isinstance(saved, dict) else None
+        return [s for s in sections if isinstance(s, dict) and isinstance(s.get("shapes"), dict)] if isinstance(sections, list) else []
+
     def known(self) -> dict:
         if self.shapes is None:
             self.shapes = {}
-            try:
-                with open(path(), encoding="utf-8") as f:
-                    saved = json.load(f)
-                if isinstance(saved, dict) and saved.get("key") == key() and isinstance(saved.get("shapes"), dict):
-                    self.shapes = {name: row for name, row in saved["shapes"].items()
+            for section in self._sections():
+                if section.get("key") == key():
+                    self.shapes = {name: row for name, row in section["shapes"].items()
                                    if isinstance(row, dict) and row.get("choice") in CHOICES}
-            except (OSError, ValueError):
-                pass  # none yet, or unreadable: measured again
         return self.shapes
 
     def record(self, name: str, row: dict) -> None:
         """Keep a measurement, in memory and (quietly nothing where the cache folder is not
         writable: the choice then holds for this process only) on disk."""
         self.known()[name] = row
+        others = [s for s in self._sections() if s.get("key") != key()]
         try:
             with atomic_write(path(), "w", encoding="utf-8") as f:
-                json.dump({"key": key(), "shapes": self.known()}, f, indent=1, sort_keys=True)
+                json.dump({"sections": others + [{"key": key(), "shapes": self.known()}]}, f, indent=1, sort_keys=True)
         except OSError:
             pass
 

@@ -4,6 +4,7 @@ Linux only where it reads /proc; elsewhere the answers are the safe ones (one th
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -26,6 +27,20 @@ def parallel_threads() -> int:
 def _slow_layer() -> bool:
     threading_probe(np.zeros(2))  # numba picks its threading layer at the first parallel region
     return numba.threading_layer() == "workqueue"
+
+
+@contextlib.contextmanager
+def numba_threads(n: int):
+    """Within the block numba's parallel loops (started from this thread) run on n threads; then
+    as before. One where BLAS does the products: its threads and numba's spin while they wait for
+    work, and on a machine with few cores each switch between them waits for the scheduler
+    (bench/README.md, "Tiles or BLAS": 13x slower per recurrent step, measured)."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n, before)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def fast_threading() -> bool:
