@@ -380,14 +380,15 @@ def threading_probe(x):
 
 # ---------------------------------------------------------------- matrix products
 # C = A @ B as a register-tiled GEMM, the way BLAS libraries write theirs: B is first copied into
-# panels of NR = 64 columns, Bp (P, K, NR), so the inner loop reads it front to back; then each
-# task computes one MR x NR = 4 x 64 tile of C, keeping the 256 sums in 16 AVX-512 registers for
-# the whole k loop (per k: one broadcast of A[i, k] per row, four vector loads of Bp, 16 FMAs).
-# Why not numpy's OpenBLAS: it may run kernels for an older instruction set than the CPU has,
-# while these are compiled by numba for the host (bench/gemm.py compares them). gemm.py decides
-# when to use them (float32, AVX-512 present) and otherwise calls numpy; its tests check the two agree.
+# panels of NR columns, Bp (P, K, NR), so the inner loop reads it front to back; then each task
+# computes MR x NR tiles of C, keeping the sums in vector registers for the whole k loop. With
+# AVX-512 a tile is 6 x 64: 24 zmm accumulators, and per k six broadcasts of A[i, k], four vector
+# loads of Bp, 24 FMAs; with AVX2 4 x 24, 12 ymm accumulators. The vectors are explicit LLVM vectors
+# (_lanes_fma), so the width is the target's whatever LLVM's tuning prefers.
+# Why not only numpy's OpenBLAS: which of the two trains a shape faster depends on the CPU and the
+# BLAS build, so the backend measures it (calibrate.py); tests check the two agree.
 LANES = target_lanes()  # float32 lanes of one vector register of numba's target: 16 or 8
-MR, NR = (4, 64) if LANES == 16 else (4, 24)  # tile: 16 zmm accumulators of 32, or 12 ymm of 16
+MR, NR = (6, 64) if LANES == 16 else (4, 24)  # tile: 24 zmm accumulators of 32, or 12 ymm of 16
 MC = 64  # rows of A per task: 64 x KB floats (64 KB) stay in L2
 KB = 256  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
 CONTRACT = {"contract"}  # allow fused multiply-add and nothing else (NaN must survive)
@@ -517,8 +518,14 @@ def gemm_kernel(A, Bp, C):
             while i0 + MR <= i_end:
                 _gemm_tile(A, Bp, p, i0, MR, k0, k1, C, n_valid)
                 i0 += MR
-            for i in range(i0, i_end):
-                _gemm_tile(A, Bp, p, i, 1, k0, k1, C, n_valid)
+            if i_end - i0 >= 4:  # the rows left over, in tiles of constant height (4, 2, 1)
+                _gemm_tile(A, Bp, p, i0, 4, k0, k1, C, n_valid)
+                i0 += 4
+            if i_end - i0 >= 2:
+                _gemm_tile(A, Bp, p, i0, 2, k0, k1, C, n_valid)
+                i0 += 2
+            if i_end - i0 >= 1:
+                _gemm_tile(A, Bp, p, i0, 1, k0, k1, C, n_valid)
 
 
 # ---------------------------------------------------------------- whole sequences
