@@ -23,21 +23,35 @@ DEFAULT_SHIPPED = "shakespeare"
 
 
 def model_from_checkpoint(meta: dict, arrays: dict[str, np.ndarray], path="checkpoint", backend: str = DEFAULT_BACKEND) -> CharModel:
-    """Rebuild the model, checking every parameter is present with the configured shape."""
+    """Rebuild the model, checking the description's types and that every parameter is present
+    with the configured shape and a float dtype, finite, and that there are no others."""
     try:
-        vocab = Vocab(meta["vocab"])
-        config = ModelConfig(**meta["model"]).validate()
-    except (KeyError, TypeError, CharnnError) as e:
+        chars, described = meta["vocab"], meta["model"]
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise TypeError("the vocabulary is not a list of characters")
+        if not isinstance(described, dict) or not all(isinstance(k, str) for k in described):
+            raise TypeError("the model is not a JSON object")
+        if any(isinstance(v, bool) for v in described.values()):
+            raise TypeError("a model size is true/false")
+        vocab = Vocab(chars)
+        config = ModelConfig(**described).validate()
+    except (KeyError, TypeError, ValueError, CharnnError) as e:
         raise CheckpointError(f"incompatible checkpoint {path}: bad model description ({e})") from None
     if config.vocab_size != len(vocab):
         raise CheckpointError(f"corrupt checkpoint {path}: vocab_size {config.vocab_size} but {len(vocab)} characters")
+    if config.layers > len(arrays):  # before listing the shapes: a layer count from a stranger may be 10**12
+        raise CheckpointError(f"corrupt checkpoint {path}: {config.layers:,} layers described, {len(arrays)} arrays held")
+    shapes = config.param_shapes()
+    extra = sorted(k for k in arrays if k.startswith("param/") and k[len("param/"):] not in shapes)
+    if extra:
+        raise CheckpointError(f"corrupt checkpoint {path}: {extra[0]} is not a parameter of this {config.model}")
     params = {}
-    for key, shape in config.param_shapes().items():
+    for key, shape in shapes.items():
         a = arrays.get(f"param/{key}")
         if a is None:
             raise CheckpointError(f"corrupt checkpoint {path}: parameter {key} is missing")
-        if a.shape != shape or a.dtype.kind != "f":
-            raise CheckpointError(f"corrupt checkpoint {path}: parameter {key} is {a.dtype}{a.shape}, expected float{shape}")
+        if a.shape != shape or a.dtype not in (np.float32, np.float64):
+            raise CheckpointError(f"corrupt checkpoint {path}: parameter {key} is {a.dtype}{a.shape}, expected float32{shape}")
         if not np.isfinite(a).all():
             raise CheckpointError(f"corrupt checkpoint {path}: parameter {key} holds NaN or inf")
         params[key] = np.ascontiguousarray(a)
