@@ -1,12 +1,15 @@
 """Loading models from checkpoints, and finding checkpoints by name.
 
 A checkpoint is named by a path, by the name of a shipped one (`shakespeare`, `latex`, `linux`,
-in the top-level checkpoints/ folder), or by nothing: the one `charnn train` wrote last (recorded in
+in the repository's top-level checkpoints/ folder, installed as the package data charnn.shipped),
+or by nothing: the one `charnn train` wrote last (recorded in
 checkpoints/.latest), else the shipped `shakespeare`.
 """
 from __future__ import annotations
 
+import importlib.resources
 import os
+import pathlib
 
 import numpy as np
 
@@ -18,8 +21,24 @@ from .errors import CharnnError, CheckpointError
 from .model import CharModel
 
 LATEST = os.path.join("checkpoints", ".latest")  # path of the checkpoint `charnn train` wrote last
-SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")  # the checkout's
 DEFAULT_SHIPPED = "shakespeare"
+
+
+def shipped_folder() -> str:
+    """Where the shipped checkpoints are: the top-level checkpoints/ folder of the checkout charnn
+    runs from (or is installed editable from), else the package data `charnn.shipped` that a
+    wheel or `pip install .` carries (found through importlib.resources)."""
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
+    if os.path.isfile(os.path.join(checkout, DEFAULT_SHIPPED + ".npz")):
+        return checkout
+    try:
+        default = importlib.resources.files("charnn.shipped").joinpath(DEFAULT_SHIPPED + ".npz")
+    except (ModuleNotFoundError, TypeError):
+        return checkout
+    return str(default.parent) if isinstance(default, pathlib.Path) and default.is_file() else checkout
+
+
+SHIPPED = shipped_folder()
 
 
 def model_from_checkpoint(meta: dict, arrays: dict[str, np.ndarray], path="checkpoint", backend: str = DEFAULT_BACKEND) -> CharModel:
