@@ -552,14 +552,9 @@ def _own_cpu_s() -> float:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from charnn.backend.numba.target import cpu_model  # numba is one of charnn's requirements
+
+    return cpu_model()
 
 
 def _ratio(a, b):
