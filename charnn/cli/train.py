@@ -75,7 +75,7 @@ def train(ctx, corpus, resume_from, quiet, **options):
         else:
             result = run_training(TrainConfig(corpus=corpus, **given), **run)
     except Interrupted as e:
-        fail(f"interrupted; saved {e.checkpoint}: add --resume {e.checkpoint} to continue", 130)
+        fail(f"interrupted; saved {e.checkpoint}: add --resume {e.checkpoint} to continue", 128 + e.signum)
     except KeyboardInterrupt:
         fail("interrupted before any checkpoint was written", 130)
     except CharnnError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -33,11 +34,13 @@ from .schedule import learning_rate
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM) stopped training after the latest state was saved to `checkpoint`."""
+    """Ctrl-C (or SIGTERM) stopped training after the latest state was saved to `checkpoint`;
+    `signum` is the signal's number (SIGINT, SIGTERM)."""
 
-    def __init__(self, checkpoint: str):
+    def __init__(self, checkpoint: str, signum: int = signal.SIGINT):
         super().__init__(checkpoint)
         self.checkpoint = checkpoint
+        self.signum = int(signum)
 
 
 class StepResult(NamedTuple):
@@ -93,24 +96,42 @@ class _InterruptFlag:
     """Turns the first Ctrl-C into a flag checked between steps, so the step in flight finishes and
     the checkpoint is consistent; a second Ctrl-C interrupts at once."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)  # SIGTERM: what `kill` and service managers send
+
     def __init__(self):
         self.set = False
-        self._previous = None
+        self.signum = signal.SIGINT
+        self._previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.set:
             raise KeyboardInterrupt
-        self.set = True
+        self.set, self.signum = True, signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+def _check_writable(out: str) -> None:
+    """CheckpointError unless a checkpoint can be written beside `out` (the folder is created)."""
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".charnn-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoints to {folder}: {e.strerror or e} (choose another --out)") from None
+    if os.path.isdir(out):
+        raise CheckpointError(f"--out {out} is a folder: name the checkpoint file, e.g. {os.path.join(out, 'model.npz')}")
 
 
 def ids_in_vocab(encoded: EncodedCorpus, vocab: Vocab) -> np.ndarray:
@@ -146,6 +167,7 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
     config = resolve_paths(config.validate())
     reporter = reporter or Reporter()
     corpus, out = config.corpus, config.out
+    _check_writable(out)  # now, not at the first checkpoint an hour from now
     encoded = encode_corpus(corpus)  # ids (N,) memory-mapped from a cache next to the corpus
 
     if resume is not None:
@@ -293,7 +315,7 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
                     save(out)
                     saved_step[0] = step
                 reporter.message(f"interrupted at step {step}; saved {out}")
-                raise Interrupted(out)
+                raise Interrupted(out, interrupted.signum)
     finally:
         reporter.close()
     result.step = step
