@@ -14,12 +14,12 @@ from .compile import compile_kernels
 from .checkpoint import load
 from .config import ModelConfig
 from .data.text import Vocab, read_corpus
-from .errors import CharnnError, CheckpointError, CorpusError, DivergedError, VocabError
+from .errors import CharnnError, CheckpointError, CorpusError, DivergedError, LockedError, VocabError
 from .model import CharModel
 from .train import TrainConfig, TrainResult, resume, train
 from .version import __version__
 
 __all__ = [
     "load", "train", "resume", "TrainConfig", "TrainResult", "CharModel", "ModelConfig", "Vocab", "read_corpus",
-    "compile_kernels", "CharnnError", "CheckpointError", "CorpusError", "DivergedError", "VocabError", "__version__",
+    "compile_kernels", "CharnnError", "CheckpointError", "CorpusError", "DivergedError", "LockedError", "VocabError", "__version__",
 ]

@@ -19,3 +19,7 @@ class CheckpointError(CharnnError):
 
 class DivergedError(CharnnError):
     """Training produced a non-finite loss or gradient; the last good checkpoint was kept."""
+
+
+class LockedError(CharnnError):
+    """Another live process is writing the same file (a second run with the same --out)."""

@@ -11,6 +11,8 @@ import contextlib
 import os
 import tempfile
 
+from .errors import LockedError
+
 
 def _readable_by_all(path: str) -> None:
     """Give a mkstemp file (0600) the permissions of a normally created one (0666 less the umask)."""
@@ -47,3 +49,48 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
     with atomic_path(path) as tmp:
         with open(tmp, mode, encoding=encoding) as f:
             yield f
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, what: str = "file"):
+    """Hold `path`.lock while the block runs, so that two processes never write the same `path`;
+    raises LockedError naming the process that holds it. A lock left by a process that has died
+    (kill -9) is taken over."""
+    lock = os.fspath(path) + ".lock"
+    os.makedirs(os.path.dirname(os.path.abspath(lock)), exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None:
+                raise LockedError(f"another process (pid {holder}) is writing {what} {os.fspath(path)}: wait for it, "
+                                  f"or choose another path (its lock is {lock})") from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)  # its process is gone
+    else:
+        raise LockedError(f"cannot take the lock {lock}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+
+
+def _lock_holder(lock: str) -> int | None:
+    """The pid in `lock` if that process is alive, else None (gone, or the file unreadable)."""
+    try:
+        with open(lock, encoding="ascii") as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None  # unreadable or half-written: treated as stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, another user's
+    return pid

@@ -120,3 +120,27 @@ def test_read_only_folder(tmp_path, corpus_file):
     config = charnn.TrainConfig(corpus=str(corpus_file), steps=2, backend="numpy", out=str(folder / "m.npz"))
     with pytest.raises(CheckpointError, match="cannot write checkpoints"):
         charnn.train(config)
+
+
+def test_two_runs_with_the_same_out_do_not_overwrite_each_other(tmp_path, corpus_file):
+    out = tmp_path / "m.npz"
+    first = start_training(corpus_file, out)
+    wait_for(out, first)
+    done = subprocess.run([sys.executable, "-m", "charnn", "train", str(corpus_file), *SMALL, "--steps", "3",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    lines = [l for l in done.stderr.splitlines() if l.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert f"another process (pid {first.pid}) is writing checkpoint" in lines[0]
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=60)
+    assert not os.path.exists(str(out) + ".lock")  # released at the end
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, corpus_file):
+    out = tmp_path / "m.npz"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "m.npz.lock").write_text(str(dead.pid))
+    config = charnn.TrainConfig(corpus=str(corpus_file), hidden=16, layers=1, embed=8, batch_size=4, seq_len=16,
+                                steps=2, backend="numpy", out=str(out))
+    assert charnn.train(config).step == 2 and not os.path.exists(str(out) + ".lock")

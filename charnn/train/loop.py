@@ -25,6 +25,7 @@ from ..config import init_params
 from ..data.batches import BatchStreams, split_train_val
 from ..data.encoded import EncodedCorpus, encode_corpus
 from ..data.text import Vocab
+from ..files import exclusive
 from ..errors import CharnnError, CheckpointError, CorpusError, DivergedError, VocabError
 from ..model import CharModel
 from .config import (DEFAULT_STEPS, RESUME_FIXED, UNLIMITED, TrainConfig, best_path, resolve_paths,
@@ -155,6 +156,17 @@ def resume(path, reporter: Reporter | None = None, command: str | None = None, r
 
 def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | None = None,
           command: str | None = None, remember: bool = False) -> TrainResult:
+    """Train a model as `config` says, or continue the run saved in `resume`: see _train. Holds
+    <out>.lock while it runs, so that a second run with the same out refuses instead of
+    overwriting the first's checkpoints."""
+    out = resolve_paths(config.validate()).out
+    _check_writable(out)  # now, not at the first checkpoint an hour from now
+    with exclusive(out, "checkpoint"):
+        return _train(config, resume, reporter, command, remember)
+
+
+def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | None = None,
+           command: str | None = None, remember: bool = False) -> TrainResult:
     """Train a model as `config` says, or continue the run saved in `resume` (whose fixed options
     config must keep; resume() merges the saved options for you).
 
@@ -167,7 +179,6 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
     config = resolve_paths(config.validate())
     reporter = reporter or Reporter()
     corpus, out = config.corpus, config.out
-    _check_writable(out)  # now, not at the first checkpoint an hour from now
     encoded = encode_corpus(corpus)  # ids (N,) memory-mapped from a cache next to the corpus
 
     if resume is not None:
