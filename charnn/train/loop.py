@@ -159,9 +159,9 @@ def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | N
     """Train a model as `config` says, or continue the run saved in `resume`: see _train. Holds
     <out>.lock while it runs, so that a second run with the same out refuses instead of
     overwriting the first's checkpoints."""
-    out = resolve_paths(config.validate()).out
-    _check_writable(out)  # now, not at the first checkpoint an hour from now
-    with exclusive(out, "checkpoint"):
+    config = resolve_paths(config.validate())
+    _check_writable(config.out)  # now, not at the first checkpoint an hour from now
+    with exclusive(config.out, "checkpoint"):
         return _train(config, resume, reporter, command, remember)
 
 
@@ -175,8 +175,8 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     DivergedError if the loss stops being finite, Interrupted (a KeyboardInterrupt) after saving on
     Ctrl-C. command: the command line that started the run, recorded in the checkpoints.
     remember: record config.out as the latest checkpoint (charnn.load() with no path finds it).
+    config arrives validated and with its paths resolved (train does both).
     """
-    config = resolve_paths(config.validate())
     reporter = reporter or Reporter()
     corpus, out = config.corpus, config.out
     encoded = encode_corpus(corpus)  # ids (N,) memory-mapped from a cache next to the corpus

@@ -79,10 +79,7 @@ def prepare(config, batch_size: int, seq_len: int, say=None, default: bool = Fal
         if gemm.MODE != "auto":
             choice = gemm.MODE
         else:
-            if config.model == "mlp":
-                D = config.context * (config.embed or config.vocab_size)
-            else:
-                D = config.embed or config.vocab_size
+            D = config.param_shapes()["layer0.W" if config.model == "mlp" else "layer0.Wx"][0]  # input width
             shape = calibrate.Shape(config.model, batch_size, seq_len, D, config.hidden, config.layers, config.vocab_size)
             choice = calibrate.choose(shape, default=default, say=say)
         with numba_threads(1 if choice == "blas" else numba.get_num_threads()):  # BLAS has the cores

@@ -16,9 +16,10 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from ...config import GATES
 from . import gemm, layers
 from .threads import numba_threads
-from .policy import TABLE
+from .policy import DEFAULT, TABLE
 
 REPEATS = 3  # timed passes per way
 SETTLE_S = 0.2  # pause before a pass that follows the other way's: idle BLAS threads spin ~0.1 s
@@ -45,7 +46,7 @@ class Shape(NamedTuple):
 def _pass(shape: Shape, rng) -> callable:
     """A function running one forward and backward pass of `shape`'s layers and head."""
     B, T, D, H, V = shape.B, shape.T, shape.D, shape.H, shape.V
-    G = {"lstm": 4, "gru": 3}.get(shape.cell, 1) * H
+    G = GATES.get(shape.cell, 1) * H  # the mlp's layers: H wide
 
     def w(*s):
         return (rng.standard_normal(s) * 0.1).astype(np.float32)
@@ -112,14 +113,13 @@ def measure(shape: Shape) -> dict:
 def choose(shape: Shape, default: bool = False, say=None) -> str:
     """Make `shape`'s choice the one in effect in this process, measuring it first if this machine
     has not (saying so through `say`); default=True also records it as the choice outside training."""
-    from .policy import DEFAULT
-
     known = TABLE.known()
     if shape.name not in known:
         if say:
             say(f"timing a training step of {shape.name} with register tiles and with BLAS (once on this machine) ...")
         TABLE.record(shape.name, measure(shape))
-    if default and known.get(DEFAULT) != known[shape.name]:
-        TABLE.record(DEFAULT, {**known[shape.name], "shape": shape.name})
+    default_row = {**known[shape.name], "shape": shape.name}
+    if default and known.get(DEFAULT) != default_row:  # written only when it changes
+        TABLE.record(DEFAULT, default_row)
     TABLE.active = shape.name
     return known[shape.name]["choice"]

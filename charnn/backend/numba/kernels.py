@@ -428,8 +428,8 @@ def _lanes_fma(typingctx, acc, offset, a, Bp, p, k, j):
 @njit(inline="always", fastmath=CONTRACT, error_model="numpy")
 def _gemm_tile(A, Bp, p, i0, rows, k0, k1, C, n_valid):
     """C[i0:i0+rows, p*NR : p*NR+n_valid] (+)= A[i0:i0+rows, k0:k1] @ panel p's rows k0:k1:
-    assigned when k0 == 0, added otherwise. rows is MR, or 1 for the rows left below the last
-    full tile (the compiler specialises both: the argument is a constant at each call)."""
+    assigned when k0 == 0, added otherwise. rows is MR, or 4, 2 or 1 for the rows left below the
+    last full tile (the compiler specialises each: the argument is a constant at each call)."""
     acc = _tile_scratch()
     for x in range(MR * NR):
         acc[x] = np.float32(0.0)
