@@ -6,6 +6,9 @@ Layout of the archive:
     param/<key>    model parameters (see charnn.config for the keys)
     optim/<key>    optimizer state (training checkpoints only)
     state/<l>/<i>  recurrent state carried into the next chunk (training checkpoints only)
+    ema/<key>      the running average of the weights (training with --ema only)
+    live/<key>     the trained weights, when param/ holds their average (a best checkpoint the
+                   average won) so that a resumed run continues from the weights it trained
 
 Files are written atomically (charnn.files): a crash, Ctrl-C or full disk mid-write never leaves a
 truncated checkpoint behind, and the previous file survives.
@@ -39,7 +42,7 @@ def write_checkpoint(path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
         raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
 
 
-MEMBER_PREFIXES = ("param/", "optim/", "state/")
+MEMBER_PREFIXES = ("param/", "optim/", "state/", "ema/", "live/")
 META_MAX_BYTES = 16 << 20  # the metadata JSON: far above any real vocabulary and history
 DTYPE_KINDS = "fiub"  # float, signed and unsigned integers, bool: every array charnn writes
 

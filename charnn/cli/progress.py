@@ -43,7 +43,7 @@ class ConsoleReporter(Reporter):
         self.first_step = step
         n = sum(p.size for p in model.params.values())
         verb = "resuming at step %d of" % step if step else "training for"
-        steps = f"{total_steps} steps" if total_steps < UNLIMITED else f"{config.time_limit:g} s"
+        steps = f"{total_steps} steps" if total_steps < UNLIMITED else f"{config.budget or config.time_limit:g} s"
         self._echo(
             f"{config.model} {config.layers}x{config.hidden}, {n:,} parameters, vocab {model.config.vocab_size}; "
             f"{n_train:,} train / {n_val:,} validation chars; {verb} {steps}, {chars_per_step} chars a step "
@@ -72,10 +72,11 @@ class ConsoleReporter(Reporter):
             self._echo(self._line(step, loss, chars_per_s))
             self._last_draw = now
 
-    def eval(self, *, step, val_loss, best):
-        self.val = val_loss
+    def eval(self, *, step, val_loss, best, ema_loss=None):
+        self.val = val_loss if ema_loss is None else min(val_loss, ema_loss)
         mark = " (best)" if best else ""
-        self._echo(f"step {step}: validation loss {val_loss:.4f} nats = {val_loss / math.log(2):.4f} bits/char{mark}")
+        average = "" if ema_loss is None else f"; average of the weights {ema_loss:.4f} nats"
+        self._echo(f"step {step}: validation loss {val_loss:.4f} nats = {val_loss / math.log(2):.4f} bits/char{average}{mark}")
 
     def sample(self, *, step, text):
         self._echo(f"--- sample at step {step} ---\n{text}\n---")

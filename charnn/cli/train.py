@@ -14,7 +14,7 @@ from ..nn.activations import ACTIVATIONS
 from ..train import Interrupted, TrainConfig, resume, train as run_training
 from ..train.optim import OPTIMIZERS
 from ..train.schedule import SCHEDULES, STEP_DECAY, STEP_DECAY_AFTER
-from .common import POSITIVE, POSITIVE_FLOAT, fail
+from .common import DURATION, POSITIVE, POSITIVE_FLOAT, fail
 from .progress import ConsoleReporter
 
 D = TrainConfig  # the defaults
@@ -39,11 +39,14 @@ D = TrainConfig  # the defaults
 @click.option("--min-lr", type=click.FloatRange(min=0), default=D.min_lr, show_default=True, help="cosine schedule: the final rate.")
 @click.option("--warmup", type=click.IntRange(min=0), default=D.warmup, show_default=True, help="cosine schedule: steps of linear warm-up.")
 @click.option("--clip", type=click.FloatRange(min=0), default=D.clip, show_default=True, help="Max global gradient norm; 0 disables clipping.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=D.weight_decay, show_default=True, help="Decoupled (AdamW) weight decay of the weight matrices: each step multiplies them by 1 - lr * this.")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=D.ema, show_default=True, help="Keep an exponential moving average of the weights with this decay (e.g. 0.999), validate it too, and save it as the best checkpoint when it validates better; 0: off.")
 @click.option("--steps", type=POSITIVE, default=D.steps, help="Stop after this many steps in total [default: 2000 unless --epochs is given].")
 @click.option("--epochs", type=POSITIVE_FLOAT, default=D.epochs, help="Stop after this many passes over the training split (the earlier of --steps/--epochs wins).")
 @click.option("--sample-every", type=click.IntRange(min=0), default=D.sample_every, show_default=True, help="Print a sample every N steps to watch the text improve; 0: never.")
 @click.option("--sample-length", type=POSITIVE, default=D.sample_length, show_default=True, help="Characters in each of those samples.")
 @click.option("--time-limit", type=POSITIVE_FLOAT, default=D.time_limit, help="Or stop after this many seconds (then validate and save).")
+@click.option("--budget", type=DURATION, default=D.budget, help="Train for this long (e.g. 10m, 1.5h): sets the time limit and a cosine schedule that reaches --min-lr when the time is up (the lr follows the clock, so the run depends on the machine's speed).")
 @click.option("--eval-every", type=POSITIVE, default=D.eval_every, show_default=True, help="Steps between validation passes; each writes the checkpoints.")
 @click.option("--eval-chars", type=click.IntRange(min=1), default=D.eval_chars, help="Score only the first N characters of the validation split [default: all of it]; for very large corpora.")
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=D.val_frac, show_default=True, help="Last fraction of the text held out for validation.")

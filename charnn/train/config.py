@@ -41,9 +41,14 @@ class TrainConfig:
     min_lr: float = 0.0  # cosine: the rate reached at the last step
     warmup: int = 0  # cosine: steps of linear warm-up from 0
     clip: float = 5.0  # max global gradient norm; 0 turns clipping off
+    weight_decay: float = 0.0  # decoupled (AdamW) decay of the weight matrices per step, times lr; 0: none
+    ema: float = 0.0  # decay of an exponential moving average of the weights, validated beside them
+    #   (and saved as the best checkpoint when it validates better); 0: no average
     steps: int | None = None  # stop after this many steps in total (counting resumed ones)
     epochs: float | None = None  # or after this many passes over the training split
     time_limit: float | None = None  # or after this many seconds of this run (then validates and saves)
+    budget: float | None = None  # seconds: stop then, with the cosine schedule reaching min_lr at that
+    #   moment (the lr follows the clock, so such a run depends on the machine's speed)
     eval_every: int = 200  # steps between validation passes (each also writes checkpoints)
     eval_chars: int | None = None  # score only the first N characters of the validation split; None: all
     sample_every: int = 0  # steps between printed samples, to watch the text improve; 0: never
@@ -80,6 +85,18 @@ class TrainConfig:
             raise CharnnError("sample_every must be >= 0 and sample_length >= 1")
         if self.time_limit is not None and not self.time_limit > 0:
             raise CharnnError(f"time limit must be > 0 seconds, got {self.time_limit!r}")
+        if self.budget is not None:
+            if not (self.budget > 0 and math.isfinite(self.budget)):
+                raise CharnnError(f"budget must be > 0 seconds, got {self.budget!r}")
+            given = [n for n in ("steps", "epochs", "time_limit") if getattr(self, n) is not None]
+            if given:
+                raise CharnnError(f"a budget sets when the run ends: drop {', '.join(given)}")
+            if self.lr_schedule not in (None, "cosine"):
+                raise CharnnError(f"a budget runs the cosine schedule to its end, not {self.lr_schedule!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise CharnnError(f"weight decay must be >= 0, got {self.weight_decay!r}")
+        if not (self.ema == 0 or 0 < self.ema < 1):
+            raise CharnnError(f"ema must be 0 (off) or a decay between 0 and 1, e.g. 0.999; got {self.ema!r}")
         if self.epochs is not None and not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise CharnnError(f"epochs must be > 0, got {self.epochs!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -95,6 +112,8 @@ class TrainConfig:
         schedule if a decay is given and a constant rate if not."""
         if self.lr_schedule is not None:
             return self.lr_schedule
+        if self.budget is not None:
+            return "cosine"
         return "step" if self.lr_decay is not None or self.lr_decay_after is not None else "constant"
 
     def schedule_options(self, chunks_per_epoch: int, total_steps: int) -> dict:
@@ -145,8 +164,8 @@ def resume_config(path, **changes) -> TrainConfig:
     schedule, as it does for a new run."""
     saved = vars(config_from_checkpoint(path))
     changes = {k: v for k, v in changes.items() if not (k == "corpus" and v is None)}
-    if changes.keys() & {"steps", "epochs", "time_limit"}:
-        saved.update(steps=None, epochs=None, time_limit=None)
+    if changes.keys() & {"steps", "epochs", "time_limit", "budget"}:
+        saved.update(steps=None, epochs=None, time_limit=None, budget=None)
     if changes.keys() & {"lr_decay", "lr_decay_after"} and "lr_schedule" not in changes:
         changes["lr_schedule"] = "step"
     return TrainConfig(**{**saved, **changes})

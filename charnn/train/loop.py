@@ -30,7 +30,7 @@ from ..errors import CharnnError, CheckpointError, CorpusError, DivergedError, V
 from ..model import CharModel
 from .config import (DEFAULT_STEPS, RESUME_FIXED, UNLIMITED, TrainConfig, best_path, resolve_paths,
                      resume_config)
-from .optim import clip_grad_norm, make_optimizer
+from .optim import WeightAverage, clip_grad_norm, decay_weights, make_optimizer
 from .schedule import learning_rate
 
 
@@ -51,9 +51,11 @@ class StepResult(NamedTuple):
 
 
 def train_step(model: CharModel, optimizer, x: np.ndarray, y: np.ndarray, state, *, lr: float, clip: float,
-               dropout_rng: np.random.Generator | None = None, loss_limit: float = math.inf) -> StepResult:
+               dropout_rng: np.random.Generator | None = None, loss_limit: float = math.inf,
+               weight_decay: float = 0.0) -> StepResult:
     """One step of truncated backprop through time: forward over the chunk x -> y (B, T) from
-    `state`, backward, global-norm clipping, then the optimizer's update at learning rate lr.
+    `state`, backward, global-norm clipping, the decoupled weight decay (decay_weights), then the
+    optimizer's update at learning rate lr.
     Training, the benchmark and the compile warm-up all run this. Raises DivergedError, before
     touching the parameters, if the loss or gradient is not finite or the loss exceeds loss_limit."""
     with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is caught just below
@@ -63,6 +65,7 @@ def train_step(model: CharModel, optimizer, x: np.ndarray, y: np.ndarray, state,
     loss = float(loss)
     if not (math.isfinite(loss) and math.isfinite(norm) and loss <= loss_limit):
         raise DivergedError(f"loss {loss}, gradient norm {norm}")
+    decay_weights(model.params, lr, weight_decay)
     optimizer.lr = lr
     optimizer.step(model.params, grads)
     return StepResult(loss, norm, new_state)
@@ -73,7 +76,7 @@ class Reporter:
 
     def start(self, *, step: int, total_steps: int, chars_per_step: int, model: CharModel, config: TrainConfig, n_train: int, n_val: int): ...
     def step(self, *, step: int, loss: float, chars_per_s: float): ...
-    def eval(self, *, step: int, val_loss: float, best: bool): ...
+    def eval(self, *, step: int, val_loss: float, best: bool, ema_loss: float | None = None): ...
     def sample(self, *, step: int, text: str): ...
     def message(self, text: str): ...
     def close(self): ...
@@ -90,6 +93,7 @@ class TrainResult:
     chars_per_s: float  # training throughput of this run, evaluation excluded
     losses: list[float] = field(default_factory=list)  # train loss of every step this run took
     val_history: list[tuple[int, float]] = field(default_factory=list)
+    ema_history: list[tuple[int, float]] = field(default_factory=list)  # validation of the averaged weights (--ema)
     products: str | None = None  # how the backend computed the matrix products ("tiles", "blas"; numpy: None)
 
 
@@ -192,6 +196,9 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
                 f"cannot resume {resume} with a different " + ", ".join(f"{k} ({saved['config'].get(k)!r} -> {getattr(config, k)!r})" for k in changed)
             )
         model = model_from_checkpoint(meta, arrays, resume, config.backend)
+        if saved.get("weights") == "ema":  # a best checkpoint whose param/ is the average: train on from the weights it trained
+            for k, p in model.params.items():
+                p[...] = arrays[f"live/{k}"]
         if model.config.dropout != config.dropout:  # dropout may change on resume; it shapes nothing
             model = CharModel(replace(model.config, dropout=config.dropout), model.vocab, model.params, model.meta, config.backend)
         ids = ids_in_vocab(encoded, model.vocab)
@@ -212,13 +219,17 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     cpe = streams.chunks_per_epoch
     optimizer = make_optimizer(config.optimizer, model.params, config.lr, model.ops)
     state = model.initial_state(config.batch_size)
-    step, best_val, val_loss = 0, math.inf, None
+    average = WeightAverage(model.params, config.ema) if config.ema else None
+    step, best_val, val_loss, spent = 0, math.inf, None, 0.0  # spent: seconds of the budget used before this run
 
     if resume is not None:
         optimizer.load_state_dict(saved["optimizer"], {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
         step = int(saved["step"])
         best_val = float(saved["best_val"]) if saved.get("best_val") is not None else math.inf
         val_loss = saved.get("val_loss")
+        spent = float(saved.get("budget_spent") or 0.0)
+        if average is not None and saved.get("ema"):  # a run started without --ema starts its average now
+            average.load_state_dict(saved["ema"], {k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")})
         for l, layer_state in enumerate(state):
             for i, s in enumerate(layer_state):
                 s[...] = arrays[f"state/{l}/{i}"]
@@ -229,7 +240,8 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     if config.epochs is not None:
         limits.append(math.ceil(config.epochs * cpe))
     # a time limit alone means "train for that long"; with nothing given, DEFAULT_STEPS
-    total_steps = min(limits) if limits else (UNLIMITED if config.time_limit else DEFAULT_STEPS)
+    total_steps = min(limits) if limits else (UNLIMITED if config.time_limit or config.budget else DEFAULT_STEPS)
+    time_limit = config.time_limit if config.budget is None else max(config.budget - spent, 0.0)
     schedule = config.schedule_options(cpe, total_steps)
     learning_rate(step, config.lr, **schedule)  # a bad schedule fails before any work is done
     dropout_rng = rng if config.dropout > 0 else None  # masks come from the run's RNG, saved with it
@@ -240,7 +252,9 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     result = TrainResult(model, step, out, best_path(out) if has_best else None, val_loss, None, 0.0)
     saved_step = [None]  # step of the newest checkpoint on disk, for the divergence message
 
-    def save(path):
+    def save(path, averaged=None):
+        """Write the training state to path; averaged: the weights' average, written as the model
+        (param/) with the trained weights beside it (live/), for a best checkpoint the average won."""
         opt_meta, opt_arrays = optimizer.state_dict()
         meta = model.checkpoint_meta()
         meta["train"] = {
@@ -255,8 +269,16 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
             "optimizer": opt_meta,
             "rng": rng.bit_generator.state,
             "command": command or (saved.get("command") if resume is not None else None),
+            "budget_spent": spent + (time.perf_counter() - started),
         }
         arrays = model.checkpoint_arrays()
+        if average is not None:
+            meta["train"]["ema"], ema_arrays = average.state_dict()
+            arrays.update({f"ema/{k}": v for k, v in ema_arrays.items()})
+        if averaged is not None:
+            meta["train"]["weights"] = "ema"
+            arrays.update({f"live/{k}": v for k, v in model.params.items()})
+            arrays.update({f"param/{k}": v for k, v in averaged.items()})
         arrays.update({f"optim/{k}": v for k, v in opt_arrays.items()})
         for l, layer_state in enumerate(state):
             for i, s in enumerate(layer_state):
@@ -268,15 +290,22 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     def evaluate_and_save():
         nonlocal val_loss, best_val
         val_loss = model.mean_loss(val_ids, n_streams=B, seq_len=T)
-        improved = val_loss < best_val
+        averaged = ema_loss = None
+        if average is not None and average.t > 0:
+            averaged = average.averaged()
+            ema_loss = CharModel(model.config, model.vocab, averaged, model.meta, model.backend).mean_loss(val_ids, n_streams=B, seq_len=T)
+            result.ema_history.append((step, ema_loss))
+        use_average = ema_loss is not None and ema_loss < val_loss
+        candidate = ema_loss if use_average else val_loss
+        improved = candidate < best_val
         if improved:
-            best_val = val_loss
-            save(best_path(out))
+            best_val = candidate
+            save(best_path(out), averaged if use_average else None)
             result.best_checkpoint = best_path(out)
         save(out)
         saved_step[0] = step
         result.val_history.append((step, val_loss))
-        reporter.eval(step=step, val_loss=val_loss, best=improved)
+        reporter.eval(step=step, val_loss=val_loss, best=improved, ema_loss=ema_loss)
 
     # A blow-up does not always reach inf or NaN: with fused multiply-adds (the numba backend's
     # products) an overflowing sum stays +-inf instead of turning NaN, tanh maps it to +-1, and the
@@ -299,8 +328,10 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
                     state = model.initial_state(B)
                 x, y = streams.batch(chunk)
                 try:
-                    loss, _, new_state = train_step(model, optimizer, x, y, state, lr=learning_rate(step, config.lr, **schedule),
-                                                    clip=config.clip, dropout_rng=dropout_rng, loss_limit=exploding_loss)
+                    progress = None if config.budget is None else (spent + time.perf_counter() - started) / config.budget
+                    lr = learning_rate(step, config.lr, **schedule, progress=progress)
+                    loss, _, new_state = train_step(model, optimizer, x, y, state, lr=lr, clip=config.clip, dropout_rng=dropout_rng,
+                                                    loss_limit=exploding_loss, weight_decay=config.weight_decay)
                 except DivergedError as e:
                     kept = f"kept the last good checkpoint {out} (step {saved_step[0]})" if saved_step[0] is not None else "no checkpoint had been written yet"
                     raise DivergedError(f"training diverged at step {step + 1}: {e}; {kept}. Try a lower --lr or --clip") from None
@@ -308,18 +339,20 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
                     model.ops.done("train")  # the kernels a training step needs are compiled and cached now
                 state = new_state
                 step += 1
+                if average is not None:
+                    average.update(model.params)
                 train_seconds += time.perf_counter() - t0
                 result.losses.append(loss)
                 rate = (step - start_step) * B * T / max(train_seconds, 1e-9)
                 reporter.step(step=step, loss=loss, chars_per_s=rate)
-                out_of_time = config.time_limit is not None and time.perf_counter() - started >= config.time_limit
+                out_of_time = time_limit is not None and time.perf_counter() - started >= time_limit
                 if step % config.eval_every == 0 or step == total_steps or out_of_time:
                     evaluate_and_save()
                 if config.sample_every and step % config.sample_every == 0:
                     # its own seed: watching the samples must not change the training run
                     reporter.sample(step=step, text=model.sample(config.sample_length, temperature=0.8, seed=step))
                 if out_of_time:
-                    reporter.message(f"time limit of {config.time_limit:g} s reached at step {step}")
+                    reporter.message(f"time limit of {config.budget or time_limit:g} s reached at step {step}")
                     break
             if interrupted.set:
                 if saved_step[0] != step:

@@ -227,3 +227,60 @@ def make_optimizer(name: str, params, lr: float, ops: Backend | None = None):
     if name == "adam" and ops is not None:  # the one optimizer with a fused kernel: the default one
         return Adam(params, lr=lr, update=ops.adam_update)
     return OPTIMIZERS[name](params, lr=lr)
+
+
+def decay_weights(params: dict[str, np.ndarray], lr: float, weight_decay: float) -> None:
+    """Decoupled weight decay (AdamW, Loshchilov & Hutter 2019), before the optimizer's update:
+
+        p <- p - lr * weight_decay * p      for every matrix (ndim >= 2: embed.W, Wx, Wh, head.W)
+
+    Biases are not decayed (nanoGPT's and PyTorch's usual grouping). Decoupled means the decay
+    is not added to the gradient, so Adam's per-weight scaling does not shrink it; PyTorch's AdamW
+    multiplies by (1 - lr * weight_decay) the same way, then takes the Adam step."""
+    if weight_decay == 0:
+        return
+    for p in params.values():
+        if p.ndim >= 2:
+            p *= p.dtype.type(1.0 - lr * weight_decay)  # in the parameter's dtype: float32 stays float32
+
+
+class WeightAverage:
+    """An exponential moving average of the weights, debiased as Adam debiases its first moment:
+
+        m_t   = d m_{t-1} + (1 - d) p_t,    m_0 = 0          (p_t: the weights after update t)
+        ema_t = m_t / (1 - d^t)  =  sum_{s=1..t} (1 - d) d^(t-s) p_s / (1 - d^t)
+
+    so ema_t is a true weighted average of the weights after every update so far (the weights sum
+    to 1), recent ones counting most, and early random weights fade out without a warm-up rule.
+    d = 0.999 averages over roughly the last 1 / (1 - d) = 1000 updates.
+    """
+
+    def __init__(self, params: dict[str, np.ndarray], decay: float):
+        if not 0.0 < decay < 1.0:
+            raise CharnnError(f"ema decay must be between 0 and 1 (exclusive), got {decay!r}")
+        self.decay = float(decay)
+        self.t = 0
+        self.m = {k: np.zeros_like(p) for k, p in params.items()}
+
+    def update(self, params: dict[str, np.ndarray]) -> None:
+        self.t += 1
+        d = self.decay
+        for k, p in params.items():
+            m = self.m[k]
+            m *= m.dtype.type(d)
+            m += m.dtype.type(1.0 - d) * p  # forward: m_t = d m_{t-1} + (1 - d) p_t
+
+    def averaged(self) -> dict[str, np.ndarray]:
+        """The averaged weights ema_t, as new arrays in the parameters' dtype (after at least one update)."""
+        if self.t == 0:
+            raise CharnnError("no weights have been averaged yet (update() first)")
+        correction = 1.0 / (1.0 - self.decay**self.t)
+        return {k: (m * m.dtype.type(correction)) for k, m in self.m.items()}
+
+    def state_dict(self):
+        return {"decay": self.decay, "t": self.t}, dict(self.m)
+
+    def load_state_dict(self, meta, arrays) -> None:
+        self.decay, self.t = float(meta["decay"]), int(meta["t"])
+        for k in self.m:
+            self.m[k][...] = arrays[k]

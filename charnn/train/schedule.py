@@ -30,6 +30,7 @@ def learning_rate(
     decay_after: float = STEP_DECAY_AFTER,
     min_lr: float = 0.0,
     warmup: int = 0,
+    progress: float | None = None,
 ) -> float:
     """The learning rate for the update of step `step` (0-based: the number of steps already taken).
 
@@ -56,6 +57,8 @@ def learning_rate(
                                         lr = min_lr + 0.5 (1 + cos(pi r)) (base_lr - min_lr)
         step > total_steps:             lr = min_lr
     so lr = base_lr at step = warmup, (base_lr + min_lr) / 2 halfway, and min_lr at total_steps.
+    progress (a run with a time budget): r = progress, the fraction of the budget spent (clipped to
+    [0, 1]) instead of the fraction of the steps, so the rate reaches min_lr when the time is up.
 
     Raises CharnnError for an unknown schedule or out-of-range settings.
     """
@@ -73,9 +76,12 @@ def learning_rate(
     # cosine
     if step < warmup:
         return float(base_lr * (step + 1) / (warmup + 1))
-    if step > total_steps:
+    if step > total_steps and progress is None:
         return float(min_lr)
-    ratio = (step - warmup) / (total_steps - warmup)  # 0 at the end of warmup, 1 at total_steps
+    if progress is not None:
+        ratio = min(max(progress, 0.0), 1.0)
+    else:
+        ratio = (step - warmup) / (total_steps - warmup)  # 0 at the end of warmup, 1 at total_steps
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
     return float(min_lr + coeff * (base_lr - min_lr))
 
