@@ -18,7 +18,9 @@ checkpoints and gradient checks treat every model alike:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -62,6 +64,14 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def param_count(self) -> int:
+        """The number of parameters, from param_shapes of at most two layers (every layer after
+        the first has the same shapes), so a config of 10**9 layers is counted without listing them."""
+        two = replace(self, layers=min(self.layers, 2)).param_shapes()
+        size = {k: math.prod(v) for k, v in two.items()}
+        repeated = sum(n for k, n in size.items() if k.startswith("layer1."))
+        return sum(size.values()) + max(self.layers - 2, 0) * repeated
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         V, H, E = self.vocab_size, self.hidden, self.embed

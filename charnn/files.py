@@ -14,6 +14,16 @@ import tempfile
 from .errors import LockedError
 
 
+def cache_folder() -> str:
+    """Where charnn keeps what it can rebuild (ids caches, folder texts, calibration):
+    CHARNN_CACHE_DIR, else $XDG_CACHE_HOME/charnn, else ~/.cache/charnn."""
+    explicit = os.environ.get("CHARNN_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "charnn")
+
+
 def _readable_by_all(path: str) -> None:
     """Give a mkstemp file (0600) the permissions of a normally created one (0666 less the umask)."""
     umask = os.umask(0)

@@ -247,7 +247,7 @@ def test_resume_on_a_corpus_with_fewer_characters_maps_its_ids(corpus_file, tmp_
     used = sorted(set(text))
     narrower = tmp_path / "narrower.txt"
     narrower.write_text(text.replace(used[-1], used[0]), encoding="utf-8")
-    rest = train(cfg(narrower, tmp_path, steps=15), resume=first.checkpoint)
+    rest = train(cfg(narrower, tmp_path, steps=15), resume=first.checkpoint, new_corpus=True)  # a new text, on purpose
     assert rest.model.vocab == first.model.vocab and len(rest.losses) == 5
 
 

@@ -19,7 +19,7 @@ from .common import POSITIVE, POSITIVE_FLOAT, fail, say
 @click.option("--prime", "-p", default="", help="Text to start from (printed first); every character must be in the model's vocabulary.")
 @click.option("--top-k", type=POSITIVE, default=None, help="Sample only among the K most likely characters.")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character (greedy).")
-@click.option("--seed", type=int, default=None, help="Random seed; the same seed gives the same text [default: fresh each run].")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed; the same seed gives the same text [default: fresh each run].")
 @click.option("--backend", type=click.Choice(BACKENDS), default=DEFAULT_BACKEND, show_default=True, help="numba: compiled sampling loop; numpy: the reference code.")
 def sample(checkpoint, length, temperature, prime, top_k, argmax, seed, backend):
     """Generate text from a trained model, streamed to stdout as it is produced.

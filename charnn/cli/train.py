@@ -21,7 +21,7 @@ D = TrainConfig  # the defaults
 
 
 @click.command()
-@click.argument("corpus", required=False, type=click.Path(dir_okay=False))
+@click.argument("corpus", required=False, type=click.Path())
 @click.option("--model", type=click.Choice(MODELS), default=D.model, show_default=True, help="Recurrent cell, or the Bengio MLP n-gram model.")
 @click.option("--hidden", type=POSITIVE, default=D.hidden, show_default=True, help="Units per layer (H).")
 @click.option("--layers", type=POSITIVE, default=D.layers, show_default=True, help="Stacked recurrent / MLP hidden layers (L).")
@@ -50,14 +50,16 @@ D = TrainConfig  # the defaults
 @click.option("--eval-every", type=POSITIVE, default=D.eval_every, show_default=True, help="Steps between validation passes; each writes the checkpoints.")
 @click.option("--eval-chars", type=click.IntRange(min=1), default=D.eval_chars, help="Score only the first N characters of the validation split [default: all of it]; for very large corpora.")
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=D.val_frac, show_default=True, help="Last fraction of the text held out for validation.")
-@click.option("--seed", type=int, default=D.seed, show_default=True, help="Random seed: same seed and options, same run.")
+@click.option("--seed", type=click.IntRange(min=0), default=D.seed, show_default=True, help="Random seed: same seed and options, same run.")
 @click.option("--backend", type=click.Choice(BACKENDS), default=D.backend, show_default=True, help="numba: fused compiled kernels; numpy: the plain reference code.")
 @click.option("--out", type=click.Path(dir_okay=False), default=D.out, help="Checkpoint path [default: checkpoints/<corpus>-<model>.npz]; the best-validation one goes to <out>.best.npz.")
 @click.option("--resume", "resume_from", type=click.Path(dir_okay=False), default=None, help="Continue the run saved in this checkpoint (other options default to its values).")
+@click.option("--new-corpus", is_flag=True, help="With --resume: go on even though CORPUS is not the text the run was trained on (otherwise refused).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
-def train(ctx, corpus, resume_from, quiet, **options):
-    """Train a model on CORPUS, a UTF-8 text file (default: tiny Shakespeare, if present).
+def train(ctx, corpus, resume_from, new_corpus, quiet, **options):
+    """Train a model on CORPUS, a UTF-8 text file (default: tiny Shakespeare, if present), or a
+    folder: its text files in byte order of their paths (hidden and binary files left out).
 
     Progress, validation loss (nats and bits/char) and throughput go to stderr. The latest state
     is written to --out at every validation pass, the best one to <out>.best.npz; Ctrl-C saves
@@ -74,8 +76,10 @@ def train(ctx, corpus, resume_from, quiet, **options):
                command=" ".join(["charnn"] + [shlex.quote(a) for a in sys.argv[1:]]), remember=True)
     try:
         if resume_from:
-            result = resume(resume_from, corpus=corpus, **given, **run)
+            result = resume(resume_from, corpus=corpus, new_corpus=new_corpus, **given, **run)
         else:
+            if new_corpus:
+                fail("--new-corpus goes with --resume")
             result = run_training(TrainConfig(corpus=corpus, **given), **run)
     except Interrupted as e:
         fail(f"interrupted; saved {e.checkpoint}: add --resume {e.checkpoint} to continue", 128 + e.signum)

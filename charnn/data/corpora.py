@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager, NamedTuple, Sequence
 
 from ..errors import CorpusError
-from ..files import atomic_write
+from ..files import atomic_write, cache_folder
 
 DEFAULT_CORPUS = "shakespeare.txt"
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the source checkout
@@ -175,8 +175,9 @@ def matches(relpath: str, exts: Sequence[str]) -> bool:
     return os.path.basename(relpath).endswith(tuple(exts))
 
 
-def concatenate(entries: Sequence[Entry], out, max_bytes: int | None = None) -> BuildReport:
-    """Write the entries, in the given order, to the binary file `out`; see the module docstring."""
+def concatenate(entries: Sequence[Entry], out, max_bytes: int | None = None, binary_ok: bool = True) -> BuildReport:
+    """Write the entries, in the given order, to the binary file `out`; see the module docstring.
+    binary_ok=False also skips files holding a NUL byte (git's test for a binary file)."""
     report = BuildReport()
     h = hashlib.sha256()
     for k, entry in enumerate(entries):
@@ -189,6 +190,9 @@ def concatenate(entries: Sequence[Entry], out, max_bytes: int | None = None) -> 
             data.decode("utf-8")
         except UnicodeDecodeError as e:
             report.skipped.append((entry.path, f"not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})"))
+            continue
+        if not binary_ok and b"\0" in data:
+            report.skipped.append((entry.path, "binary (holds NUL bytes)"))
             continue
         if max_bytes is not None and report.bytes + len(data) > max_bytes:
             report.stopped_before, report.left_out = entry.path, len(entries) - k
@@ -271,6 +275,69 @@ def build_corpus(directory: str, output: str, exts: Sequence[str], max_bytes: in
         _require_text(report, directory)
     report.path = output
     return report
+
+
+CHARNN_FILES = (".charnn-ids.npy", ".charnn-ids.json")  # charnn's own caches beside a corpus
+
+
+def folder_entries(directory: str) -> list[Entry]:
+    """The files a folder given as a corpus reads: every regular file below it, in byte order of
+    the relative path, except hidden ones (a name starting with '.', folders included: .git) and
+    charnn's own ids caches."""
+    found = []
+    for folder, dirs, names in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            full = os.path.join(folder, name)
+            if name.startswith(".") or name.endswith(CHARNN_FILES) or not os.path.isfile(full):
+                continue
+            found.append(Entry(os.path.relpath(full, directory).replace(os.sep, "/"), _file_reader(full)))
+    return sorted(found, key=lambda e: path_key(e.path))
+
+
+def directory_text(directory: str, note: Callable[[str], None] | None = None) -> str:
+    """A folder given as a corpus: its text files (folder_entries; files that are not UTF-8 or
+    hold NUL bytes are skipped), concatenated in that order into one text in charnn's cache
+    folder, which is returned. The text is rebuilt only when the list of files, their sizes or
+    modification times change. `note` hears how many files were used and which were skipped."""
+    directory = os.path.abspath(directory)
+    entries = folder_entries(directory)
+    if not entries:
+        raise CorpusError(f"the folder {directory} holds no files to train on (hidden files are not read)")
+    listing = hashlib.sha256()
+    for e in entries:
+        st = os.stat(os.path.join(directory, e.path))
+        listing.update(f"{e.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    key = hashlib.sha256(directory.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    text = os.path.join(cache_folder(), "folders", f"{key}-{os.path.basename(directory) or 'root'}.txt")
+    sidecar = text[: -len(".txt")] + ".json"
+    try:
+        with open(sidecar, encoding="utf-8") as f:
+            known = json.load(f)
+        if known.get("listing") == listing.hexdigest() and os.path.isfile(text):
+            return text
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        os.makedirs(os.path.dirname(text), exist_ok=True)
+    except OSError as e:
+        raise CorpusError(f"cannot build the text of the folder {directory} in {os.path.dirname(text)}: {e.strerror or e}; "
+                          f"build it yourself with: charnn corpus build {directory} -o corpus.txt --ext .txt") from None
+    with atomic_output(text) as out:
+        report = concatenate(entries, out, binary_ok=False)
+        _require_text(report, directory)
+        if not report.bytes:
+            raise CorpusError(f"the folder {directory} holds no text: its {len(report.files)} readable file(s) are empty")
+    try:
+        with atomic_write(sidecar, "w", encoding="utf-8") as f:
+            json.dump({"folder": directory, "listing": listing.hexdigest(), "files": report.files, "skipped": report.skipped}, f)
+    except OSError:
+        pass  # without the sidecar the text is rebuilt next time: slower, still right
+    if note:
+        skipped = f"; skipped {len(report.skipped)}: " + ", ".join(f"{p} ({why})" for p, why in report.skipped[:3]) if report.skipped else ""
+        more = " ..." if len(report.skipped) > 3 else ""
+        note(f"corpus {directory}: {len(report.files)} files in byte order of their paths, {report.bytes:,} bytes{skipped}{more}")
+    return text
 
 
 def _require_text(report: BuildReport, where: str) -> None:

@@ -12,8 +12,13 @@ The ids are uint8 when V <= 256 (any ASCII text), uint16 up to 65,536, else uint
 is at most the text's size for ASCII. It sits next to the corpus as `<corpus>.charnn-ids.npy`
 with a JSON sidecar `<corpus>.charnn-ids.json` (format version, the corpus's size, mtime and
 SHA-256, the vocabulary, N, dtype); where that folder is not writable, in the user's cache folder.
-A cache is used only if its sidecar matches the corpus's current size and mtime: editing the
-corpus re-encodes it. Both files are written under temporary names and renamed into place.
+A cache is used only if its sidecar matches the corpus's current size and mtime (editing the
+corpus re-encodes it) and the ids still have the CRC-32 the sidecar recorded and lie inside the
+vocabulary (a damaged cache is rebuilt, never trusted). Both files are written under temporary
+names and renamed into place.
+
+A folder given as the corpus is the concatenation of its text files (corpora.directory_text), built
+once into the cache folder and encoded like any file.
 
 Training then reads the ids through the memory map: the operating system pages them in and out,
 so memory stays around the size of the ids however long the text.
@@ -24,16 +29,19 @@ import codecs
 import hashlib
 import json
 import os
+import zlib
 from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import CorpusError
-from ..files import atomic_path, atomic_write
+from ..errors import CharnnError, CorpusError
+from ..files import atomic_path, atomic_write, cache_folder
+from ..memory import require
+from .corpora import directory_text
 from .text import Vocab
 
 CACHE_FORMAT = "charnn-ids"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the sidecar holds the ids' CRC-32
 CHUNK_BYTES = 1 << 23  # 8 MiB of text per block: ~100 MB of transient arrays at most
 BOM = "\ufeff"
 
@@ -49,9 +57,8 @@ def cache_paths(corpus: str) -> list[str]:
     """Where the cache of `corpus` may live, in order of preference: next to it, then in the user's
     cache folder (keyed by the corpus's absolute path)."""
     corpus = os.path.abspath(corpus)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     key = hashlib.sha256(corpus.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return [corpus + ".charnn-ids.npy", os.path.join(base, "charnn", f"{key}-{os.path.basename(corpus)}.charnn-ids.npy")]
+    return [corpus + ".charnn-ids.npy", os.path.join(cache_folder(), f"{key}-{os.path.basename(corpus)}.charnn-ids.npy")]
 
 
 def _sidecar(npy: str) -> str:
@@ -65,8 +72,6 @@ def _stat(corpus: str) -> os.stat_result:
         raise CorpusError(f"corpus not found: {corpus}") from None
     except OSError as e:
         raise CorpusError(f"cannot read corpus {corpus}: {e.strerror}") from None
-    if os.path.isdir(corpus):
-        raise CorpusError(f"corpus is a directory, not a text file: {corpus}")
     return st
 
 
@@ -160,6 +165,15 @@ def _write_json(path: str, meta: dict) -> None:
         json.dump(meta, f)
 
 
+def ids_crc32(ids: np.ndarray) -> int:
+    """CRC-32 of the ids' bytes, read in blocks so a memory map is paged through, not loaded."""
+    crc, step = 0, CHUNK_BYTES
+    flat = ids.reshape(-1)
+    for start in range(0, flat.size, step):
+        crc = zlib.crc32(np.ascontiguousarray(flat[start : start + step]).view(np.uint8), crc)
+    return crc
+
+
 def _load_cache(npy: str, st: os.stat_result) -> EncodedCorpus | None:
     """The cache at npy if it is complete and made from the corpus as it is now, else None."""
     try:
@@ -172,17 +186,23 @@ def _load_cache(npy: str, st: os.stat_result) -> EncodedCorpus | None:
         vocab = Vocab(meta["vocab"])
         if ids.shape != (meta["chars"],) or ids.dtype != ids_dtype(len(vocab)):
             return None
+        if ids_crc32(ids) != meta["ids_crc32"] or (ids.size and int(ids.max()) >= len(vocab)):
+            return None  # damaged since it was written: encode again
         return EncodedCorpus(ids, vocab, meta["sha256"], npy)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def encode_corpus(corpus: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> EncodedCorpus:
-    """The corpus as ids (from its cache when that is current, else encoded and cached).
+def encode_corpus(corpus: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, note=None) -> EncodedCorpus:
+    """The corpus as ids (from its cache when that is current, else encoded and cached). A folder
+    is the concatenation of its text files (corpora.directory_text; `note` hears what it took).
 
     Raises CorpusError for a missing, unreadable, empty or non-UTF-8 corpus, with the same messages
-    as data.read_corpus. If no cache folder is writable the ids are kept in memory instead."""
+    as data.read_corpus. If no cache folder is writable the ids are kept in memory instead, when
+    they fit (else CorpusError with the figures)."""
     corpus = os.fspath(corpus)
+    if os.path.isdir(corpus):
+        corpus = directory_text(corpus, note)
     st = _stat(corpus)
     if st.st_size == 0:
         raise CorpusError(f"corpus is empty: {corpus}")
@@ -199,6 +219,7 @@ def encode_corpus(corpus: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> 
     for npy in candidates:
         try:
             _write(corpus, npy, n, vocab, chunk_bytes)
+            meta["ids_crc32"] = ids_crc32(np.load(npy, mmap_mode="r", allow_pickle=False))
             _write_json(_sidecar(npy), meta)
         except OSError:
             continue  # not writable here: try the next folder
@@ -206,6 +227,12 @@ def encode_corpus(corpus: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> 
         if hit is not None:
             return hit
     # nowhere to cache: encode into memory (the corpus has to fit)
-    ids = np.empty(n, dtype=ids_dtype(len(vocab)))
+    dtype = ids_dtype(len(vocab))
+    try:
+        require(n * dtype.itemsize + 2 * chunk_bytes * 4, f"{corpus} ({n:,} characters), with no folder to cache its ids in,",
+                "free some disk space for the ids cache (next to the corpus or in ~/.cache/charnn)")
+    except CharnnError as e:
+        raise CorpusError(str(e)) from None
+    ids = np.empty(n, dtype=dtype)
     _encode_into(corpus, ids, vocab, chunk_bytes)
     return EncodedCorpus(ids, vocab, sha, None)

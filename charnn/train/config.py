@@ -12,8 +12,13 @@ from ..backend import BACKENDS, DEFAULT_BACKEND
 from ..config import MODELS, ModelConfig
 from ..data.corpora import default_corpus
 from ..errors import CharnnError, CheckpointError
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZER_SLOTS, OPTIMIZERS
 from .schedule import STEP_DECAY, STEP_DECAY_AFTER, learning_rate
+
+
+# Arrays of H values a layer's cache keeps per character (lstm: i f o g, c, tanh c, h; gru: z r
+# and the candidate, h, its input part; rnn: the pre-activation and h; mlp: its hidden layer)
+CACHE_WIDTH = {"lstm": 7, "gru": 5, "rnn": 2, "mlp": 1}
 
 
 @dataclass
@@ -57,6 +62,18 @@ class TrainConfig:
     backend: str = DEFAULT_BACKEND  # numba: fused kernels; numpy: the reference implementation (slower)
     out: str | None = None  # checkpoint path; default checkpoints/<corpus>-<model>.npz
 
+    def training_bytes(self, vocab_size: int) -> int:
+        """A lower bound on the memory a training step holds at once: the parameters with their
+        gradients, optimizer slots and average, float32, plus the chunk's activations (each
+        recurrent layer's cache per character, B T x CACHE_WIDTH H; the head's logits and
+        probabilities, B T x 2V). It is what the run would need before its first step could finish."""
+        mconf = self.model_config(vocab_size)
+        copies = 2 + OPTIMIZER_SLOTS[self.optimizer] + (1 if self.ema else 0)  # param, grad, slots, average
+        per_char = self.layers * CACHE_WIDTH[self.model] * self.hidden + 2 * vocab_size
+        if self.model == "mlp":
+            per_char += self.context * self.embed
+        return 4 * (copies * mconf.param_count() + self.batch_size * self.seq_len * per_char)
+
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(self.model, vocab_size, self.hidden, self.layers, self.embed,
                            self.activation, self.dropout, self.context).validate()
@@ -85,6 +102,8 @@ class TrainConfig:
             raise CharnnError("sample_every must be >= 0 and sample_length >= 1")
         if self.time_limit is not None and not self.time_limit > 0:
             raise CharnnError(f"time limit must be > 0 seconds, got {self.time_limit!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise CharnnError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.budget is not None:
             if not (self.budget > 0 and math.isfinite(self.budget)):
                 raise CharnnError(f"budget must be > 0 seconds, got {self.budget!r}")
@@ -132,7 +151,7 @@ UNLIMITED = 10**12  # the step "limit" of a run bounded only by its time limit
 
 
 def default_out(corpus: str, model: str) -> str:
-    stem = os.path.splitext(os.path.basename(corpus))[0] or "corpus"
+    stem = os.path.splitext(os.path.basename(os.path.normpath(corpus)))[0] or "corpus"  # a folder may end in /
     return os.path.join("checkpoints", f"{stem}-{model}.npz")
 
 
@@ -153,8 +172,14 @@ def config_from_checkpoint(path) -> TrainConfig:
     meta, _ = read_checkpoint(path)
     if "train" not in meta:
         raise CheckpointError(f"{path} holds a model but no training state, so it cannot be resumed")
+    saved = meta["train"].get("config") if isinstance(meta["train"], dict) else None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"corrupt checkpoint {path}: the training state is not the expected JSON")
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in meta["train"]["config"].items() if k in known})
+    try:
+        return TrainConfig(**{k: v for k, v in saved.items() if k in known}).validate()
+    except (CharnnError, TypeError, ValueError) as e:
+        raise CheckpointError(f"corrupt checkpoint {path}: bad training configuration ({e})") from None
 
 
 def resume_config(path, **changes) -> TrainConfig:

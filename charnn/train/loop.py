@@ -27,6 +27,7 @@ from ..data.encoded import EncodedCorpus, encode_corpus
 from ..data.text import Vocab
 from ..files import exclusive
 from ..errors import CharnnError, CheckpointError, CorpusError, DivergedError, VocabError
+from ..memory import require
 from ..model import CharModel
 from .config import (DEFAULT_STEPS, RESUME_FIXED, UNLIMITED, TrainConfig, best_path, resolve_paths,
                      resume_config)
@@ -42,6 +43,25 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(checkpoint)
         self.checkpoint = checkpoint
         self.signum = int(signum)
+
+
+def _same_layout(arrays: dict[str, np.ndarray], prefix: str, expected: dict[str, np.ndarray]) -> None:
+    """ValueError unless arrays holds, under prefix, exactly the keys of expected with their shapes
+    (loading assigns in place, and numpy would broadcast a (1, 1) array into any shape)."""
+    held = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
+    if held.keys() != expected.keys():
+        missing, extra = sorted(expected.keys() - held.keys()), sorted(held.keys() - expected.keys())
+        raise ValueError(f"{prefix}{(missing or extra)[0]} is {'missing' if missing else 'not expected'}")
+    for k, a in held.items():
+        if a.shape != expected[k].shape or a.dtype.kind != "f":
+            raise ValueError(f"{prefix}{k} is {a.dtype}{a.shape}, expected {expected[k].dtype}{expected[k].shape}")
+
+
+def _count(v) -> int:
+    """A step count from a checkpoint's JSON: a non-negative integer (not a bool, not a float)."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"step {v!r} is not a count")
+    return v
 
 
 class StepResult(NamedTuple):
@@ -152,25 +172,26 @@ def ids_in_vocab(encoded: EncodedCorpus, vocab: Vocab) -> np.ndarray:
 
 
 def resume(path, reporter: Reporter | None = None, command: str | None = None, remember: bool = False,
-           **changes) -> TrainResult:
+           new_corpus: bool = False, **changes) -> TrainResult:
     """Continue the run saved in `path`, with its saved options except `changes` (resume_config):
     `charnn train --resume PATH [options]` is resume(PATH, **options named on the command line)."""
-    return train(resume_config(path, **changes), resume=path, reporter=reporter, command=command, remember=remember)
+    return train(resume_config(path, **changes), resume=path, reporter=reporter, command=command, remember=remember,
+                 new_corpus=new_corpus)
 
 
 def train(config: TrainConfig, resume: str | None = None, reporter: Reporter | None = None,
-          command: str | None = None, remember: bool = False) -> TrainResult:
+          command: str | None = None, remember: bool = False, new_corpus: bool = False) -> TrainResult:
     """Train a model as `config` says, or continue the run saved in `resume`: see _train. Holds
     <out>.lock while it runs, so that a second run with the same out refuses instead of
     overwriting the first's checkpoints."""
     config = resolve_paths(config.validate())
     _check_writable(config.out)  # now, not at the first checkpoint an hour from now
     with exclusive(config.out, "checkpoint"):
-        return _train(config, resume, reporter, command, remember)
+        return _train(config, resume, reporter, command, remember, new_corpus)
 
 
 def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | None = None,
-           command: str | None = None, remember: bool = False) -> TrainResult:
+           command: str | None = None, remember: bool = False, new_corpus: bool = False) -> TrainResult:
     """Train a model as `config` says, or continue the run saved in `resume` (whose fixed options
     config must keep; resume() merges the saved options for you).
 
@@ -179,31 +200,44 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     DivergedError if the loss stops being finite, Interrupted (a KeyboardInterrupt) after saving on
     Ctrl-C. command: the command line that started the run, recorded in the checkpoints.
     remember: record config.out as the latest checkpoint (charnn.load() with no path finds it).
+    new_corpus: resume even though the corpus is not the text the run was trained on (its SHA-256
+    differs); without it that is refused, since the run would not be the one continued.
     config arrives validated and with its paths resolved (train does both).
     """
     reporter = reporter or Reporter()
     corpus, out = config.corpus, config.out
-    encoded = encode_corpus(corpus)  # ids (N,) memory-mapped from a cache next to the corpus
+    encoded = encode_corpus(corpus, note=reporter.message)  # ids (N,) memory-mapped from a cache next to the corpus
 
+    V = len(encoded.vocab)  # a resumed model's vocabulary holds at least the corpus's
+    require(config.training_bytes(V), f"training an {config.model} {config.layers}x{config.hidden} with batch {config.batch_size} x {config.seq_len}",
+            "choose a smaller --hidden, --layers, --batch-size or --seq-len")
     if resume is not None:
         meta, arrays = read_checkpoint(resume)
         if "train" not in meta:
             raise CheckpointError(f"{resume} holds a model but no training state, so it cannot be resumed")
         saved = meta["train"]
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise CheckpointError(f"corrupt checkpoint {resume}: the training state is not the expected JSON")
         changed = [k for k in RESUME_FIXED if saved["config"].get(k) != getattr(config, k)]
         if changed:
             raise CharnnError(
                 f"cannot resume {resume} with a different " + ", ".join(f"{k} ({saved['config'].get(k)!r} -> {getattr(config, k)!r})" for k in changed)
             )
         model = model_from_checkpoint(meta, arrays, resume, config.backend)
-        if saved.get("weights") == "ema":  # a best checkpoint whose param/ is the average: train on from the weights it trained
-            for k, p in model.params.items():
-                p[...] = arrays[f"live/{k}"]
         if model.config.dropout != config.dropout:  # dropout may change on resume; it shapes nothing
             model = CharModel(replace(model.config, dropout=config.dropout), model.vocab, model.params, model.meta, config.backend)
         ids = ids_in_vocab(encoded, model.vocab)
+        was = saved.get("corpus") if isinstance(saved.get("corpus"), dict) else {}
+        if was.get("sha256") != encoded.sha256 and not new_corpus:
+            raise CorpusError(
+                f"the corpus is not the text {resume} was trained on ({was.get('chars', '?')} characters, sha256 "
+                f"{str(was.get('sha256'))[:12]}...; now {len(encoded.ids)}, {encoded.sha256[:12]}...): resuming would not "
+                "continue the same run. Start a new run, or add --new-corpus to train these weights on the new text")
         rng = np.random.default_rng()
-        rng.bit_generator.state = saved["rng"]
+        try:
+            rng.bit_generator.state = saved["rng"]
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise CheckpointError(f"corrupt checkpoint {resume}: bad random-generator state ({type(e).__name__}: {e})") from None
     else:
         vocab, ids = encoded.vocab, encoded.ids
         rng = np.random.default_rng(config.seed)
@@ -223,16 +257,28 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     step, best_val, val_loss, spent = 0, math.inf, None, 0.0  # spent: seconds of the budget used before this run
 
     if resume is not None:
-        optimizer.load_state_dict(saved["optimizer"], {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
-        step = int(saved["step"])
-        best_val = float(saved["best_val"]) if saved.get("best_val") is not None else math.inf
-        val_loss = saved.get("val_loss")
-        spent = float(saved.get("budget_spent") or 0.0)
-        if average is not None and saved.get("ema"):  # a run started without --ema starts its average now
-            average.load_state_dict(saved["ema"], {k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")})
-        for l, layer_state in enumerate(state):
-            for i, s in enumerate(layer_state):
-                s[...] = arrays[f"state/{l}/{i}"]
+        try:  # a stranger's or a damaged file: every field is checked by using it, and any misfit is one line
+            _same_layout(arrays, "optim/", optimizer.state_dict()[1])
+            _same_layout(arrays, "state/", {f"{l}/{i}": s for l, layer in enumerate(state) for i, s in enumerate(layer)})
+            if average is not None and saved.get("ema"):
+                _same_layout(arrays, "ema/", average.m)
+            optimizer.load_state_dict(saved["optimizer"], {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
+            step = _count(saved["step"])
+            best_val = float(saved["best_val"]) if saved.get("best_val") is not None else math.inf
+            val_loss = None if saved.get("val_loss") is None else float(saved["val_loss"])
+            spent = float(saved.get("budget_spent") or 0.0)
+            if average is not None and saved.get("ema"):  # a run started without --ema starts its average now
+                average.load_state_dict(saved["ema"], {k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")})
+            for l, layer_state in enumerate(state):
+                for i, s in enumerate(layer_state):
+                    s[...] = arrays[f"state/{l}/{i}"]
+            if not all(np.isfinite(a).all() for k, a in arrays.items() if k.startswith(("optim/", "state/", "ema/"))):
+                raise ValueError("NaN or inf in the optimizer state, carried state or average")
+            if saved.get("weights") == "ema":
+                for k, p in model.params.items():
+                    p[...] = arrays[f"live/{k}"]
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
+            raise CheckpointError(f"corrupt checkpoint {resume}: bad training state ({type(e).__name__}: {e})") from None
 
     limits = []
     if config.steps is not None:

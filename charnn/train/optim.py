@@ -47,6 +47,7 @@ class SGD:
     """p <- p - lr * g."""
 
     name = "sgd"
+    slots = 0  # state arrays of each parameter's size
 
     def __init__(self, params, lr: float = 2e-3):
         self.lr = lr
@@ -70,6 +71,7 @@ class Adam:
     """
 
     name = "adam"
+    slots = 2  # state arrays of each parameter's size
 
     def __init__(self, params, lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  update=adam_update):
@@ -116,6 +118,7 @@ class Momentum:
     """
 
     name = "momentum"
+    slots = 1  # state arrays of each parameter's size
 
     def __init__(self, params, lr: float = 1e-2, mu: float = 0.9, nesterov: bool = False):
         self.lr, self.mu, self.nesterov = lr, mu, bool(nesterov)
@@ -153,6 +156,7 @@ class Adagrad:
     """
 
     name = "adagrad"
+    slots = 1  # state arrays of each parameter's size
 
     def __init__(self, params, lr: float = 1e-1, eps: float = 1e-8):
         self.lr, self.eps = lr, eps
@@ -186,6 +190,7 @@ class RMSprop:
     """
 
     name = "rmsprop"
+    slots = 1  # state arrays of each parameter's size
 
     def __init__(self, params, lr: float = 2e-3, alpha: float = 0.95, eps: float = 1e-8):
         self.lr, self.alpha, self.eps = lr, alpha, eps
@@ -217,6 +222,7 @@ OPTIMIZERS = {
     "rmsprop": RMSprop,
     "sgd": SGD,
 }
+OPTIMIZER_SLOTS = {name: getattr(make, "func", make).slots for name, make in OPTIMIZERS.items()}
 
 
 def make_optimizer(name: str, params, lr: float, ops: Backend | None = None):

@@ -20,7 +20,7 @@ import llvmlite
 import numba
 import numpy as np
 
-from ...files import atomic_write
+from ...files import atomic_write, cache_folder
 from ...version import __version__
 from . import kernels as K
 from .target import cpu_model, target
@@ -28,15 +28,6 @@ from .target import cpu_model, target
 FILE = "charnn-calibration.json"
 DEFAULT = "default"  # the entry of `charnn compile`'s shape: the choice outside training
 CHOICES = ("tiles", "blas")
-
-
-def cache_folder() -> str:
-    """CHARNN_CACHE_DIR, else $XDG_CACHE_HOME/charnn, else ~/.cache/charnn."""
-    explicit = os.environ.get("CHARNN_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "charnn")
 
 
 def path() -> str:
