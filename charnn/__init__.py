@@ -10,6 +10,7 @@
 Importing charnn loads numpy only; numba is loaded when the numba backend is first used, and
 `charnn.compile_kernels()` (`charnn compile`) compiles it ahead of time.
 """
+from .baseline import NGramModel, ngram_baseline
 from .compile import compile_kernels
 from .checkpoint import load
 from .config import ModelConfig
@@ -21,5 +22,5 @@ from .version import __version__
 
 __all__ = [
     "load", "train", "resume", "TrainConfig", "TrainResult", "CharModel", "ModelConfig", "Vocab", "read_corpus",
-    "compile_kernels", "CharnnError", "CheckpointError", "CorpusError", "DivergedError", "LockedError", "VocabError", "__version__",
+    "compile_kernels", "ngram_baseline", "NGramModel", "CharnnError", "CheckpointError", "CorpusError", "DivergedError", "LockedError", "VocabError", "__version__",
 ]

@@ -25,6 +25,7 @@ LAYERS = [
     ["charnn.model"],  # the models
     ["charnn.checkpoint", "charnn.gradcheck"],  # loading models; whole-model gradient checks
     ["charnn.train"],  # optimizers, schedules, the configuration and the loop
+    ["charnn.baseline"],  # n-gram baselines on the trainer's split (its val_frac default)
     ["charnn.compile"],  # compiling ahead of time (runs training steps)
     ["charnn.cli"],  # one module per command
     ["charnn", "charnn.__main__"],  # the public API

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from ..version import __version__
+from .baseline import baseline
 from .bench import bench
 from .common import CONTEXT
 from .compile import compile_
@@ -26,7 +27,7 @@ def main():
     """
 
 
-for command in (train, sample, evaluate, gradcheck, compile_, bench, corpus):
+for command in (train, sample, evaluate, gradcheck, compile_, bench, corpus, baseline):
     main.add_command(command)
 
 if __name__ == "__main__":
