@@ -26,6 +26,7 @@ LAYERS = [
     ["charnn.checkpoint", "charnn.gradcheck"],  # loading models; whole-model gradient checks
     ["charnn.train"],  # optimizers, schedules, the configuration and the loop
     ["charnn.compile"],  # compiling ahead of time (runs training steps)
+    ["charnn.viz"],  # inside a model: text features, cells found, gate statistics, the page, plots
     ["charnn.cli"],  # one module per command
     ["charnn", "charnn.__main__"],  # the public API
 ]

@@ -30,6 +30,7 @@ from ..errors import CharnnError, CheckpointError, CorpusError, DivergedError, V
 from ..model import CharModel
 from .config import (DEFAULT_STEPS, RESUME_FIXED, UNLIMITED, TrainConfig, best_path, resolve_paths,
                      resume_config)
+from .log import TrainLog, log_path
 from .optim import clip_grad_norm, make_optimizer
 from .schedule import learning_rate
 
@@ -283,6 +284,9 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     # loss can sit at 1e30 for ever. So, like char-rnn's "loss is exploding" check (3x its first
     # loss), a loss above three times that of guessing uniformly (ln V) also counts as diverged.
     exploding_loss = 3.0 * max(math.log(model.config.vocab_size), 1.0)
+    # the training log <out>.log.jsonl: a Reporter that writes a line per progress report and evaluation
+    reporter = TrainLog(log_path(out), reporter, chunks_per_epoch=cpe, command=command,
+                        lr_at=lambda s: learning_rate(s, config.lr, **schedule))
     reporter.start(step=step, total_steps=total_steps, chars_per_step=B * T, model=model, config=config,
                    n_train=len(train_ids), n_val=len(val_ids))
     notice = model.ops.notice("train", model)
