@@ -11,7 +11,7 @@ from ..errors import CharnnError
 from ..viz.page import STRONG, page_data, write_page
 from .common import fail, say
 
-DEFAULT_CHARS = 2000  # a page of about 2.7 MB for an LSTM 2x256 (charnn/viz/page.py)
+DEFAULT_CHARS = 2000  # a page of 2.9 MB for an LSTM 2x256 (the size: charnn/viz/page.py)
 
 
 @click.command()

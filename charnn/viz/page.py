@@ -7,7 +7,7 @@ Shapes: T characters of text, L layers, H cells per layer, V vocabulary.
 
 Size: the cell values are the bulk, T * H * L per value (tanh_c and h for an LSTM), so they are
 stored as int8 (steps of scale/127, scale = max(1, max |value|) of the layer) in base64, 1.33 bytes
-a value: 2,000 characters of an LSTM 2x256 make a 2.7 MB page. Every other number is rounded to
+a value: 2,000 characters of an LSTM 2x256 make a 2.9 MB page. Every other number is rounded to
 3 decimals.
 """
 from __future__ import annotations
