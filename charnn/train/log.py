@@ -92,6 +92,11 @@ class TrainLog:
             self.file = None
         self.inner.close()
 
+    def __getattr__(self, name):  # any other Reporter event goes straight to inner
+        if name == "inner":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     # ------------------------------------------------------------ writing
     def _line(self, event: str, step: int, **values) -> dict:
         return {"event": event, "step": step, "epoch": round(step / self.cpe, 4), "chars": step * self.chars_per_step,
