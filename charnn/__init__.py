@@ -19,6 +19,7 @@ from .errors import CharnnError, CheckpointError, CorpusError, DivergedError, Lo
 from .model import CharModel
 from .train import TrainConfig, TrainResult, resume, train
 from .version import __version__
+from . import viz  # charnn.viz.find_cells, page_data, plot_logs (matplotlib only when plotting)
 
 __all__ = [
     "load", "train", "resume", "TrainConfig", "TrainResult", "CharModel", "ModelConfig", "Vocab", "read_corpus",

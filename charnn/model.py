@@ -27,9 +27,9 @@ from .config import ModelConfig, init_params
 from .data.batches import eval_chunks
 from .data.text import Vocab
 from .errors import CharnnError
-from .nn.gru import gru_step_forward
+from .nn.gru import gru_step_forward, split_gates3
 from .nn.layers import dropout_backward, dropout_forward, linear_forward, one_hot
-from .nn.lstm import lstm_step_forward
+from .nn.lstm import lstm_step_forward, split_gates
 from .nn.rnn import rnn_step_forward
 from .sampling import generate
 
@@ -45,6 +45,7 @@ class Cell(NamedTuple):
     forward: Callable  # (x, state, Wx, Wh, b) -> hs (B, T, H), new state, cache
     backward: Callable  # (dhs, cache) -> dx, dWx, dWh, db   (no gradient flows into the carried state)
     step: Callable  # (x (B, D), state, Wx, Wh, b) -> h (B, H), new state
+    values: Callable  # a sequence's cache -> {name: (T, H)} of its first stream (model.activations)
 
 
 def _rnn_seq(x, state, Wx, Wh, b, activation, ops):
@@ -62,6 +63,10 @@ def _rnn_step(x, state, Wx, Wh, b, activation):
     return h, (h,)
 
 
+def _rnn_values(cache):
+    return {"h": cache.h[0, 1:]}  # (T, H)
+
+
 def _lstm_seq(x, state, Wx, Wh, b, ops):
     hs, c_last, cache = ops.lstm_forward(x, state[0], state[1], Wx, Wh, b)
     return hs, (hs[:, -1].copy(), c_last.copy()), cache
@@ -75,6 +80,11 @@ def _lstm_seq_back(dhs, cache, ops):
 def _lstm_step(x, state, Wx, Wh, b):
     h, c, _ = lstm_step_forward(x, state[0], state[1], Wx, Wh, b)
     return h, (h, c)
+
+
+def _lstm_values(cache):
+    i, f, o, g = split_gates(cache.gates[0])  # (T, H) each
+    return {"h": cache.h[0, 1:], "c": cache.c[0, 1:], "tanh_c": cache.tanh_c[0], "i": i, "f": f, "o": o, "g": g}
 
 
 def _gru_seq(x, state, Wx, Wh, b, ops):
@@ -92,17 +102,28 @@ def _gru_step(x, state, Wx, Wh, b):
     return h, (h,)
 
 
+def _gru_values(cache):
+    r, z, n = split_gates3(cache.gates[0])  # (T, H) each
+    return {"h": cache.h[0, 1:], "r": r, "z": z, "n": n}
+
+
 def make_cell(kind: str, activation: str, ops: Backend) -> Cell:
     """The cell's sequence functions come from the backend `ops`; its step function, used by the
     reference sampler, is always the reference one (the numba backend samples with its own kernel)."""
     if kind == "rnn":
         return Cell(1, partial(_rnn_seq, activation=activation, ops=ops), partial(_rnn_seq_back, ops=ops),
-                    partial(_rnn_step, activation=activation))
+                    partial(_rnn_step, activation=activation), _rnn_values)
     if kind == "lstm":
-        return Cell(2, partial(_lstm_seq, ops=ops), partial(_lstm_seq_back, ops=ops), _lstm_step)
+        return Cell(2, partial(_lstm_seq, ops=ops), partial(_lstm_seq_back, ops=ops), _lstm_step, _lstm_values)
     if kind == "gru":
-        return Cell(1, partial(_gru_seq, ops=ops), partial(_gru_seq_back, ops=ops), _gru_step)
+        return Cell(1, partial(_gru_seq, ops=ops), partial(_gru_seq_back, ops=ops), _gru_step, _gru_values)
     raise CharnnError(f"{kind!r} is not a recurrent cell")
+
+
+def _placeholder_targets(ids: np.ndarray) -> np.ndarray:
+    """Targets to run `ids` (N,) through forward when only its activations or probabilities are
+    wanted: the next ids, and id 0 after the last (what follows the text is unknown; unused)."""
+    return np.append(ids[1:], 0).astype(ids.dtype)
 
 
 # ---------------------------------------------------------------- the models
@@ -190,15 +211,49 @@ class CharModel:
         in chunks of 256 so the state is carried exactly as in sampling."""
         ids = self.vocab.encode(text, "text to score")
         out = np.empty(max(len(ids) - 1, 0))
-        state = self.initial_state(1)
-        for start in range(0, len(ids) - 1, 256):
-            x = ids[None, start : start + 256]
-            y = ids[None, start + 1 : start + 257]
-            x = x[:, : y.shape[1]]
-            _, cache, state = self.forward(x, y, state)
-            probs = cache.ce.probs  # (T, V)
-            out[start : start + y.shape[1]] = -np.log(np.maximum(probs[np.arange(y.shape[1]), y[0]], 1e-45))
+        for start, cache in self._one_stream(ids[:-1], ids[1:]):
+            probs, y = cache.ce.probs, cache.ce.targets  # (T, V), (T,)
+            out[start : start + len(y)] = -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-45))
         return out
+
+    def next_char_probs(self, text: str) -> np.ndarray:
+        """p(next character | text[: t + 1]) for every position t of `text`: (T, V), T = len(text),
+        run like `surprisal` (one stream from a zero state); row t is the guess for character t + 1."""
+        ids = self._ids_to_run(text)
+        return np.concatenate([cache.ce.probs for _, cache in self._one_stream(ids, _placeholder_targets(ids))])
+
+    def activations(self, text: str) -> list[dict[str, np.ndarray]]:
+        """What every layer computes at every character of `text`, by the numpy reference forward
+        (one stream from a zero state, as `surprisal`, dropout off): one dict per layer of (T, H)
+        float arrays, T = len(text), row t the values after reading text[t]:
+
+            h              every model: the layer's output (what the next layer reads)
+            c, tanh_c      LSTM: the cell state and tanh(c)   (h = o * tanh_c)
+            i, f, o, g     LSTM: input, forget and output gates (sigmoid, in (0, 1)), candidate g (tanh)
+            r, z, n        GRU: reset and update gates (sigmoid), candidate n (tanh)
+
+        The MLP has no recurrent cells: its h are the dense layers' outputs, which see only the
+        last K characters. charnn.viz correlates these with features of the text.
+        """
+        ids = self._ids_to_run(text)
+        ref = self.with_backend("numpy")  # the reference: its caches hold every gate, stacked over time
+        chunks = [[ref._layer_values(c) for c in cache.layers] for _, cache in ref._one_stream(ids, _placeholder_targets(ids))]
+        return [{name: np.concatenate([chunk[l][name] for chunk in chunks]) for name in chunks[0][l]}
+                for l in range(self.config.layers)]
+
+    def _ids_to_run(self, text: str) -> np.ndarray:
+        ids = self.vocab.encode(text, "text")
+        if len(ids) == 0:
+            raise CharnnError("no text to run the model over")
+        return ids
+
+    def _one_stream(self, x: np.ndarray, y: np.ndarray, chunk: int = 256):
+        """Run ids x -> targets y (N,) as one stream from a zero state, in chunks of `chunk` with the
+        state carried as in sampling; yield (start, cache) per chunk (dropout off)."""
+        state = self.initial_state(1)
+        for start in range(0, len(x), chunk):
+            _, cache, state = self.forward(x[None, start : start + chunk], y[None, start : start + chunk], state)
+            yield start, cache
 
     def loss(self, text: str) -> float:
         """Mean nats per character of `text` under the model (every character after the first)."""
@@ -248,6 +303,9 @@ class RecurrentModel(CharModel):
         super().__init__(config, vocab, params, meta, backend)
         self.cell = make_cell(config.model, config.activation, self.ops)
 
+    def _layer_values(self, cache) -> dict[str, np.ndarray]:
+        return self.cell.values(cache)
+
     def initial_state(self, B: int) -> list[tuple[np.ndarray, ...]]:
         H = self.config.hidden
         return [tuple(np.zeros((B, H), dtype=self.dtype) for _ in range(self.cell.n_state)) for _ in range(self.config.layers)]
@@ -293,6 +351,9 @@ class RecurrentModel(CharModel):
 class MLPModel(CharModel):
     """Bengio et al. 2003 / makemore: embeddings of the previous K characters, concatenated,
     -> L dense layers -> head. Padding id V stands for "before the start of the text"."""
+
+    def _layer_values(self, cache) -> dict[str, np.ndarray]:
+        return {"h": cache.h}  # (T, H) for one stream
 
     def initial_state(self, B: int):
         K, V = self.config.context, self.config.vocab_size

@@ -42,6 +42,7 @@ def wheel(tmp_path_factory):
 def test_the_wheel_carries_the_shipped_checkpoints(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert sorted(n for n in names if n.endswith(".npz")) == [f"charnn/shipped/{n}" for n in SHIPPED]
+    assert "charnn/viz/page.html" in names  # the template of `charnn viz`'s page
 
 
 def test_an_installed_wheel_finds_and_loads_them(wheel, tmp_path):

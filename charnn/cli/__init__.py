@@ -11,8 +11,10 @@ from .compile import compile_
 from .corpus import corpus
 from .evaluate import evaluate
 from .gradcheck import gradcheck
+from .plot import plot
 from .sample import sample
 from .train import train
+from .viz import viz
 
 
 @click.group(context_settings=CONTEXT)
@@ -29,6 +31,8 @@ def main():
 
 for command in (train, sample, evaluate, gradcheck, compile_, bench, corpus, baseline):
     main.add_command(command)
+main.add_command(viz)
+main.add_command(plot)
 
 if __name__ == "__main__":
     main()

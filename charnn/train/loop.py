@@ -31,6 +31,7 @@ from ..memory import require
 from ..model import CharModel
 from .config import (DEFAULT_STEPS, RESUME_FIXED, UNLIMITED, TrainConfig, best_path, resolve_paths,
                      resume_config)
+from .log import TrainLog, log_path
 from .optim import WeightAverage, clip_grad_norm, decay_weights, make_optimizer
 from .schedule import learning_rate
 
@@ -358,6 +359,10 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     # loss can sit at 1e30 for ever. So, like char-rnn's "loss is exploding" check (3x its first
     # loss), a loss above three times that of guessing uniformly (ln V) also counts as diverged.
     exploding_loss = 3.0 * max(math.log(model.config.vocab_size), 1.0)
+    # the training log <out>.log.jsonl: a Reporter that writes a line per progress report and evaluation
+    lr_used = {}  # step -> the rate its update used (with a budget it follows the clock, not the step alone)
+    reporter = TrainLog(log_path(out), reporter, chunks_per_epoch=cpe, command=command,
+                        lr_at=lambda s: lr_used.get(s, learning_rate(s, config.lr, **schedule)))
     reporter.start(step=step, total_steps=total_steps, chars_per_step=B * T, model=model, config=config,
                    n_train=len(train_ids), n_val=len(val_ids))
     notice = model.ops.notice("train", model)
@@ -376,6 +381,8 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
                 try:
                     progress = None if config.budget is None else (spent + time.perf_counter() - started) / config.budget
                     lr = learning_rate(step, config.lr, **schedule, progress=progress)
+                    lr_used.clear()
+                    lr_used[step] = lr
                     loss, _, new_state = train_step(model, optimizer, x, y, state, lr=lr, clip=config.clip, dropout_rng=dropout_rng,
                                                     loss_limit=exploding_loss, weight_decay=config.weight_decay)
                 except DivergedError as e:
