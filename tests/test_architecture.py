@@ -26,6 +26,7 @@ LAYERS = [
     ["charnn.checkpoint", "charnn.gradcheck"],  # loading models; whole-model gradient checks
     ["charnn.train"],  # optimizers, schedules, the configuration and the loop
     ["charnn.compile"],  # compiling ahead of time (runs training steps)
+    ["charnn.lessons"],  # the lecture's ideas as lessons on the layers, optimizers and models
     ["charnn.cli"],  # one module per command
     ["charnn", "charnn.__main__"],  # the public API
 ]

@@ -10,6 +10,7 @@ from .compile import compile_
 from .corpus import corpus
 from .evaluate import evaluate
 from .gradcheck import gradcheck
+from .lesson import lesson
 from .sample import sample
 from .train import train
 
@@ -26,7 +27,7 @@ def main():
     """
 
 
-for command in (train, sample, evaluate, gradcheck, compile_, bench, corpus):
+for command in (train, sample, evaluate, gradcheck, compile_, bench, corpus, lesson):
     main.add_command(command)
 
 if __name__ == "__main__":
