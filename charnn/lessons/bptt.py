@@ -21,8 +21,8 @@ from ..data.text import Vocab
 from ..gradcheck import model_gradient_errors
 from ..model import CharModel
 from ..nn.gradcheck import numerical_gradient, rel_error
-from ..nn.layers import linear_backward, linear_forward, one_hot, softmax_cross_entropy_backward, \
-    softmax_cross_entropy_forward
+from ..nn.layers import (linear_backward, linear_forward, one_hot, softmax_cross_entropy_backward,
+                         softmax_cross_entropy_forward)
 from ..nn.rnn import rnn_step_backward, rnn_step_forward
 from .draw import table, vector
 

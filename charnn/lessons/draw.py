@@ -37,6 +37,12 @@ def side_by_side(blocks: list[list[str]], titles: list[str], gap: int = 4, inden
     return lines
 
 
+def number(x, fmt: str = "{:7.3f}") -> str:
+    """x in the format, a value that rounds to zero printed without a minus sign."""
+    text = fmt.format(float(x))
+    return fmt.format(0.0) if float(text) == 0 else text
+
+
 def vector(v, fmt: str = "{:7.3f}") -> str:
-    """[ 1.000 -2.000 ...]: an array's entries in one fixed format (-0.000 printed as 0.000)."""
-    return "[" + " ".join(fmt.format(float(x) + 0.0) for x in np.ravel(v)) + "]"
+    """[ 1.000 -2.000 ...]: an array's entries in one fixed format (see number)."""
+    return "[" + " ".join(number(x, fmt) for x in np.ravel(v)) + "]"

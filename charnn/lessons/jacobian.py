@@ -25,7 +25,7 @@ from ..nn.gradcheck import numerical_gradient
 from ..nn.layers import linear_backward, linear_forward
 from ..nn.lstm import lstm_step_backward, lstm_step_forward
 from ..train.config import TrainConfig
-from .draw import side_by_side, table
+from .draw import number, side_by_side, table
 
 NAME = "jacobian"
 SUMMARY = "the Jacobians of x, Wx and tanh; backprop forms dy @ J, never J"
@@ -106,7 +106,7 @@ def run(seed: int = SEED) -> JacobianResult:
 
 
 def _matrix(M: np.ndarray, indent: str = "    ") -> list[str]:
-    return [indent + " ".join(f"{float(v) + 0.0:7.3f}" for v in row) for row in M]
+    return [indent + " ".join(number(v) for v in row) for row in M]
 
 
 def _bytes(n: float) -> str:

@@ -97,8 +97,11 @@ def descend(name: str, lr: float, x, y, steps: int = STEPS, minimum: float | Non
     grad_norm = np.nan if diverged is not None else float(np.sqrt(sum((g * g).sum() for g in grads.values())))
     converged = None
     if minimum is not None and diverged is None:
-        far = np.flatnonzero(np.abs(losses - minimum) > CONVERGED)
-        converged = 0 if far.size == 0 else int(far[-1]) + 1 if far[-1] < steps else None
+        far = np.flatnonzero(np.abs(losses - minimum) > CONVERGED)  # steps still away from the minimum
+        if far.size == 0:
+            converged = 0
+        elif far[-1] < steps:  # close from the step after the last far one to the end
+            converged = int(far[-1]) + 1
     return Descent(name, lr, losses, diverged, converged, grad_norm, theta)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..nn.layers import dense_backward, dense_forward
 from ..train.optim import make_optimizer
-from .draw import regions, side_by_side, table, vector
+from .draw import number, regions, side_by_side, table, vector
 from .logistic import logistic_backward, logistic_forward
 
 NAME = "xor"
@@ -105,7 +105,7 @@ def predict(fit: Fit, x: np.ndarray) -> np.ndarray:
     return network_forward(inputs(x, fit.product), fit.params, np.zeros(len(x), dtype=np.int64))[1]
 
 
-def fit(name: str, task: str, product: bool = False, hidden: int = 0, steps: int = STEPS, lr: float = LR,
+def fit_one(name: str, task: str, product: bool = False, hidden: int = 0, steps: int = STEPS, lr: float = LR,
         seed: int = SEED) -> Fit:
     """Train one model on the four points by full-batch Adam, the loss recorded at every step."""
     x, y = inputs(POINTS, product), TARGETS[task]
@@ -123,7 +123,7 @@ def fit(name: str, task: str, product: bool = False, hidden: int = 0, steps: int
 def run(steps: int = STEPS, lr: float = LR, seed: int = SEED) -> XorResult:
     specs = [("AND", "AND", False, 0), ("OR", "OR", False, 0), ("XOR", "XOR", False, 0),
              ("XOR + x1*x2", "XOR", True, 0), ("XOR, 2 layers", "XOR", False, HIDDEN)]
-    fits = {name: fit(name, task, product, hidden, steps, lr, seed) for name, task, product, hidden in specs}
+    fits = {name: fit_one(name, task, product, hidden, steps, lr, seed) for name, task, product, hidden in specs}
     return XorResult(fits, steps, lr)
 
 
@@ -144,11 +144,11 @@ def _weights(fit: Fit) -> list[str]:
     p = fit.params
     if not fit.hidden:
         names = "w1 w2 w12" if fit.product else "w1 w2"
-        return [f"({names}) = {vector(p['head.W'], '{:6.2f}')}   b = {float(p['head.b'][0]):6.2f}"]
+        return [f"({names}) = {vector(p['head.W'], '{:6.2f}')}   b = {number(p['head.b'][0], '{:6.2f}')}"]
     return [f"layer0.W = {vector(p['layer0.W'][0], '{:6.2f}')}  (from x1)",
             f"           {vector(p['layer0.W'][1], '{:6.2f}')}  (from x2)",
             f"layer0.b = {vector(p['layer0.b'], '{:6.2f}')}",
-            f"head.W   = {vector(p['head.W'], '{:6.2f}')}   head.b = {float(p['head.b'][0]):6.2f}"]
+            f"head.W   = {vector(p['head.W'], '{:6.2f}')}   head.b = {number(p['head.b'][0], '{:6.2f}')}"]
 
 
 def report(result: XorResult) -> str:
