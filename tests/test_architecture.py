@@ -27,7 +27,7 @@ LAYERS = [
     ["charnn.train"],  # optimizers, schedules, the configuration and the loop
     ["charnn.baseline"],  # n-gram baselines on the trainer's split (its val_frac default)
     ["charnn.compile"],  # compiling ahead of time (runs training steps)
-    ["charnn.viz"],  # inside a model: text features, cells found, gate statistics, the page, plots
+    ["charnn.viz", "charnn.lessons"],  # inside a model (features, cells, gates, the page, plots); the lecture as lessons
     ["charnn.cli"],  # one module per command
     ["charnn", "charnn.__main__"],  # the public API
 ]

@@ -57,3 +57,20 @@ def test_an_installed_wheel_finds_and_loads_them(wheel, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     folder, model = run.stdout.split("\n")[:2]
     assert folder == str(target / "charnn" / "shipped") and model.startswith("lstm ")
+
+
+def test_an_installed_wheel_runs_the_lessons(wheel, tmp_path):
+    """The lessons need nothing a plain install lacks: no corpus, no compiling, no matplotlib for
+    the text; fancy samples the checkpoints the wheel carries."""
+    target = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), wheel],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    env = dict(os.environ, PYTHONPATH=str(target))
+    run = subprocess.run([sys.executable, "-m", "charnn", "lesson", "chain-rule"], cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0 and "f = q * z = 3 * (-4) = -12" in run.stdout, run.stderr[-2000:]
+    script = "import charnn.lessons as l; r = l.fancy.run(length=3); print([len(s.text) for s in r.models[0].samples])"
+    run = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert run.returncode == 0 and run.stdout.strip() == "[9, 9, 9]", run.stderr[-2000:]  # "ROMEO:" + 3

@@ -12,6 +12,7 @@ from .corpus import corpus
 from .evaluate import evaluate
 from .gradcheck import gradcheck
 from .plot import plot
+from .lesson import lesson
 from .sample import sample
 from .train import train
 from .viz import viz
@@ -29,7 +30,7 @@ def main():
     """
 
 
-for command in (train, sample, evaluate, gradcheck, compile_, bench, corpus, baseline):
+for command in (train, sample, evaluate, gradcheck, compile_, bench, corpus, baseline, lesson):
     main.add_command(command)
 main.add_command(viz)
 main.add_command(plot)
