@@ -280,7 +280,10 @@ def generate_many(model, num_samples: int, length: int, temperature: float = 1.0
                   top_p: float | None = None, stop=None, progress=None, note=None) -> Iterator[list[str]]:
     """num_samples streams continuing `prime`, stepped together as one batch: yields, block by block,
     a list of each stream's new text ("" once it has stopped). Stream i is the single run
-    generate(..., seed=seed + i). length 0: until every stream has met a stop string (without stop
+    generate(..., seed=seed + i): bit for bit with the compiled sampler; on the numpy reference the
+    batch's products are one BLAS call, whose rows can round in the last float32 bit unlike a single
+    row's, so a character could differ where a draw lands that close to a boundary (as between the
+    compiled and the reference loop). length 0: until every stream has met a stop string (without stop
     strings, for as long as it is read). progress(done, M) hears how the warm-up on a long prime
     goes; note(message) is told before the compiled sampler first compiles. Options are validated
     before this returns."""

@@ -20,21 +20,28 @@ FLUSH_EVERY = 256  # characters between flushes of a stream without newlines
 
 
 PROGRESS_AFTER_S = 1.0  # a warm-up on a prime that takes longer than this shows its progress
+PROGRESS_LOG_S = 10.0  # seconds between progress lines when stderr is not a terminal
 
 
 class PrimeProgress:
-    """Tells stderr how the warm-up on a long prime goes, once it has taken more than
-    PROGRESS_AFTER_S (a line a second, and the last)."""
+    """Tells stderr how the warm-up on a long prime goes once it has taken PROGRESS_AFTER_S: a
+    status line redrawn on a terminal, otherwise a line every PROGRESS_LOG_S; and the last."""
 
-    def __init__(self):
-        self.t0, self.after_s, self.shown = None, PROGRESS_AFTER_S, None
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.t0 = self.shown = None
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
         self.t0 = now if self.t0 is None else self.t0
-        due = done < total and now - self.t0 >= self.after_s and (self.shown is None or now - self.shown >= 1.0)
-        if due or (done == total and self.shown is not None):
-            say(f"reading the prime: {done:,} of {total:,} characters ({done / total:.0%})")
+        gap = 0.1 if self.live else PROGRESS_LOG_S
+        due = now - self.t0 >= PROGRESS_AFTER_S and (self.shown is None or now - self.shown >= gap)
+        if (done < total and due) or (done == total and self.shown is not None):
+            line = f"reading the prime: {done:,} of {total:,} characters ({done / total:.0%})"
+            end = "\n" if done == total or not self.live else ""
+            self.stream.write(("\r" if self.live else "") + line + end)
+            self.stream.flush()
             self.shown = now
 
 

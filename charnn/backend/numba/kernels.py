@@ -598,7 +598,7 @@ def gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp):
 # layer's step, the head, temperature, top-k, top-p, softmax and the draw, so no Python runs per
 # character (the *_batch_* kernels at the end do the same for several streams at once).
 # sampler.py lays the weights out (RecurrentNet, MLPNet) and documents the equivalence with the
-# numpy sampler (charnn.sampling.reference_ids), which is these kernels' reference. They work in
+# numpy sampler (charnn.sampling.reference_steps), which is these kernels' reference. They work in
 # float32 throughout, and step each block of hidden units with the training row kernels above
 # (the block's slices are laid out as a batch row's: gate blocks of w units), so each cell's math
 # is written once, with one exception (lstm_block_forward, which says why).

@@ -2,7 +2,7 @@
 step, the head, temperature, top-k, top-p, softmax and the draw), so no Python runs per character;
 for one stream (sample_ids) or a batch of S streams stepped together (sample_batch_ids).
 
-The numpy path, `charnn.sampling.reference_ids` (`model.step` then `pick` per character), is the
+The numpy path, `charnn.sampling.reference_steps` (`model.step` then `pick` per character), is the
 specification. For the same arguments and generator state `sample_numba` yields the same characters:
 the draws are the same float64 uniforms (one per character unless argmax, taken in blocks with
 `rng.random(n)`, which gives the same stream as n calls of `rng.random()`), and the pick replicates
