@@ -18,6 +18,7 @@ from .data.corpora import find_corpus, DEFAULT_CORPUS
 from .data.text import Vocab, read_corpus
 from .errors import CharnnError
 from .model import CharModel
+from .sampling import Draw
 from .train.config import TrainConfig
 from .train.loop import train_step
 from .train.optim import make_optimizer
@@ -41,16 +42,24 @@ def warm_up_training(backend: str = "numba") -> None:
                    dropout_rng=np.random.default_rng(0))
 
 
-def warm_up_sampling(backend: str = "numba") -> None:
-    """The first block of a long sample from one recurrent model and one MLP: the sampling kernels'
-    argument types do not depend on sizes, cell or activation."""
+def warm_up_sampling(backend: str = "numba", streams: int = 1) -> None:
+    """The first block of a long sample of `streams` streams from one recurrent model and one MLP,
+    with top-p (the kernels take it in every call): the sampling kernels' argument types do not
+    depend on sizes, cell or activation."""
     vocab = Vocab(list("ab"))
     for config in (ModelConfig(model="lstm", hidden=32, layers=2, embed=4, vocab_size=2),
                    ModelConfig(model="mlp", hidden=8, layers=1, embed=4, context=3, vocab_size=2)):
         model = CharModel.create(config, vocab, backend=backend)
-        blocks = model.ops.sampler(model, 10**9)  # as a sample too long for the reference loop asks
+        blocks = model.ops.sampler(model, 10**9, streams)  # as a sample too long for the reference loop asks
         if blocks is not None:
-            next(blocks(np.array([0]), 1.0, None, False, np.random.default_rng(0)))
+            draw = Draw(temperature=1.0, top_k=None, top_p=0.9, argmax=False)
+            rngs = [np.random.default_rng(i) for i in range(streams)]
+            next(blocks(np.array([0, 1]), np.zeros(streams, dtype=np.int64), 10, draw, rngs, np.ones(streams, bool)))
+
+
+def warm_up_batch_sampling(backend: str = "numba") -> None:
+    """warm_up_sampling for the kernels that sample several streams at once (--num-samples)."""
+    warm_up_sampling(backend, streams=2)
 
 
 def calibrate_products(config: TrainConfig | None = None, vocab_size: int | None = None, backend: str = "numba",
@@ -76,7 +85,8 @@ def compile_kernels(say=None, backend: str = "numba") -> float:
     say = say or (lambda line: None)
     ops = get_backend(backend)
     t0 = time.perf_counter()
-    for family, warm_up in (("sample", warm_up_sampling), ("train", warm_up_training)):
+    for family, warm_up in (("sample", warm_up_sampling), ("sample-batch", warm_up_batch_sampling),
+                            ("train", warm_up_training)):
         t = time.perf_counter()
         say(f"compiling the {family} kernels (once per install) ...")
         warm_up(backend)

@@ -31,8 +31,9 @@ from .nn.gru import gru_step_forward, split_gates3
 from .nn.layers import dropout_backward, dropout_forward, linear_forward, one_hot
 from .nn.lstm import lstm_step_forward, split_gates
 from .nn.rnn import rnn_step_forward
-from .sampling import generate
+from . import sampling
 
+WARM_UP_CHUNK = 1024  # prime characters per sequence forward in warm_up
 # what a model-only checkpoint keeps of how it was trained (not the optimizer, RNG or carried state)
 TRAINING_SUMMARY = ("config", "corpus", "step", "epoch", "val_loss", "best_val", "command")
 
@@ -260,14 +261,62 @@ class CharModel:
         return self.mean_loss(self.vocab.encode(text, "text to score"))
 
     def generate(self, length: int, temperature: float = 1.0, prime: str = "", top_k: int | None = None,
-                 argmax: bool = False, seed: int | None = None):
-        """Yield `length` sampled characters one at a time, continuing `prime` (see charnn.sampling)."""
-        return generate(self, length, temperature=temperature, prime=prime, top_k=top_k, argmax=argmax, seed=seed)
+                 argmax: bool = False, seed: int | None = None, **options):
+        """Yield sampled characters one at a time, continuing `prime`: `length` of them (0: until a
+        stop string, or for as long as they are read). options: top_p, stop, progress, note
+        (see charnn.sampling.generate)."""
+        return sampling.generate(self, length, temperature, prime, top_k, argmax, seed, **options)
 
     def sample(self, length: int, temperature: float = 1.0, prime: str = "", top_k: int | None = None,
-               argmax: bool = False, seed: int | None = None) -> str:
-        """`prime` followed by `length` sampled characters. The same seed gives the same text."""
-        return prime + "".join(self.generate(length, temperature, prime, top_k, argmax, seed))
+               argmax: bool = False, seed: int | None = None, **options) -> str:
+        """`prime` followed by `length` sampled characters (fewer if options["stop"] ends it first;
+        length 0: until a stop string). The same seed gives the same text."""
+        if length == 0 and not sampling.stop_strings(options.get("stop")):
+            raise CharnnError("length 0 samples until a stop string, and there is none: give stop=..., "
+                              "or read model.generate(0) for as long as you like")
+        return prime + "".join(self.generate(length, temperature, prime, top_k, argmax, seed, **options))
+
+    def samples(self, num_samples: int, length: int, **options) -> list[str]:
+        """num_samples texts, each `prime` followed by its sampled characters, generated as one batch;
+        text i is sample(length, seed=seed + i, ...). options: those of sample."""
+        if length == 0 and not sampling.stop_strings(options.get("stop")):
+            raise CharnnError("length 0 samples until a stop string, and there is none: give stop=...")
+        texts = [[] for _ in range(num_samples)]
+        for pieces in sampling.generate_many(self, num_samples, length, **options):
+            for text, piece in zip(texts, pieces):
+                text.append(piece)
+        prime = options.get("prime", "")
+        return [prime + "".join(text) for text in texts]
+
+    def generate_many(self, num_samples: int, length: int, **options):
+        """num_samples streams as one batch: yields per block a list of each stream's new text
+        (see charnn.sampling.generate_many)."""
+        return sampling.generate_many(self, num_samples, length, **options)
+
+    def generate_probs(self, length: int, **options):
+        """generate's characters as CharProb records: each with the model's probability of it and
+        of the 5 most likely characters (see charnn.sampling.generate_probs)."""
+        return sampling.generate_probs(self, length, **options)
+
+    def beam_search(self, beam: int, length: int, prime: str = "", progress=None):
+        """The `beam` most likely continuations of `length` characters, best first, as
+        charnn.sampling.Beam (text, logprob, chars)."""
+        return sampling.beam_search(self, beam, length, prime, progress)
+
+    def warm_up(self, ids: np.ndarray, state=None, progress=None):
+        """The state after reading ids (M,) as one stream (B = 1) from `state` (default: the initial
+        state), with the sequence forward in chunks of WARM_UP_CHUNK (no dropout, no head): the
+        state model.step would reach one character at a time, to float32 rounding, in a fraction of
+        the time. progress(done, M) is told at the start and after each chunk."""
+        state = self.initial_state(1) if state is None else state
+        ids = np.asarray(ids)
+        if progress is not None and len(ids):
+            progress(0, len(ids))
+        for start in range(0, len(ids), WARM_UP_CHUNK):
+            *_, state = self._body(ids[None, start : start + WARM_UP_CHUNK], state, None)
+            if progress is not None:
+                progress(min(start + WARM_UP_CHUNK, len(ids)), len(ids))
+        return state
 
     def save(self, path, extra_meta: dict | None = None) -> None:
         """Write the model alone as a checkpoint: parameters, config, vocabulary, and a summary of
@@ -385,6 +434,14 @@ class MLPModel(CharModel):
             dx, grads[f"layer{l}.W"], grads[f"layer{l}.b"] = self.ops.dense_backward(dx, cache.layers[l])
         K, E = self.config.context, self.config.embed
         grads["embed.W"] = self.ops.embedding_backward(dx.reshape(cache.B, cache.T, K, E), cache.embed)
+
+    def warm_up(self, ids: np.ndarray, state=None, progress=None):
+        """The state after reading ids (M,): the MLP's state is its last K-1 ids (no layer runs)."""
+        state = self.initial_state(1) if state is None else state
+        _, state = self._windows(np.asarray(ids)[None], state)
+        if progress is not None:
+            progress(len(ids), len(ids))
+        return state
 
     def step(self, ids: np.ndarray, state):
         """ids (B,) -> logits (B, V), new state: the same dense forward as training, one position."""

@@ -116,8 +116,10 @@ def test_help_lists_every_option_with_its_default(runner):
         assert opt in out
     assert "default: 256" in out and "default: 0.002" in out
     out = invoke(runner, "sample", "--help").output
-    for opt in ["--checkpoint", "--length", "--temperature", "--prime", "--top-k", "--argmax", "--seed"]:
+    for opt in ["--checkpoint", "--length", "--temperature", "--prime", "--top-k", "--argmax", "--seed", "--top-p",
+                "--stop", "--num-samples", "--separator", "--beam", "--show-logprob", "--prime-file", "--format"]:
         assert opt in out
+    assert "then --top-k, then" in " ".join(out.split())  # the order of the filters
 
 
 def test_python_dash_m(tmp_path):

@@ -18,13 +18,17 @@ from charnn.data.text import Vocab
 from charnn import CharModel, ModelConfig
 from charnn.backend.numba import compile as numba_compile
 from charnn.backend.numba.kernels import ACTIVATION_CODES, activate_row
-from charnn.backend.numba.sampler import BLOCK, FIRST_BLOCK, _Chooser, prepare, sample_ids
+from charnn.backend.numba.kernels import pick_kernel
+from charnn.backend.numba.sampler import (BLOCK, FIRST_BLOCK, _Chooser, prepare, prepare_batch, sample_batch_ids,
+                                          sample_ids, warm_up)
+from charnn.sampling import pick
 from charnn.backend.numba.threads import cpus_busy
 
 
-def sample_numba(model, prime_ids, length, temperature=1.0, top_k=None, argmax=False, rng=None, threads=None):
+def sample_numba(model, prime_ids, length, temperature=1.0, top_k=None, argmax=False, rng=None, threads=None,
+                 top_p=None):
     """The compiled sampler's characters, one at a time (as charnn.sampling yields them)."""
-    for ids in sample_ids(model, prime_ids, length, temperature, top_k, argmax, rng, threads):
+    for ids in sample_ids(model, prime_ids, length, temperature, top_k, argmax, rng, threads, top_p=top_p):
         yield from (model.vocab.chars[i] for i in ids.tolist())
 
 
@@ -32,7 +36,7 @@ def step_logits(model, ids, threads: int = 1) -> np.ndarray:
     """The kernel's logits (V,) after stepping ids (M,) from the initial state."""
     kernel, nets, state = prepare(model, threads)
     feed = np.asarray(ids, dtype=np.int64).reshape(-1)
-    return kernel(nets[max(nets)], *state, feed, np.zeros(1), 1.0, 0, True, np.empty(1, dtype=np.int64))
+    return kernel(nets[max(nets)], *state, feed, np.zeros(1), 1.0, 0, 1.0, True, np.empty(1, dtype=np.int64))
 
 VOCAB = Vocab(sorted(set("abcdefgh ijk.\n")))  # has a newline: generation starts from it
 VOCAB_NO_NEWLINE = Vocab(list("abcdefg"))  # no newline: the first character is drawn from the rng
@@ -50,9 +54,10 @@ def spec_id(spec) -> str:
     return f"{kind}-{activation}-E{embed}-L{layers}-H{hidden}"
 
 
-# (temperature, top_k, argmax, prime)
-OPTIONS = [(1.0, None, False, ""), (0.6, 3, False, "ab"), (1.4, None, False, "k.a"), (1.0, 20, False, "c"),
-           (0.8, 1, False, ""), (1.0, None, True, "ba")]
+# (temperature, top_k, argmax, prime, top_p)
+OPTIONS = [(1.0, None, False, "", None), (0.6, 3, False, "ab", None), (1.4, None, False, "k.a", None),
+           (1.0, 20, False, "c", None), (0.8, 1, False, "", None), (1.0, None, True, "ba", None),
+           (1.0, None, False, "ab", 0.9), (1.5, 6, False, "", 0.5), (0.7, None, False, "k", 0.2)]
 
 
 def make_model(kind, activation, embed, layers, hidden, vocab=VOCAB, seed=0):
@@ -66,23 +71,30 @@ def make_model(kind, activation, embed, layers, hidden, vocab=VOCAB, seed=0):
 
 
 def generate_with(sampler, model, *args, **kwargs) -> str:
-    """model.generate with sampling.reference_ids swapped for sampler (which yields characters):
-    the same validation, seeding and choice of the first character as the numpy path."""
-    original = sampling.reference_ids
+    """model.generate with the reference loop (sampling.reference_blocks) swapped for sampler (which
+    yields characters, called as sample_numba): the same validation, seeding, choice of the first
+    character and stop strings as the numpy path."""
+    original = sampling.reference_blocks
     stoi = model.vocab.stoi
-    sampling.reference_ids = lambda *a: (np.array([stoi[ch]]) for ch in sampler(*a))
+
+    def blocks(model, warm_ids, first_ids, length, draw, rngs, alive, progress=None):
+        feed = np.append(warm_ids, first_ids[0])
+        for ch in sampler(model, feed, length, draw.temperature, draw.top_k, draw.argmax, rngs[0], top_p=draw.top_p):
+            yield np.array([[stoi[ch]]])
+
+    sampling.reference_blocks = blocks
     try:
         return "".join(model.generate(*args, **kwargs))
     finally:
-        sampling.reference_ids = original
+        sampling.reference_blocks = original
 
 
 @pytest.mark.parametrize("spec", MODELS, ids=spec_id)
 def test_kernel_samples_the_numpy_sequence(spec):
     model = make_model(*spec)
-    for temperature, top_k, argmax, prime in OPTIONS:
+    for temperature, top_k, argmax, prime, top_p in OPTIONS:
         for seed in (0, 1):
-            kwargs = dict(temperature=temperature, prime=prime, top_k=top_k, argmax=argmax, seed=seed)
+            kwargs = dict(temperature=temperature, prime=prime, top_k=top_k, argmax=argmax, seed=seed, top_p=top_p)
             expected = "".join(model.generate(150, **kwargs))
             assert generate_with(sample_numba, model, 150, **kwargs) == expected, kwargs
 
@@ -93,7 +105,7 @@ def test_hidden_units_split_over_two_threads_sample_the_same_sequence(spec):
     """Two unit blocks (H padded to whole cache lines; padded units feed only zero weights). Short:
     on a loaded machine each parallel region can wait for a time slice."""
     model = make_model(*spec)
-    kwargs = dict(temperature=0.9, prime="ab", top_k=5, seed=2)
+    kwargs = dict(temperature=0.9, prime="ab", top_k=5, seed=2, top_p=0.9)
     expected = "".join(model.generate(60, **kwargs))
     assert generate_with(partial(sample_numba, threads=2), model, 60, **kwargs) == expected
 
@@ -121,6 +133,77 @@ def test_kernel_logits_match_model_step(spec):
         assert err < 1e-5, f"threads={threads}: relative error {err:.1e}"
 
 
+class FixedDraw:
+    """A generator whose every uniform is u."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def random(self):
+        return self.u
+
+
+def test_kernel_pick_equals_pick_with_top_k_top_p_and_ties():
+    """pick_kernel against sampling.pick at 25 uniforms across [0, 1) each (so over the whole
+    cumulative distribution), on logits with many ties (small integers) and without, for
+    combinations of temperature, top-k and top-p."""
+    rng = np.random.default_rng(8)
+    V = 14
+    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
+    for case in range(300):
+        logits = (rng.integers(-3, 3, V) if case % 2 else rng.normal(0, 2, V)).astype(np.float32)
+        temperature = (1.0, 0.5, 2.0)[case % 3]
+        top_k = (None, 1, 3, 14, 20)[case % 5]
+        top_p = (None, 0.3, 0.7, 0.95, 1.0, 0.05)[(case // 5) % 6]
+        k, p = (top_k if top_k is not None and top_k < V else 0), (1.0 if top_p is None else top_p)
+        for u in np.linspace(0, 1, 25, endpoint=False) + rng.random() / 25:
+            expected = pick(logits, FixedDraw(u), temperature, top_k, False, top_p)
+            got = pick_kernel(logits, u, temperature, k, p, False, z, top, cdf)
+            assert got == expected, (logits, temperature, top_k, top_p, u)
+
+
+BATCH_SPECS = [s for s in MODELS if s[1] in ("tanh", "relu")]
+
+
+@pytest.mark.parametrize("spec", BATCH_SPECS, ids=spec_id)
+def test_batch_streams_are_the_single_runs(spec):
+    """sample_batch_ids: stream s gives sample_ids' ids with its own generator; a stream set not
+    alive stops there and the others go on unchanged."""
+    model = make_model(*spec)
+    warm, first = np.array([1, 2, 3]), np.array([4, 0, 4, 7])
+    draw = dict(temperature=0.9, top_k=8, top_p=0.9)
+    alive, got = np.ones(4, dtype=bool), [[] for _ in range(4)]
+    rngs = [np.random.default_rng(20 + s) for s in range(4)]
+    for n, block in enumerate(sample_batch_ids(model, warm, first, 150, rngs=rngs, alive=alive, **draw)):
+        assert block.shape[0] == 4 and (block[2] < 0).all() == (n > 1)
+        for s in range(4):
+            got[s].extend(block[s][block[s] >= 0].tolist())
+        if n == 1:
+            alive[2] = False  # stream 2 ends after its second block
+    for s in range(4):
+        length = FIRST_BLOCK + BLOCK if s == 2 else 150
+        ids = sample_ids(model, np.append(warm, first[s]), length, rng=np.random.default_rng(20 + s), **draw)
+        assert got[s] == np.concatenate(list(ids)).tolist(), s
+
+
+@pytest.mark.parametrize("spec", [s for s in BATCH_SPECS if s[0] != "mlp"], ids=spec_id)
+def test_batch_kernel_steps_every_stream_as_the_batch_1_kernel_bit_for_bit(spec):
+    model = make_model(*spec)
+    batch = prepare_batch(model)
+    first = np.array([3, 1, 5], dtype=np.int64)
+    warm_up(batch.kernel, batch.net, batch.state, np.array([1, 2, 0, 6]))
+    h, c = (np.ascontiguousarray(np.repeat(a[:, None], 3, axis=1)) for a in batch.state)  # (L, S, Hp)
+    out = np.empty((3, 20), dtype=np.int64)
+    batch.batch_kernel(batch.net, h, c, first, np.zeros((3, 20)), 1.0, 0, 1.0, True, out)
+    kernel, nets, _ = prepare(model, 1)
+    for s in range(3):
+        h1, c1 = batch.state[0].copy(), batch.state[1].copy()
+        out1 = np.empty(20, dtype=np.int64)
+        kernel(nets[1], h1, c1, first[s : s + 1], np.zeros(20), 1.0, 0, 1.0, True, out1)
+        assert np.array_equal(out[s], out1)
+        assert np.array_equal(h[:, s], h1) and np.array_equal(c[:, s], c1)  # the same state, bit for bit
+
+
 def test_block_draws_are_the_stream_of_single_draws():
     singles = np.random.default_rng(7)
     expected = np.array([singles.random() for _ in range(FIRST_BLOCK + 3 * BLOCK + 5)])
@@ -135,12 +218,15 @@ def test_sample_ids_streams_blocks_and_leaves_the_rng_where_the_numpy_path_does(
     prime = np.array([1, 2], dtype=np.int32)
     length = FIRST_BLOCK + 2 * BLOCK + 3
     rng_numpy, rng_kernel = np.random.default_rng(5), np.random.default_rng(5)
-    expected = "".join(VOCAB.chars[int(i[0])] for i in sampling.reference_ids(model, prime, length, 1.0, None, False, rng_numpy))
+    steps = sampling.reference_steps(model, prime[:-1], prime[-1:], length, sampling.Draw(), [rng_numpy], np.ones(1, bool))
+    expected = "".join(VOCAB.chars[int(ids[0])] for _, ids, _ in steps)
     blocks = list(sample_ids(model, prime, length, rng=rng_kernel))
     assert [len(b) for b in blocks] == [FIRST_BLOCK, BLOCK, BLOCK, 3]
     assert "".join(VOCAB.chars[i] for i in np.concatenate(blocks)) == expected
     assert rng_kernel.bit_generator.state == rng_numpy.bit_generator.state
     assert list(sample_ids(model, prime, 0, rng=rng_kernel)) == []
+    endless = sample_ids(model, prime, None, rng=np.random.default_rng(5))  # None: without end
+    assert np.array_equal(np.concatenate([next(endless) for _ in range(4)])[:length], np.concatenate(blocks))
 
 
 def test_argmax_consumes_no_draws():
@@ -303,6 +389,6 @@ def test_one_layout_run_serially_or_in_parallel_gives_the_same_logits(spec):
     for threads in (1, 2):
         Hp = net.Wh.shape[2]
         h, c = np.zeros((model.config.layers, Hp), np.float32), np.zeros((model.config.layers, Hp), np.float32)
-        logits.append(recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.zeros(1), 1.0, 0, True,
+        logits.append(recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.zeros(1), 1.0, 0, 1.0, True,
                                               np.empty(1, dtype=np.int64)))
     assert np.array_equal(logits[0], logits[1])

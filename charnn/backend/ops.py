@@ -30,11 +30,14 @@ class Backend(NamedTuple):
     gru_forward: Callable
     gru_backward: Callable
     adam_update: Callable  # charnn.nn.optim.adam_update
-    # (model, length) -> a function yielding the sampled ids in blocks (see charnn.sampling), or
-    # None: sample with the reference loop, model.step then pick per character
+    # (model, work, streams=1) -> a function (warm_ids, first_ids, length, draw, rngs, alive,
+    # progress) yielding the sampled ids of `streams` streams in blocks (S, n) (see
+    # charnn.sampling.stream_blocks), or None: sample with the reference loop, model.step then pick
+    # per character. work: characters to step through (None: without end)
     sampler: Callable
-    # (task, model, length=0) -> what to tell the user before a task ("train", or "sample" of
-    # `length` characters) that will take longer than usual (compiling, a slow threading layer), or None
+    # (task, model, length=0) -> what to tell the user before a task ("train", or "sample" /
+    # "sample-batch" stepping through `length` characters, None: without end) that will take longer
+    # than usual (compiling, a slow threading layer), or None
     notice: Callable
     # (task) -> None: the task ran, so what it compiled is cached (see notice)
     done: Callable

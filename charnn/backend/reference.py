@@ -13,7 +13,7 @@ NUMPY = Backend(
     name="numpy",
     **{op: next(getattr(m, op) for m in _MODULES if hasattr(m, op)) for op in LAYER_OPS},
     adam_update=adam_update,
-    sampler=lambda model, length: None,
+    sampler=lambda model, work, streams=1: None,
     notice=lambda task, model, length=0: None,
     done=lambda task: None,
     prepare=lambda config, batch_size, seq_len, say=None, default=False: contextlib.nullcontext(),

@@ -8,30 +8,31 @@ import numpy as np
 from ..errors import CorpusError, VocabError
 
 
-def read_corpus(path: str | os.PathLike) -> str:
-    """Read a whole corpus as strict UTF-8; raise CorpusError naming the problem otherwise."""
+def read_corpus(path: str | os.PathLike, what: str = "corpus") -> str:
+    """Read a whole corpus (or another text: `what` names it in errors) as strict UTF-8; raise
+    CorpusError naming the problem otherwise."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise CorpusError(f"corpus not found: {path}") from None
+        raise CorpusError(f"{what} not found: {path}") from None
     except IsADirectoryError:
-        raise CorpusError(f"corpus is a directory, not a text file: {path}") from None
+        raise CorpusError(f"{what} is a directory, not a text file: {path}") from None
     except OSError as e:
-        raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
+        raise CorpusError(f"cannot read {what} {path}: {e.strerror}") from None
     if not raw:
-        raise CorpusError(f"corpus is empty: {path}")
+        raise CorpusError(f"{what} is empty: {path}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise CorpusError(
-            f"corpus is not valid UTF-8: {path}: byte 0x{raw[e.start]:02x} at offset {e.start} ({e.reason})"
+            f"{what} is not valid UTF-8: {path}: byte 0x{raw[e.start]:02x} at offset {e.start} ({e.reason})"
         ) from None
     if text.startswith("\ufeff"):  # a byte-order mark is encoding metadata, not text to learn
         text = text[1:]
     if not text:
-        raise CorpusError(f"corpus is empty: {path}")
+        raise CorpusError(f"{what} is empty: {path}")
     return text
 
 

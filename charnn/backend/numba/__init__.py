@@ -8,7 +8,7 @@
     calibrate which of the two trains a shape faster here, measured once per machine and shape
     policy    the answers, remembered in the user's cache folder, and the one in effect
     scratch   recycled scratch arrays (no page faults per step)
-    sampler   batch-1 sampling, a whole block of characters per kernel call
+    sampler   sampling, a whole block of characters per kernel call (one stream or a batch)
     threads   how many threads a parallel kernel should use here
     compile   compiling explicitly (`charnn compile`), and knowing whether it is done
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 
 import numba
+import numpy as np
 
 from ..ops import LAYER_OPS, Backend
 from . import compile as _compile
@@ -37,29 +38,47 @@ def adam_update(p, g, m, v, beta1, beta2, step_size, v_correction, eps):
                         v_correction, eps)
 
 
-def sample_blocks(model, length: int):
-    """The compiled sampler for `model` (sampler.sample_ids), or None when the reference loop is
-    the better choice: a short sample before the sampling kernels are compiled."""
-    if length <= COLD_NUMPY_MAX and not _compile.is_compiled("sample"):
+def sample_blocks(model, work: int | None, streams: int = 1):
+    """The compiled sampler for `model` and `streams` streams (sampler.sample_ids for one,
+    sample_batch_ids for more), or None when the reference loop is the better choice: a short
+    sample (work: the characters to step through, prime and sample of every stream; None: without
+    end) before the sampling kernels are compiled."""
+    family = sample_family(streams)
+    if work is not None and work <= COLD_NUMPY_MAX and not _compile.is_compiled(family):
         return None
 
-    def blocks(prime_ids, temperature, top_k, argmax, rng):
+    def blocks(warm_ids, first_ids, length, draw, rngs, alive, progress=None):
+        if streams == 1:  # the batch-1 kernel, with its choice of threads
+            feed = np.append(np.asarray(warm_ids, dtype=np.int64), first_ids[0])
+            ids = sampler.sample_ids(model, feed, length, draw.temperature, draw.top_k, draw.argmax, rngs[0],
+                                     top_p=draw.top_p, progress=progress)
+        else:
+            ids = sampler.sample_batch_ids(model, warm_ids, first_ids, length, draw.temperature, draw.top_k,
+                                           draw.top_p, draw.argmax, rngs, alive, progress)
         first = True
-        for ids in sampler.sample_ids(model, prime_ids, length, temperature, top_k, argmax, rng):
-            yield ids
+        for block in ids:
+            yield block.reshape(streams, -1)  # (S, n)
             if first:  # the first block ran: the kernel is compiled and cached now
-                _compile.mark_compiled("sample")
+                _compile.mark_compiled(family)
                 first = False
+            if not alive.any():
+                return
 
     return blocks
 
 
-def notice(task: str, model, length: int = 0) -> str | None:
-    """What to tell the user before `task` ("train", or "sample" of `length` characters) will take
-    longer than usual."""
+def sample_family(streams: int) -> str:
+    """The kernels a sample of `streams` streams runs: "sample" (batch-1) or "sample-batch"."""
+    return "sample" if streams == 1 else "sample-batch"
+
+
+def notice(task: str, model, length: int | None = 0) -> str | None:
+    """What to tell the user before `task` ("train", or "sample" / "sample-batch" stepping through
+    `length` characters, None: without end) will take longer than usual."""
     lines = []
-    if task == "sample" and length > COLD_NUMPY_MAX and not _compile.is_compiled("sample"):
-        lines.append(f"numba compiles the sampling kernels first ({_compile.EXPECTED_S['sample']}, once; "
+    long_sample = length is None or length > COLD_NUMPY_MAX
+    if task.startswith("sample") and long_sample and not _compile.is_compiled(task):
+        lines.append(f"numba compiles the sampling kernels first ({_compile.EXPECTED_S[task]}, once; "
                      "`charnn compile` does it ahead of time)")
     if task == "train" and not _compile.is_compiled("train"):
         lines.append("first run after an install: numba compiles the training kernels now "

@@ -22,7 +22,7 @@ from ...version import __version__
 from ...files import atomic_write
 from . import kernels
 
-EXPECTED_S = {"train": "10-20 s", "sample": "5-10 s"}
+EXPECTED_S = {"train": "10-20 s", "sample": "5-10 s", "sample-batch": "5-10 s"}
 
 
 def cache_dir() -> str:
@@ -44,7 +44,7 @@ def _stamp(family: str) -> str:
 
 
 def is_compiled(family: str) -> bool:
-    """Whether this family's kernels ("train" or "sample") were compiled for this machine and this
+    """Whether this family's kernels ("train", "sample" or "sample-batch") were compiled for this machine and this
     kernels.py (by `charnn compile` or an earlier run)."""
     try:
         with open(_stamp(family), encoding="utf-8") as f:

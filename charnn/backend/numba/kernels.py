@@ -21,11 +21,11 @@ Conventions:
   kernels over batch rows, the matrix product over output tiles, Adam over elements, one sampling
   kernel over weight blocks. The scatter-adds (embedding gradient) stay serial: they would race.
 - Shapes: B batch, T steps, H hidden width, G gate width (4H lstm, 3H gru, H rnn), V vocabulary,
-  N rows; each kernel's docstring gives its arrays' shapes.
+  N rows, S sampled streams; each kernel's docstring gives its arrays' shapes.
 - The products alone use fastmath, and only its "contract" flag (fused multiply-add).
 - Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
-  Adam; matrix products; then batch-1 sampling, whose Python side (weight layout, thread choice)
-  is sampler.py. Measurements behind these choices: bench/README.md.
+  Adam; matrix products; then sampling (batch-1, and batches of streams), whose Python side
+  (weight layout, thread choice) is sampler.py. Measurements behind these choices: bench/README.md.
 """
 from __future__ import annotations
 
@@ -593,11 +593,12 @@ def gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp):
         gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
         gemm_kernel(dha[:, t], WhTp, dh_rec)  # forward: ha = h_prev @ Wh
 
-# ================================================================ batch-1 sampling
+# ================================================================ sampling
 # One call of recurrent_sample_kernel / mlp_sample_kernel runs a whole block of characters: every
-# layer's step, the head, temperature, top-k, softmax and the draw, so no Python runs per character.
+# layer's step, the head, temperature, top-k, top-p, softmax and the draw, so no Python runs per
+# character (the *_batch_* kernels at the end do the same for several streams at once).
 # sampler.py lays the weights out (RecurrentNet, MLPNet) and documents the equivalence with the
-# numpy sampler (charnn.sampling.reference_ids), which is these kernels' reference. They work in
+# numpy sampler (charnn.sampling.reference_steps), which is these kernels' reference. They work in
 # float32 throughout, and step each block of hidden units with the training row kernels above
 # (the block's slices are laid out as a batch row's: gate blocks of w units), so each cell's math
 # is written once, with one exception (lstm_block_forward, which says why).
@@ -655,9 +656,9 @@ def kth_largest(z, k, top):
 
 
 @njit(**JIT)
-def pick_kernel(logits, u, temperature, top_k, argmax, z, top, cdf):
+def pick_kernel(logits, u, temperature, top_k, top_p, argmax, z, top, cdf):
     """charnn.sampling.pick with its uniform draw u in [0, 1) given: logits (V,) float32 -> id.
-    top_k <= 0 means no top-k; z, top, cdf (V,) float64 are scratch."""
+    top_k <= 0 means no top-k, top_p >= 1 no top-p; z, top, cdf (V,) float64 are scratch."""
     V = logits.shape[0]
     if argmax:
         best = 0
@@ -677,11 +678,43 @@ def pick_kernel(logits, u, temperature, top_k, argmax, z, top, cdf):
         if z[j] >= kth:
             total += np.exp(z[j] - zmax)  # subtracting the max keeps exp finite at low temperature
         cdf[j] = total  # a dropped character adds exp(-inf) = 0: the same sequential cumsum
+    if top_p < 1.0:
+        total = nucleus_kernel(z, kth, zmax, total * top_p, top, cdf)
     target = u * total
     i = 0
     while i < V - 1 and cdf[i] <= target:  # searchsorted(cdf, target, side="right"), clamped to V-1
         i += 1
     return i
+
+
+@njit(**JIT)
+def nucleus_kernel(z, kth, zmax, mass, w, cdf):
+    """charnn.sampling.nucleus on the weights p[j] = exp(z[j] - zmax) where z[j] >= kth, else 0:
+    take the heaviest not yet taken (the lowest id of equal weights), adding their weights in that
+    order, until the sum reaches mass; then cdf (V,) = the cumulative sum of the taken weights in id
+    order. Returns cdf[-1]. z (V,) is overwritten with the weights, w (V,) is scratch. Selection,
+    not a sort: the nucleus is usually a few characters, so this costs a few passes over V."""
+    V = z.shape[0]
+    for j in range(V):
+        z[j] = np.exp(z[j] - zmax) if z[j] >= kth else 0.0  # (V,) the weights pick draws from
+        w[j] = z[j]
+    taken, acc = 0, 0.0
+    while taken < V:
+        best = -1
+        for j in range(V):
+            if w[j] >= 0.0 and (best < 0 or w[j] > w[best]):  # strict: the lowest id of equal weights
+                best = j
+        acc += w[best]  # as np.cumsum(p[order]) adds them
+        w[best] = -1.0  # taken (weights are >= 0)
+        taken += 1
+        if acc >= mass:
+            break
+    total = 0.0
+    for j in range(V):
+        if w[j] < 0.0:
+            total += z[j]
+        cdf[j] = total
+    return total
 
 
 # ---------------------------------------------------------------- kernels: whole blocks
@@ -745,7 +778,7 @@ def recurrent_step_kernel(net, h, c, x_id, h_next, xa, ha, zero, gates, aux):
 
 
 @njit(**JIT)
-def recurrent_sample_kernel(net, h, c, feed, u, temperature, top_k, argmax, out):
+def recurrent_sample_kernel(net, h, c, feed, u, temperature, top_k, top_p, argmax, out):
     """Step through feed (M,) ids, then sample N = len(out) ids into out, each step's input the
     previous step's output; u (N,) float64 holds one uniform per sampled id (unused if argmax).
     feed[:-1] only warms the state (prime text); the first id sampled follows feed[-1].
@@ -768,15 +801,15 @@ def recurrent_sample_kernel(net, h, c, feed, u, temperature, top_k, argmax, out)
     for t in range(out.shape[0]):
         recurrent_step_kernel(net, h, c, current, h_next, xa, ha, zero, gates, aux)
         head_kernel(h[L - 1], net.head_W, net.head_b, logits)
-        current = pick_kernel(logits, u[t], temperature, top_k, argmax, z, top, cdf)
+        current = pick_kernel(logits, u[t], temperature, top_k, top_p, argmax, z, top, cdf)
         out[t] = current
     return logits
 
 
 @njit(**JIT)
-def mlp_step_kernel(net, window, x_id, a, h):
-    """Shift x_id into window (K,) (the last K ids, padding id V before the text) and run the dense
-    layers: h (H,) gets the last layer's output; a (H,) scratch."""
+def mlp_input_layer(net, window, x_id, a, h):
+    """Shift x_id into window (K,) (the last K ids, padding id V before the text) and run the first
+    dense layer: h (H,) = act(emb(window) @ W0 + b0); a (H,) scratch."""
     K = window.shape[0]
     for j in range(K - 1):
         window[j] = window[j + 1]
@@ -788,8 +821,15 @@ def mlp_step_kernel(net, window, x_id, a, h):
             a[m] += row[m]
     for m in range(a.shape[0]):
         a[m] += net.b[0, m]
-    H = a.shape[0]
     activate_row(a, h, net.act)
+
+
+@njit(**JIT)
+def mlp_step_kernel(net, window, x_id, a, h):
+    """Shift x_id into window (K,) and run the dense layers: h (H,) gets the last layer's output;
+    a (H,) scratch."""
+    mlp_input_layer(net, window, x_id, a, h)
+    H = a.shape[0]
     for l in range(1, net.b.shape[0]):
         matvec(h, net.W[l - 1], a)  # (H,) h @ W; a and h are distinct arrays
         for m in range(H):
@@ -798,7 +838,7 @@ def mlp_step_kernel(net, window, x_id, a, h):
 
 
 @njit(**JIT)
-def mlp_sample_kernel(net, window, feed, u, temperature, top_k, argmax, out):
+def mlp_sample_kernel(net, window, feed, u, temperature, top_k, top_p, argmax, out):
     """`recurrent_sample_kernel` for the MLP: the carried state is window (K,) int64, updated in place."""
     H = net.b.shape[1]
     V = net.head_b.shape[0]
@@ -812,6 +852,110 @@ def mlp_sample_kernel(net, window, feed, u, temperature, top_k, argmax, out):
     for t in range(out.shape[0]):
         mlp_step_kernel(net, window, current, a, h)
         head_kernel(h, net.head_W, net.head_b, logits)
-        current = pick_kernel(logits, u[t], temperature, top_k, argmax, z, top, cdf)
+        current = pick_kernel(logits, u[t], temperature, top_k, top_p, argmax, z, top, cdf)
         out[t] = current
     return logits
+
+
+# ---------------------------------------------------------------- kernels: batches of streams
+# S streams sampled together: each weight row is read once per step for all of them (batch_matvec),
+# and every stream's numbers are those of the batch-1 kernels above, bit for bit: the same sums in
+# the same order, the same row kernels, the same pick. They take the layout with one unit block
+# (NB = 1), run serially.
+@njit(**JIT)
+def batch_matvec(X, W, out):
+    """out[s] = X[s] @ W for every stream s: X (S, D), W (D, M) -> out (S, M), float32. Each row is
+    summed exactly as matvec sums it (four rows of W per pass, in the same order), so a row equals
+    matvec of it bit for bit; the four rows of W serve every stream while they are in cache."""
+    S = X.shape[0]
+    D, M = W.shape
+    out[:] = 0.0
+    k = 0
+    while k + 4 <= D:
+        for s in range(S):
+            x0, x1, x2, x3 = X[s, k], X[s, k + 1], X[s, k + 2], X[s, k + 3]
+            for j in range(M):
+                out[s, j] += x0 * W[k, j] + x1 * W[k + 1, j] + x2 * W[k + 2, j] + x3 * W[k + 3, j]
+        k += 4
+    while k < D:
+        for s in range(S):
+            xk = X[s, k]
+            for j in range(M):
+                out[s, j] += xk * W[k, j]
+        k += 1
+
+
+@njit(**JIT)
+def batch_pick(net, h_top, ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out):
+    """The head and the draw for every stream: logits (S, V) = h_top (S, H) @ head.W + head.b, then
+    ids[s] = out[s, t] = pick with uniform u[s, t]."""
+    batch_matvec(h_top, net.head_W, logits)
+    for s in range(ids.shape[0]):
+        for j in range(logits.shape[1]):
+            logits[s, j] += net.head_b[j]
+        ids[s] = pick_kernel(logits[s], u[s, t], temperature, top_k, top_p, argmax, z, top, cdf)
+        out[s, t] = ids[s]
+
+
+@njit(**JIT)
+def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p, argmax, out):
+    """Sample n = out.shape[1] ids for each of S streams into out (S, n), stream s continuing from
+    input id first[s] (S,); u (S, n) float64 one uniform per sampled id (unused if argmax).
+    h, c (L, S, Hp) float32 are the streams' carried states, updated in place. net: one unit block."""
+    L, S, Hp = h.shape
+    G = net.Wh.shape[3]
+    V = net.head_b.shape[0]
+    xa = np.empty((S, G), dtype=np.float32)
+    ha = np.empty((S, G), dtype=np.float32)
+    h_next = np.empty((S, Hp), dtype=np.float32)
+    zero = np.zeros(G, dtype=np.float32)  # the bias the row kernels add: already in xa
+    gates = np.empty(G, dtype=np.float32)
+    aux = np.empty(Hp, dtype=np.float32)
+    logits = np.empty((S, V), dtype=np.float32)
+    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
+    ids = first.copy()  # (S,) each stream's input
+    for t in range(out.shape[1]):
+        for l in range(L):
+            if l == 0:
+                for s in range(S):
+                    xa[s] = net.x0[0, ids[s]]  # embed.W[id] @ Wx0 + b0, tabulated
+            else:
+                batch_matvec(h[l - 1], net.Wx[l - 1, 0], xa)  # the layer below, already stepped
+                for s in range(S):
+                    for j in range(G):
+                        xa[s, j] += net.b[l - 1, 0, j]
+            batch_matvec(h[l], net.Wh[l, 0], ha)  # h_prev @ Wh
+            for s in range(S):
+                if net.cell == LSTM:
+                    lstm_block_forward(xa[s], ha[s], c[l, s], h_next[s])
+                elif net.cell == GRU:
+                    gru_row_forward(xa[s], zero, ha[s], h[l, s], h_next[s], gates, aux)
+                else:
+                    rnn_row_forward(xa[s], zero, ha[s], h_next[s], net.act)
+            for s in range(S):
+                for j in range(Hp):
+                    h[l, s, j] = h_next[s, j]
+        batch_pick(net, h[L - 1], ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out)
+
+
+@njit(**JIT)
+def mlp_batch_sample_kernel(net, window, first, u, temperature, top_k, top_p, argmax, out):
+    """`recurrent_batch_sample_kernel` for the MLP: the carried states are window (S, K) int64."""
+    S = window.shape[0]
+    H = net.b.shape[1]
+    V = net.head_b.shape[0]
+    a = np.empty((S, H), dtype=np.float32)
+    h = np.empty((S, H), dtype=np.float32)
+    logits = np.empty((S, V), dtype=np.float32)
+    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
+    ids = first.copy()
+    for t in range(out.shape[1]):
+        for s in range(S):
+            mlp_input_layer(net, window[s], ids[s], a[s], h[s])
+        for l in range(1, net.b.shape[0]):
+            batch_matvec(h, net.W[l - 1], a)  # (S, H) h @ W; a and h are distinct arrays
+            for s in range(S):
+                for m in range(H):
+                    a[s, m] += net.b[l, m]
+                activate_row(a[s], h[s], net.act)
+        batch_pick(net, h, ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out)

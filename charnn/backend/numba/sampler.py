@@ -1,19 +1,26 @@
-"""Batch-1 sampling compiled with numba: one kernel call runs a whole block of characters (every
-layer's step, the head, temperature, top-k, softmax and the draw), so no Python runs per character.
+"""Sampling compiled with numba: one kernel call runs a whole block of characters (every layer's
+step, the head, temperature, top-k, top-p, softmax and the draw), so no Python runs per character;
+for one stream (sample_ids) or a batch of S streams stepped together (sample_batch_ids).
 
-The numpy path, `charnn.sampling.reference_ids` (`model.step` then `pick` per character), is the
+The numpy path, `charnn.sampling.reference_steps` (`model.step` then `pick` per character), is the
 specification. For the same arguments and generator state `sample_numba` yields the same characters:
 the draws are the same float64 uniforms (one per character unless argmax, taken in blocks with
 `rng.random(n)`, which gives the same stream as n calls of `rng.random()`), and the pick replicates
 `pick`'s arithmetic (float64 z = logits / temperature, top-k by `z >= kth`, exp(z - max), a
-sequential float64 cumulative sum, `searchsorted(cdf, u * cdf[-1], side="right")` clamped to V-1).
+sequential float64 cumulative sum, top-p by adding the weights heaviest first (equal weights in id
+order) until they reach top_p times that sum, `searchsorted(cdf, u * cdf[-1], side="right")`
+clamped to V-1).
 Only the logits may differ, by float32 rounding (another summation order than BLAS), ~1e-7
 relative; a draw flips only if it lands that close to a cumulative boundary. (The rounding
 differences in the state stay at that level for trained models and the initialisation; weights
 with expanding dynamics can amplify them over thousands of steps, as they would a change of BLAS.)
 
+A batch of S streams (`sample_batch_ids`) gives each stream the characters of a batch-1 run with
+that stream's generator, bit for bit: the batch kernels sum every row as the batch-1 kernels do and
+use the unit layout of the same padded width Hp. The streams share the prime: its warm-up runs once.
+
 Shapes: V vocabulary, E embedding width, H hidden width, G gate width (H rnn, 4H lstm, 3H gru),
-L layers, K context length (MLP), N characters in a block.
+L layers, K context length (MLP), N characters in a block, S streams.
 
 The input projection of layer 0 depends only on the input id, so it is tabulated once per sampling
 call with one GEMM and layer 0 needs no input matvec:
@@ -34,11 +41,13 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from .kernels import ACTIVATION_CODES, CELL_CODES, mlp_sample_kernel, recurrent_sample_kernel
+from .kernels import (ACTIVATION_CODES, CELL_CODES, mlp_batch_sample_kernel, mlp_sample_kernel,
+                      recurrent_batch_sample_kernel, recurrent_sample_kernel)
 from .threads import cpus_busy, parallel_threads
 
 FIRST_BLOCK = 8  # characters in the first kernel call, so the first output appears at once
 BLOCK = 64  # characters per kernel call after that
+WARM_BLOCK = 1 << 14  # prime characters per kernel call in the warm-up, between progress reports
 
 
 # ---------------------------------------------------------------- weights as the kernels see them
@@ -148,29 +157,39 @@ def mlp_net(model) -> MLPNet:
 PARALLEL_MIN_BYTES = 6 << 20
 
 
+def _check(model) -> None:
+    cfg = model.config
+    if cfg.activation not in ACTIVATION_CODES:
+        raise NotImplementedError(f"no numba sampling kernel for activation {cfg.activation!r}")
+    if cfg.model not in CELL_CODES and cfg.model != "mlp":
+        raise NotImplementedError(f"no numba sampling kernel for model type {cfg.model!r}")
+
+
+def thread_counts(model, threads: int | None = None) -> tuple[int, ...]:
+    """The thread counts a recurrent model's batch-1 sampling may run on (see prepare)."""
+    if threads is not None:
+        return (max(1, int(threads)),)
+    streamed = [k for k in model.params if k.endswith(".Wh") or (k.endswith(".Wx") and k != "layer0.Wx")]
+    nbytes = 4 * sum(model.params[k].size for k in streamed)  # read every step (layer0.Wx is tabulated)
+    n = min(parallel_threads(), max(1, model.config.hidden // 64)) if nbytes >= PARALLEL_MIN_BYTES else 1
+    # a parallel region waits for a time slice of every busy CPU it needs: ~100x slower
+    return (1, n) if n > 1 and not cpus_busy(n) else (1,)
+
+
 def prepare(model, threads: int | None = None):
     """A charnn model -> (kernel, nets, state): for each thread count n in nets, `kernel(nets[n],
-    *state, feed, u, temperature, top_k, argmax, out)` samples on n threads, every layout sharing
-    the state, which is carried in place from call to call (from the model's initial state).
+    *state, feed, u, temperature, top_k, top_p, argmax, out)` samples on n threads, every layout
+    sharing the state, which is carried in place from call to call (from the model's initial state).
 
     threads: 1 serial; n > 1 each recurrent layer's hidden units in n blocks run on parallel threads;
     None: serial and, for recurrent models with at least PARALLEL_MIN_BYTES of weights when numba has
     a fast threading layer and no other task is running on the CPUs, also parallel, to be chosen
     between as they run (see sample_ids). The MLP always runs serially.
     Raises NotImplementedError for a model or activation no kernel covers."""
+    _check(model)
     cfg = model.config
-    if cfg.activation not in ACTIVATION_CODES:
-        raise NotImplementedError(f"no numba sampling kernel for activation {cfg.activation!r}")
     if cfg.model in CELL_CODES:
-        H = cfg.hidden
-        if threads is None:
-            streamed = [k for k in model.params if k.endswith(".Wh") or (k.endswith(".Wx") and k != "layer0.Wx")]
-            nbytes = 4 * sum(model.params[k].size for k in streamed)  # read every step (layer0.Wx is tabulated)
-            n = min(parallel_threads(), max(1, H // 64)) if nbytes >= PARALLEL_MIN_BYTES else 1
-            # a parallel region waits for a time slice of every busy CPU it needs: ~100x slower
-            counts = (1, n) if n > 1 and not cpus_busy(n) else (1,)
-        else:
-            counts = (max(1, int(threads)),)
+        counts = thread_counts(model, threads)
         shared = []  # one layout, built at first use, run serially or in parallel
 
         def layout(n):
@@ -179,12 +198,34 @@ def prepare(model, threads: int | None = None):
             return shared[0]._replace(threads=n)
 
         nets = _Layouts(counts, layout)
-        Hp = padded_width(H, max(counts))
+        Hp = padded_width(cfg.hidden, max(counts))
         state = (np.zeros((cfg.layers, Hp), dtype=np.float32), np.zeros((cfg.layers, Hp), dtype=np.float32))
         return recurrent_sample_kernel, nets, state
-    if cfg.model == "mlp":
-        return mlp_sample_kernel, {1: mlp_net(model)}, (np.full(cfg.context, cfg.vocab_size, dtype=np.int64),)
-    raise NotImplementedError(f"no numba sampling kernel for model type {cfg.model!r}")
+    return mlp_sample_kernel, {1: mlp_net(model)}, (np.full(cfg.context, cfg.vocab_size, dtype=np.int64),)
+
+
+class Batch(NamedTuple):
+    """What sample_batch_ids runs: the batch-1 kernel and state for the shared warm-up, the batch
+    kernel, the layout both take, and the axis of the streams in the batch kernel's state arrays."""
+
+    kernel: object  # recurrent_sample_kernel or mlp_sample_kernel: warms up `state`
+    batch_kernel: object  # recurrent_batch_sample_kernel or mlp_batch_sample_kernel
+    net: object  # RecurrentNet with one unit block (of the batch-1 run's padded width), or MLPNet
+    state: tuple  # the batch-1 state: (h, c) (L, Hp) or (window (K,),)
+    axis: int  # of the streams in the batch state: 1 for h, c (L, S, Hp); 0 for windows (S, K)
+
+
+def prepare_batch(model) -> Batch:
+    """A charnn model -> its Batch. The unit layout has the padded width Hp of the batch-1 run
+    (prepare), so that a stream's numbers are the batch-1 run's; the blocks run serially."""
+    _check(model)
+    cfg = model.config
+    if cfg.model in CELL_CODES:
+        Hp = padded_width(cfg.hidden, max(thread_counts(model)))
+        state = (np.zeros((cfg.layers, Hp), dtype=np.float32), np.zeros((cfg.layers, Hp), dtype=np.float32))
+        return Batch(recurrent_sample_kernel, recurrent_batch_sample_kernel, recurrent_net(model, 1, Hp), state, 1)
+    window = np.full(cfg.context, cfg.vocab_size, dtype=np.int64)
+    return Batch(mlp_sample_kernel, mlp_batch_sample_kernel, mlp_net(model), (window,), 0)
 
 
 class _Layouts(dict):
@@ -250,11 +291,38 @@ class _Chooser:
             self.gap[n] = min(2 * self.gap[n], self.max_gap)
 
 
-def sample_ids(model, prime_ids, length: int, temperature: float = 1.0, top_k: int | None = None,
+def _draw_args(model, temperature, top_k, top_p, argmax) -> tuple:
+    """The kernels' (temperature, top_k, top_p, argmax): top_k 0 for none (as pick for k >= V),
+    top_p 1.0 for none."""
+    V = model.config.vocab_size
+    top_k = int(top_k) if top_k is not None and top_k < V else 0
+    top_p = float(top_p) if top_p is not None else 1.0
+    return float(temperature), top_k, top_p, bool(argmax)
+
+
+def warm_up(kernel, net, state, ids, progress=None) -> None:
+    """Step the state through ids (M,) in kernel calls of WARM_BLOCK ids (the same operations as one
+    call), telling progress(done, M) at the start and after each."""
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    no_draws, none = np.zeros(0), np.empty(0, dtype=np.int64)
+    if progress is not None and len(ids):
+        progress(0, len(ids))
+    for a in range(0, len(ids), WARM_BLOCK):
+        b = min(a + WARM_BLOCK, len(ids))
+        feed = np.zeros(b - a + 1, dtype=np.int64)  # the kernel steps feed[:-1]; feed[-1] feeds no draw
+        feed[:-1] = ids[a:b]
+        kernel(net, *state, feed, no_draws, 1.0, 0, 1.0, True, none)
+        if progress is not None:
+            progress(b, len(ids))
+
+
+def sample_ids(model, prime_ids, length: int | None, temperature: float = 1.0, top_k: int | None = None,
                argmax: bool = False, rng: np.random.Generator | None = None, threads: int | None = None,
-               first_block: int = FIRST_BLOCK, block: int = BLOCK) -> Iterator[np.ndarray]:
-    """Yield the `length` sampled ids as int64 arrays of up to `block` ids (the first of up to
-    `first_block`), continuing prime_ids (M,) (M >= 1) from the model's initial state.
+               first_block: int = FIRST_BLOCK, block: int = BLOCK, top_p: float | None = None,
+               progress=None) -> Iterator[np.ndarray]:
+    """Yield the `length` sampled ids (None: without end) as int64 arrays of up to `block` ids (the
+    first of up to `first_block`), continuing prime_ids (M,) (M >= 1) from the model's initial state.
+    prime_ids[:-1] is stepped through first, telling progress(done, M - 1) as it goes (warm_up).
 
     Each block draws its uniforms at once (`rng.random(n)`, none if argmax), so when the iterator
     is exhausted rng is where n single draws would have left it; in between it runs ahead by up to
@@ -263,20 +331,22 @@ def sample_ids(model, prime_ids, length: int, temperature: float = 1.0, top_k: i
     layout computes each logit with the same float32 operations in the same order."""
     kernel, nets, state = prepare(model, threads)
     chooser = _Chooser(sorted(nets))
-    V = model.config.vocab_size
-    top_k = int(top_k) if top_k is not None and top_k < V else 0  # 0: no top-k (as pick for k >= V)
-    temperature, argmax = float(temperature), bool(argmax)
+    draw = _draw_args(model, temperature, top_k, top_p, argmax)
     feed = np.asarray(prime_ids, dtype=np.int64).reshape(-1)
+    if len(feed) > 1:
+        warm_up(kernel, nets[chooser.best], state, feed[:-1], progress)
+        feed = feed[-1:]
     done, calls = 0, 0
-    while done < length:
+    while length is None or done < length:
         threads_now = chooser.next()
         net = nets[threads_now]  # built at first use: outside the timed call
         # probes run whole blocks too: a short parallel probe can time well where whole blocks do not
-        n = min(first_block if calls == 0 else block, length - done)
+        n = first_block if calls == 0 else block
+        n = n if length is None else min(n, length - done)
         u = np.zeros(n) if argmax else rng.random(n)  # (n,) the same stream as n rng.random() calls
         out = np.empty(n, dtype=np.int64)
         t0 = perf_counter()
-        kernel(net, *state, feed, u, temperature, top_k, argmax, out)
+        kernel(net, *state, feed, u, *draw, out)
         if calls > 0:  # the first call may include compiling
             chooser.record(threads_now, perf_counter() - t0, len(feed) - 1 + n)
         yield out
@@ -285,3 +355,42 @@ def sample_ids(model, prime_ids, length: int, temperature: float = 1.0, top_k: i
         calls += 1
 
 
+def sample_batch_ids(model, warm_ids, first_ids, length: int | None, temperature: float = 1.0,
+                     top_k: int | None = None, top_p: float | None = None, argmax: bool = False, rngs=(),
+                     alive: np.ndarray | None = None, progress=None, first_block: int = FIRST_BLOCK,
+                     block: int = BLOCK) -> Iterator[np.ndarray]:
+    """S streams sampled together: yield blocks (S, n) int64 of up to `length` ids per stream (None:
+    without end), stream s continuing first_ids[s] (S,) after the shared warm_ids (M,) and drawing
+    its uniforms from rngs[s], as sample_ids would with first_ids[s] appended to warm_ids.
+    alive (S,) bool is read before each block: a stream set False there is stepped no more, draws
+    no more, and its row of the blocks is -1. The iterator ends when no stream is alive."""
+    batch = prepare_batch(model)
+    warm_up(batch.kernel, batch.net, batch.state, warm_ids, progress)
+    S = len(first_ids)
+    states = [np.ascontiguousarray(np.repeat(np.expand_dims(a, batch.axis), S, axis=batch.axis)) for a in batch.state]
+    alive = np.ones(S, dtype=bool) if alive is None else alive
+    draw = _draw_args(model, temperature, top_k, top_p, argmax)
+    current = np.asarray(first_ids, dtype=np.int64).copy()  # (S,) each stream's next input
+    done = 0
+    while length is None or done < length:
+        rows = np.flatnonzero(alive)
+        if rows.size == 0:
+            return
+        n = first_block if done == 0 else block
+        n = n if length is None else min(n, length - done)
+        u = np.zeros((rows.size, n)) if argmax else np.stack([rngs[s].random(n) for s in rows])  # (A, n)
+        out = np.empty((rows.size, n), dtype=np.int64)
+        if rows.size == S:
+            batch.batch_kernel(batch.net, *states, current, u, *draw, out)
+        else:  # the live streams' states, stepped, then put back
+            live = [np.ascontiguousarray(np.take(a, rows, axis=batch.axis)) for a in states]
+            batch.batch_kernel(batch.net, *live, current[rows], u, *draw, out)
+            for a, b in zip(states, live):
+                index = [slice(None)] * a.ndim
+                index[batch.axis] = rows
+                a[tuple(index)] = b
+        full = np.full((S, n), -1, dtype=np.int64)
+        full[rows] = out
+        current[rows] = out[:, -1]
+        yield full
+        done += n
