@@ -13,6 +13,7 @@ from ..backend import BACKENDS, DEFAULT_BACKEND
 from ..checkpoint import load
 from ..data.text import read_corpus
 from ..errors import CharnnError
+from ..train.loop import InterruptFlag
 from .common import POSITIVE, POSITIVE_FLOAT, fail, say
 
 INTERRUPTED = 130  # 128 + SIGINT, as every charnn command exits on Ctrl-C
@@ -126,17 +127,23 @@ def sample(checkpoint, length, temperature, top_k, top_p, argmax, prime, prime_f
 
 
 def _stream(out, chars, shown, written) -> None:
-    """One sample, each character written as it comes."""
+    """One sample, each character written as it comes. Ctrl-C (or SIGTERM) is a flag checked between
+    characters, so it never lands inside a write: what was counted is exactly what was printed."""
     out.write(shown)
-    try:
-        for ch in chars:
-            out.write(ch)
-            written[0] += 1
-            if ch == "\n" or written[0] % FLUSH_EVERY == 0:
-                out.flush()
-    finally:
-        out.write("\n")
-        out.flush()
+    with InterruptFlag() as interrupted:
+        try:
+            for ch in chars:
+                out.write(ch)
+                written[0] += 1
+                if ch == "\n" or written[0] % FLUSH_EVERY == 0:
+                    out.flush()
+                if interrupted.set:
+                    break
+        finally:
+            out.write("\n")
+            out.flush()
+    if interrupted.set:
+        raise KeyboardInterrupt
 
 
 def _print_samples(out, texts, shown, separator, logprobs=None) -> None:

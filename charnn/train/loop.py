@@ -118,9 +118,10 @@ class TrainResult:
     products: str | None = None  # how the backend computed the matrix products ("tiles", "blas"; numpy: None)
 
 
-class _InterruptFlag:
-    """Turns the first Ctrl-C into a flag checked between steps, so the step in flight finishes and
-    the checkpoint is consistent; a second Ctrl-C interrupts at once."""
+class InterruptFlag:
+    """Turns the first Ctrl-C (or SIGTERM) into a flag checked between steps, so the step in flight
+    finishes and the checkpoint is consistent; a second Ctrl-C interrupts at once. `charnn sample`
+    streams under it too, so Ctrl-C never lands inside a write."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)  # SIGTERM: what `kill` and service managers send
 
@@ -370,7 +371,7 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
         reporter.message(notice)
     train_seconds, start_step, started = 0.0, step, time.perf_counter()
     try:  # prepare: how this run's products are computed (numba: measured once per machine and shape)
-        with _InterruptFlag() as interrupted, model.ops.prepare(model.config, B, T, say=reporter.message) as products:
+        with InterruptFlag() as interrupted, model.ops.prepare(model.config, B, T, say=reporter.message) as products:
             result.products = products
             while step < total_steps and not interrupted.set:
                 t0 = time.perf_counter()
