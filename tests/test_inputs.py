@@ -186,6 +186,8 @@ MUTATIONS = {
     "state NaN": lambda m, a: a.update({"state/0/0": np.full_like(a["state/0/0"], np.nan)}),
     "adam v inf": lambda m, a: a.update({k: np.full_like(v, np.inf) for k, v in list(a.items()) if k.startswith("optim/v/")}),
     "weights ema without live": lambda m, a: m["train"].update(weights="ema"),
+    "live of the wrong shape": lambda m, a: (m["train"].update(weights="ema"),
+                                             a.update({"live/" + k[len("param/"):]: np.zeros(1, np.float32) for k in list(a) if k.startswith("param/")})),
 }
 
 

@@ -102,8 +102,7 @@ def test_a_best_checkpoint_won_by_the_average_holds_it_and_resumes_from_the_trai
     file: param/ is the average, live/ the trained weights, and --resume trains on from live/."""
     result = train(cfg(corpus_file, tmp_path, steps=20, eval_every=20, ema=0.5, lr=2e-2))
     meta, arrays = read_checkpoint(best_path(str(tmp_path / "ck.npz")))
-    if meta["train"].get("weights") != "ema":
-        pytest.skip("the average did not validate better in this run")
+    assert meta["train"].get("weights") == "ema"  # this seeded run's average validates better
     last_meta, last = read_checkpoint(str(tmp_path / "ck.npz"))
     for k in result.model.params:
         assert np.array_equal(arrays[f"live/{k}"], last[f"param/{k}"])

@@ -46,9 +46,10 @@ class Interrupted(KeyboardInterrupt):
         self.signum = int(signum)
 
 
-def _same_layout(arrays: dict[str, np.ndarray], prefix: str, expected: dict[str, np.ndarray]) -> None:
-    """ValueError unless arrays holds, under prefix, exactly the keys of expected with their shapes
-    (loading assigns in place, and numpy would broadcast a (1, 1) array into any shape)."""
+def _members(arrays: dict[str, np.ndarray], prefix: str, expected: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays under prefix, keyed without it; ValueError unless they are exactly the keys of
+    expected with their shapes, in a float dtype (loading assigns in place, and numpy would
+    broadcast a (1, 1) array into any shape)."""
     held = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
     if held.keys() != expected.keys():
         missing, extra = sorted(expected.keys() - held.keys()), sorted(held.keys() - expected.keys())
@@ -56,6 +57,7 @@ def _same_layout(arrays: dict[str, np.ndarray], prefix: str, expected: dict[str,
     for k, a in held.items():
         if a.shape != expected[k].shape or a.dtype.kind != "f":
             raise ValueError(f"{prefix}{k} is {a.dtype}{a.shape}, expected {expected[k].dtype}{expected[k].shape}")
+    return held
 
 
 def _count(v) -> int:
@@ -260,25 +262,21 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
 
     if resume is not None:
         try:  # a stranger's or a damaged file: every field is checked by using it, and any misfit is one line
-            _same_layout(arrays, "optim/", optimizer.state_dict()[1])
-            _same_layout(arrays, "state/", {f"{l}/{i}": s for l, layer in enumerate(state) for i, s in enumerate(layer)})
-            if average is not None and saved.get("ema"):
-                _same_layout(arrays, "ema/", average.m)
-            optimizer.load_state_dict(saved["optimizer"], {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
+            carried = {f"{l}/{i}": s for l, layer in enumerate(state) for i, s in enumerate(layer)}
+            for key, s in _members(arrays, "state/", carried).items():
+                carried[key][...] = s
+            optimizer.load_state_dict(saved["optimizer"], _members(arrays, "optim/", optimizer.state_dict()[1]))
             step = _count(saved["step"])
             best_val = float(saved["best_val"]) if saved.get("best_val") is not None else math.inf
             val_loss = None if saved.get("val_loss") is None else float(saved["val_loss"])
             spent = float(saved.get("budget_spent") or 0.0)
             if average is not None and saved.get("ema"):  # a run started without --ema starts its average now
-                average.load_state_dict(saved["ema"], {k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")})
-            for l, layer_state in enumerate(state):
-                for i, s in enumerate(layer_state):
-                    s[...] = arrays[f"state/{l}/{i}"]
+                average.load_state_dict(saved["ema"], _members(arrays, "ema/", average.m))
             if not all(np.isfinite(a).all() for k, a in arrays.items() if k.startswith(("optim/", "state/", "ema/"))):
                 raise ValueError("NaN or inf in the optimizer state, carried state or average")
-            if saved.get("weights") == "ema":
-                for k, p in model.params.items():
-                    p[...] = arrays[f"live/{k}"]
+            if saved.get("weights") == "ema":  # param/ holds the average: train on from the trained weights
+                for k, live in _members(arrays, "live/", model.params).items():
+                    model.params[k][...] = live
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
             raise CheckpointError(f"corrupt checkpoint {resume}: bad training state ({type(e).__name__}: {e})") from None
 
