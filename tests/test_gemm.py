@@ -11,7 +11,7 @@ import numba
 import numpy as np
 import pytest
 
-from charnn.backend.numba import calibrate, gemm, policy
+from charnn.backend.numba import calibrate, gemm, layers, policy
 from charnn.errors import CharnnError
 from charnn.backend.numba import kernels as K
 
@@ -126,10 +126,13 @@ def test_mode_from_environment(monkeypatch):
     """CHARNN_GEMM chooses for every shape; anything else is one clear error."""
     for value, mode in (("", "auto"), ("auto", "auto"), ("tiles", "tiles"), ("blas", "blas")):
         monkeypatch.setenv("CHARNN_GEMM", value)
-        assert gemm._mode() == mode
+        assert gemm._mode("CHARNN_GEMM", gemm.MODES) == mode
     monkeypatch.setenv("CHARNN_GEMM", "mkl")
     with pytest.raises(CharnnError, match="CHARNN_GEMM must be one of auto, tiles, blas"):
-        gemm._mode()
+        gemm._mode("CHARNN_GEMM", gemm.MODES)
+    monkeypatch.setenv("CHARNN_SPLIT", "columns")
+    with pytest.raises(CharnnError, match="CHARNN_SPLIT must be one of auto, panels, rows"):
+        gemm._mode("CHARNN_SPLIT", ("auto",) + policy.SPLITS)
 
 
 @pytest.fixture
@@ -163,12 +166,37 @@ def test_auto_mode_follows_the_choice_in_effect(table):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mlp"])
 def test_calibration_times_a_training_pass_both_ways(table, cell):
-    row = calibrate.measure(SHAPE._replace(cell=cell, L=1 if cell == "mlp" else 2))
-    assert set(row) == {"choice", "tiles_ms", "blas_ms"} and row["tiles_ms"] > 0 and row["blas_ms"] > 0
+    shape = SHAPE._replace(cell=cell, L=1 if cell == "mlp" else 2)
+    row = calibrate.measure(shape)
+    assert set(row) - {"splits"} == {"choice", "tiles_ms", "blas_ms"} and row["tiles_ms"] > 0 and row["blas_ms"] > 0
     assert row["choice"] in ("tiles", "blas")
     if row["choice"] == "blas":
         assert row["blas_ms"] < row["tiles_ms"]
-    assert gemm.MODE == "auto"  # restored
+    assert gemm.MODE == "auto" and table.forced_split is None and layers.loop_clock is None  # restored
+    if row["choice"] == "tiles" and numba.get_num_threads() > 1 and cell != "mlp":  # each time loop timed split both ways
+        loops = {policy.loop_name(d, D, shape.H) for d in ("forward", "backward") for D in (shape.D, shape.H)}
+        assert set(row["splits"]) == loops
+        for timed in row["splits"].values():
+            assert timed["split"] == ("rows" if timed["rows_ms"] < timed["panels_ms"] else "panels")
+    else:
+        assert "splits" not in row
+
+
+def test_time_loops_split_as_measured(table, monkeypatch):
+    """A loop measured faster split by rows runs split by rows (numba's thread count of parts), any
+    other by panels; CHARNN_SPLIT overrides the table."""
+    table.record(SHAPE.name, {"choice": "tiles", "tiles_ms": 1.0, "blas_ms": 2.0,
+                              "splits": {policy.loop_name("forward", 7, 16): {"split": "rows", "panels_ms": 2.0, "rows_ms": 1.0},
+                                         policy.loop_name("backward", 7, 16): {"split": "panels", "panels_ms": 1.0, "rows_ms": 2.0}}})
+    table.active = SHAPE.name
+    threads = numba.get_num_threads()
+    assert gemm.loop_parts("forward", 7, 16) == threads and gemm.loop_parts("backward", 7, 16) == 1
+    assert gemm.loop_parts("forward", 16, 16) == 1  # never measured
+    monkeypatch.setattr(gemm, "SPLIT_MODE", "panels")
+    assert gemm.loop_parts("forward", 7, 16) == 1
+    monkeypatch.setattr(gemm, "SPLIT_MODE", "rows")
+    assert gemm.loop_parts("backward", 7, 16) == threads
+    assert gemm.decisions()[SHAPE.name] == "tiles, rows split: forward D7 H16"
 
 
 def test_choice_is_measured_once_stored_and_reused(table, monkeypatch):

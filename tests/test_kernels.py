@@ -164,3 +164,51 @@ def test_linear_and_dense_match_reference(N, D, M, activation):
     close(h, h_ref, FWD_TOL)
     for g, g_ref in zip(fast.dense_backward(dy, cache), layers.dense_backward(dy, cache_ref)):
         close(g, g_ref, 2e-5)
+
+
+def _panels(W):
+    Wp = np.empty((-(-W.shape[1] // K.NR), W.shape[0], K.NR), np.float32)
+    K.pack_panels_kernel(W, Wp)
+    return Wp
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("B,parts", [(1, 2), (5, 2), (7, 3), (32, 2)])
+def test_row_split_loops_compute_the_same_bits_as_the_panel_loops(cell, B, parts):
+    """kernels.*_rows (each thread the whole sequence for its own batch rows) against *_loop (the
+    threads share each step's products), forward and backward: equal to the last bit, whatever
+    the number of parts, also where a part has no rows."""
+    rng = np.random.default_rng(B * 10 + parts)
+    T, D, H = 6, 5, 19
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell] * H
+    x, Wx, Wh, b = arrays(rng, (B, T, D), (D, G), (H, G), (G,))
+    Wxp, Whp, WhTp = (_panels(W) for W in (Wx, Wh, Wh.T))
+    dhs = arrays(rng, (B, T, H), scale=0.1)[0]
+
+    def run(split):
+        h = np.zeros((B, T + 1, H), np.float32)
+        h[:, 0] = 0.3
+        xa_t, ha = np.zeros((B, G), np.float32), np.zeros((B, G), np.float32)
+        tail = (parts,) if split == "rows" else ()
+        kernel = lambda name: getattr(K, f"{cell}_{name}_{'rows' if split == 'rows' else 'loop'}")  # noqa: E731
+        if cell == "rnn":
+            kernel("forward")(x, Wxp, b, Whp, h, xa_t, ha, K.TANH, *tail)
+            dh, da = np.zeros((B, H), np.float32), np.zeros((B, T, G), np.float32)
+            kernel("backward")(dhs, dh, h, da, WhTp, K.TANH, *tail)
+            return h, dh, da
+        if cell == "lstm":
+            c, gates, tanh_c = np.zeros((B, T + 1, H), np.float32), np.zeros((B, T, G), np.float32), np.zeros((B, T, H), np.float32)
+            kernel("forward")(x, Wxp, b, Whp, h, c, gates, tanh_c, xa_t, ha, *tail)
+            dh, dc, da = np.zeros((B, H), np.float32), np.ones((B, H), np.float32), np.zeros((B, T, G), np.float32)
+            kernel("backward")(dhs, dh, dc, c, gates, tanh_c, da, WhTp, *tail)
+            return h, c, gates, tanh_c, dh, dc, da
+        gates, ha_n = np.zeros((B, T, G), np.float32), np.zeros((B, T, H), np.float32)
+        kernel("forward")(x, Wxp, b, Whp, h, gates, ha_n, xa_t, ha, *tail)
+        dh, dh_direct = np.zeros((B, H), np.float32), np.full((B, H), 0.2, np.float32)
+        dxa, dha = np.zeros((B, T, G), np.float32), np.zeros((B, T, G), np.float32)
+        kernel("backward")(dhs, dh, dh_direct, h, gates, ha_n, dxa, dha, WhTp, *tail)
+        return h, gates, ha_n, dh, dh_direct, dxa, dha
+
+    for panels, rows in zip(run("panels"), run("rows")):
+        assert np.array_equal(panels, rows)
+    assert np.abs(run("rows")[-1]).max() > 0  # the backward pass computed something

@@ -7,6 +7,11 @@ weights, alternating between the two ways a few times (with a pause at each swit
 neither inherits the other's still-spinning threads) and keeping the medians. Products timed
 alone mislead: BLAS can win a product in isolation and still lose the step, because its threads
 and numba's compete for the cores between products (bench/README.md, "Tiles or BLAS").
+
+With the tiles on more than one thread, each of the shape's time loops (forward and backward, per
+input width) is then timed split both ways, by panels and by batch rows (kernels.py): the rows
+split wins where the weights fit each core's cache, and loses where they do not, which depends on
+the CPU. Both splits compute the same bits, so this choice changes only the speed.
 """
 from __future__ import annotations
 
@@ -19,9 +24,9 @@ import numpy as np
 from ...config import GATES
 from . import gemm, layers
 from .threads import numba_threads
-from .policy import DEFAULT, TABLE
+from .policy import DEFAULT, SPLITS, TABLE, loop_name
 
-REPEATS = 3  # timed passes per way
+REPEATS = 3  # timed passes per way (and per split of a time loop)
 SETTLE_S = 0.2  # pause before a pass that follows the other way's: idle BLAS threads spin ~0.1 s
 CLEARLY = 2.0  # a way this many times slower than the other after its first pass is not timed further
 
@@ -107,7 +112,46 @@ def measure(shape: Shape) -> dict:
     # BLAS only when every BLAS pass beat every tiles pass: within the noise, charnn's own code,
     # whose rounding does not depend on which BLAS build numpy brought
     blas = max(times["blas"]) < min(times["tiles"])
-    return {"choice": "blas" if blas else "tiles", "tiles_ms": round(ms["tiles"], 3), "blas_ms": round(ms["blas"], 3)}
+    row = {"choice": "blas" if blas else "tiles", "tiles_ms": round(ms["tiles"], 3), "blas_ms": round(ms["blas"], 3)}
+    if row["choice"] == "tiles" and numba.get_num_threads() > 1 and shape.cell != "mlp":
+        row["splits"] = measure_splits(shape, rng)
+    return row
+
+
+def measure_splits(shape: Shape, rng) -> dict:
+    """{loop_name: {"split", "panels_ms", "rows_ms"}} for each time loop of `shape`: the layer
+    function (forward, or backward on its cache) run with each split forced, alternating, REPEATS
+    times each, and its time loop alone timed (layers.loop_clock); the rows split where its median
+    is the lower."""
+    B, T, H = shape.B, shape.T, shape.H
+    G = GATES[shape.cell] * H
+    forward, backward = getattr(layers, f"{shape.cell}_forward"), getattr(layers, f"{shape.cell}_backward")
+    h0 = np.zeros((B, H), np.float32)
+    found = {}
+    before = gemm.MODE
+    try:
+        gemm.MODE = "tiles"
+        widths = [shape.D] if shape.L == 1 else [shape.D, H]  # layer 0's input, then every later layer's
+        for D in dict.fromkeys(widths):  # once each
+            x = (rng.standard_normal((B, T, D)) * 0.5).astype(np.float32)
+            Wx, Wh, b = [(rng.standard_normal(s) * 0.1).astype(np.float32) for s in ((D, G), (H, G), (G,))]
+            dhs = (rng.standard_normal((B, T, H)) * 0.1).astype(np.float32)
+            state = (h0, h0) if shape.cell == "lstm" else (h0,)
+            cache = forward(x, *state, Wx, Wh, b)[-1]
+            passes = {"forward": lambda: forward(x, *state, Wx, Wh, b), "backward": lambda: backward(dhs, cache)}
+            for direction, run in passes.items():
+                times = {split: [] for split in SPLITS}
+                for _ in range(REPEATS + 1):  # the first round untimed: compiling, first touch
+                    for split in SPLITS:
+                        TABLE.forced_split, layers.loop_clock = split, []
+                        run()
+                        times[split].append(sum(layers.loop_clock))
+                ms = {split: sorted(ts[1:])[len(ts[1:]) // 2] * 1e3 for split, ts in times.items()}
+                found[loop_name(direction, D, H)] = {"split": "rows" if ms["rows"] < ms["panels"] else "panels",
+                                                     "panels_ms": round(ms["panels"], 3), "rows_ms": round(ms["rows"], 3)}
+    finally:
+        gemm.MODE, TABLE.forced_split, layers.loop_clock = before, None, None
+    return found
 
 
 def choose(shape: Shape, default: bool = False, say=None) -> str:

@@ -11,31 +11,43 @@ bench/gemm.py prints both side by side; the measurements are in bench/README.md.
 A product whose right-hand side is reused (a recurrent weight, applied at every step) is packed
 once: `Wp = pack(Wh)`, then `matmul(h_t, Wp, out=ha)` per step.
 CHARNN_GEMM=tiles or =blas overrides the calibration (read once, at import); the numpy backend
-never uses the tiles.
+never uses the tiles. With the tiles, a time loop's threads split each step's products by panels
+or the whole sequence by batch rows (kernels.py), as measured per loop (`loop_parts`);
+CHARNN_SPLIT=panels or =rows overrides that.
 """
 from __future__ import annotations
 
 import os
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from ...errors import CharnnError
 from . import kernels as K
 from . import scratch
-from .policy import TABLE
+from .policy import SPLITS, TABLE
 
 MODES = ("auto", "tiles", "blas")
 
 
-def _mode() -> str:
-    mode = os.environ.get("CHARNN_GEMM", "auto") or "auto"
-    if mode not in MODES:
-        raise CharnnError(f"CHARNN_GEMM must be one of {', '.join(MODES)}, not {mode!r}")
+def _mode(variable: str, modes: tuple) -> str:
+    mode = os.environ.get(variable, "auto") or "auto"
+    if mode not in modes:
+        raise CharnnError(f"{variable} must be one of {', '.join(modes)}, not {mode!r}")
     return mode
 
 
-MODE = _mode()
+MODE = _mode("CHARNN_GEMM", MODES)
+SPLIT_MODE = _mode("CHARNN_SPLIT", ("auto",) + SPLITS)
+
+
+def loop_parts(direction: str, D: int, H: int) -> int:
+    """How many batch-row parts a tiles time loop ("forward" or "backward", input width D, hidden
+    width H) runs in: numba's thread count where the rows split is the measured (or forced) choice,
+    else 1, which means the loop splits each step's products by panels."""
+    split = SPLIT_MODE if SPLIT_MODE != "auto" and TABLE.forced_split is None else TABLE.split(direction, D, H)
+    return numba.get_num_threads() if split == "rows" else 1
 
 
 def use_tiles() -> bool:
@@ -90,6 +102,10 @@ def matmul(A: np.ndarray, B, out: np.ndarray | None = None) -> np.ndarray:
 def decisions() -> dict:
     """The choices this machine has measured, by training shape (calibrate.Shape.name), and the
     one in effect now ("in effect")."""
-    choices = {name: row["choice"] for name, row in sorted(TABLE.known().items())}
+    choices = {}
+    for name, row in sorted(TABLE.known().items()):
+        splits = row.get("splits") if isinstance(row.get("splits"), dict) else {}
+        rows = [loop for loop, r in sorted(splits.items()) if isinstance(r, dict) and r.get("split") == "rows"]
+        choices[name] = row["choice"] + (f", rows split: {'; '.join(rows)}" if rows else "")
     choices["in effect"] = MODE if MODE != "auto" else TABLE.current()
     return choices

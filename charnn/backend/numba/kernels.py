@@ -389,8 +389,8 @@ def threading_probe(x):
 # BLAS build, so the backend measures it (calibrate.py); tests check the two agree.
 LANES = target_lanes()  # float32 lanes of one vector register of numba's target: 16 or 8
 MR, NR = (6, 64) if LANES == 16 else (4, 24)  # tile: 24 zmm accumulators of 32, or 12 ymm of 16
-MC = 64  # rows of A per task: 64 x KB floats (64 KB) stay in L2
-KB = 256  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
+MC = 64  # rows of A per task: 64 x KB floats (32 KB) stay in cache
+KB = 128  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
 CONTRACT = {"contract"}  # allow fused multiply-add and nothing else (NaN must survive)
 
 
@@ -404,17 +404,28 @@ def _tile_scratch(typingctx):
     return types.CPointer(types.float32)(), codegen
 
 
+def _vector(n=None):
+    return ir.VectorType(ir.FloatType(), n or LANES)
+
+
+def _pointer(context, builder, ty, array, indices):
+    """Address of array[indices]: indices known to be in range and non-negative (no wraparound
+    arithmetic, which numba adds per access otherwise: three integer operations per load of A)."""
+    arr = context.make_array(ty)(context, builder, array)
+    return cgutils.get_item_pointer(context, builder, ty, arr, indices, wraparound=False)
+
+
 @intrinsic
-def _lanes_fma(typingctx, acc, offset, a, Bp, p, k, j):
-    """acc[offset : offset+LANES] += a * Bp[p, k, j : j+LANES], as one fused multiply-add on an
-    explicit LLVM vector of LANES floats. Why explicit: LLVM's tuning for Intel cores caps its
+def _lanes_fma(typingctx, acc, offset, A, i, k, Bp, p, j):
+    """acc[offset : offset+LANES] += A[i, k] * Bp[p, k, j : j+LANES], as one fused multiply-add on
+    an explicit LLVM vector of LANES floats. Why explicit: LLVM's tuning for Intel cores caps its
     vectoriser at 256 bits even where AVX-512 is present, and 64 sums in 256-bit registers do not
     fit; a vector type in the IR is kept at its width. Bp (P, K, NR) C-contiguous."""
     def codegen(context, builder, signature, args):
-        acc_ptr, offset, a, Bp, p, k, j = args
-        vec = ir.VectorType(ir.FloatType(), LANES)
-        panels = context.make_array(signature.args[3])(context, builder, Bp)
-        b_ptr = cgutils.get_item_pointer(context, builder, signature.args[3], panels, [p, k, j], wraparound=False)
+        acc_ptr, offset, A_, i_, k_, Bp_, p_, j_ = args
+        vec = _vector()
+        a = builder.load(_pointer(context, builder, signature.args[2], A_, [i_, k_]))
+        b_ptr = _pointer(context, builder, signature.args[5], Bp_, [p_, k_, j_])
         b = builder.load(builder.bitcast(b_ptr, vec.as_pointer()), align=4)
         sums_ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer())
         one = builder.insert_element(ir.Constant(vec, ir.Undefined), a, ir.Constant(ir.IntType(32), 0))
@@ -422,7 +433,35 @@ def _lanes_fma(typingctx, acc, offset, a, Bp, p, k, j):
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{LANES}f32")
         builder.store(builder.call(fma, [splat, b, builder.load(sums_ptr, align=4)]), sums_ptr, align=4)
         return context.get_dummy_value()
-    return types.void(acc, offset, a, Bp, p, k, j), codegen
+    return types.void(acc, offset, A, i, k, Bp, p, j), codegen
+
+
+@intrinsic
+def _lanes_store(typingctx, acc, offset, C, i, j, add):
+    """C[i, j : j+LANES] = acc[offset : offset+LANES] (plus C's own values if add), as vectors
+    where C's rows are contiguous (a 'C' array type); one element at a time otherwise. Why: the
+    element-by-element stores LLVM makes of the sums otherwise extract each float from its
+    register, ~4 instructions an element, a tenth of a 256-deep tile's time."""
+    def codegen(context, builder, signature, args):
+        acc_ptr, offset, C_, i_, j_, add_ = args
+        C_ty = signature.args[2]
+        if C_ty.layout == "C":
+            vec = _vector()
+            sums = builder.load(builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer()), align=4)
+            c_ptr = builder.bitcast(_pointer(context, builder, C_ty, C_, [i_, j_]), vec.as_pointer())
+            with builder.if_then(add_):
+                builder.store(builder.fadd(sums, builder.load(c_ptr, align=4)), c_ptr, align=4)
+            with builder.if_then(builder.not_(add_)):
+                builder.store(sums, c_ptr, align=4)
+        else:
+            for lane in range(LANES):
+                at = ir.Constant(offset.type, lane)
+                s = builder.load(builder.gep(acc_ptr, [builder.add(offset, at)]))
+                c_ptr = _pointer(context, builder, C_ty, C_, [i_, builder.add(j_, ir.Constant(j_.type, lane))])
+                old = builder.load(c_ptr)
+                builder.store(builder.select(add_, builder.fadd(s, old), s), c_ptr)
+        return context.get_dummy_value()
+    return types.void(acc, offset, C, i, j, add), codegen
 
 
 @njit(inline="always", fastmath=CONTRACT, error_model="numpy")
@@ -435,18 +474,13 @@ def _gemm_tile(A, Bp, p, i0, rows, k0, k1, C, n_valid):
         acc[x] = np.float32(0.0)
     for k in range(k0, k1):
         for i in range(rows):
-            a = A[i0 + i, k]
             for v in range(NR // LANES):
-                _lanes_fma(acc, i * NR + v * LANES, a, Bp, p, k, v * LANES)
+                _lanes_fma(acc, i * NR + v * LANES, A, i0 + i, k, Bp, p, v * LANES)
     j0 = p * NR
-    if n_valid == NR and k0 == 0:
+    if n_valid == NR:
         for i in range(rows):
-            for j in range(NR):
-                C[i0 + i, j0 + j] = acc[i * NR + j]
-    elif n_valid == NR:
-        for i in range(rows):
-            for j in range(NR):
-                C[i0 + i, j0 + j] += acc[i * NR + j]
+            for v in range(NR // LANES):
+                _lanes_store(acc, i * NR + v * LANES, C, i0 + i, j0 + v * LANES, k0 != 0)
     else:  # the last panel is partly padding: the sums go to a second stack tile unconditionally
         # (a store under `if j < n_valid` here keeps acc out of registers), then the valid columns to C
         tile = _tile_scratch()
@@ -491,41 +525,55 @@ def pack_panels_kernel(B, Bp):
                         Bp[p, k, j] = np.float32(0.0)
 
 
+@njit(inline="always", fastmath=CONTRACT, error_model="numpy")
+def _gemm_panel_rows(A, Bp, p, r0, r1, C):
+    """C[r0:r1, panel p's columns] = A[r0:r1] @ panel p: the k blocks, each through tiles of MR
+    rows and then of 4, 2 and 1 for the rows left below the last full tile."""
+    K = A.shape[1]
+    n_valid = min(NR, C.shape[1] - p * NR)
+    for k0 in range(0, max(K, 1), KB):  # K = 0 still assigns the zero product
+        k1 = min(K, k0 + KB)
+        i0 = r0
+        while i0 + MR <= r1:
+            _gemm_tile(A, Bp, p, i0, MR, k0, k1, C, n_valid)
+            i0 += MR
+        if r1 - i0 >= 4:  # constant heights: the compiler specialises each
+            _gemm_tile(A, Bp, p, i0, 4, k0, k1, C, n_valid)
+            i0 += 4
+        if r1 - i0 >= 2:
+            _gemm_tile(A, Bp, p, i0, 2, k0, k1, C, n_valid)
+            i0 += 2
+        if r1 - i0 >= 1:
+            _gemm_tile(A, Bp, p, i0, 1, k0, k1, C, n_valid)
+
+
 @njit(parallel=True, fastmath=CONTRACT, **JIT)
 def gemm_kernel(A, Bp, C):
     """C = A @ B: A (M, K) float32 any strides, B packed as Bp (P, K, NR) by pack_panels_kernel,
     C (M, N) with N <= P*NR. Reference: numpy's A @ B (tests/test_gemm.py).
 
-    Tasks are (group of MC rows, panel) pairs, row-group-major: a group's rows of A (64 KB at
-    K = 256) stay in cache while the thread runs through the panels, and each panel slice is
+    Tasks are (group of MC rows, panel) pairs, row-group-major: a group's rows of A (32 KB at
+    KB = 128) stay in cache while the thread runs through the panels, and each panel slice is
     reused by the group's MC / MR tiles. At M = 32 (one recurrent step) there is one group, so
     two threads split the panels and each keeps its half of the weights in its own L2 from one
     step to the next. Every task writes only its own block of C.
     The sum over k runs in blocks of KB, each block's partial sums added to C: one long running sum
-    over 2048 terms (a weight gradient's) is 4x less accurate than numpy's blocked BLAS."""
-    M, K = A.shape
-    N = C.shape[1]
+    over 2048 terms (a weight gradient's) is 4x less accurate than numpy's blocked BLAS; and a
+    block's slice of a panel (KB x NR floats, 32 KB) stays in L1 while the group's tiles reuse it."""
+    M = A.shape[0]
     P = Bp.shape[0]
     groups = (M + MC - 1) // MC
     for task in prange(groups * P):
         g = task // P
-        p = task - g * P
-        n_valid = min(NR, N - p * NR)
-        i_end = min(M, g * MC + MC)
-        for k0 in range(0, max(K, 1), KB):  # K = 0 still assigns the zero product
-            k1 = min(K, k0 + KB)
-            i0 = g * MC
-            while i0 + MR <= i_end:
-                _gemm_tile(A, Bp, p, i0, MR, k0, k1, C, n_valid)
-                i0 += MR
-            if i_end - i0 >= 4:  # the rows left over, in tiles of constant height (4, 2, 1)
-                _gemm_tile(A, Bp, p, i0, 4, k0, k1, C, n_valid)
-                i0 += 4
-            if i_end - i0 >= 2:
-                _gemm_tile(A, Bp, p, i0, 2, k0, k1, C, n_valid)
-                i0 += 2
-            if i_end - i0 >= 1:
-                _gemm_tile(A, Bp, p, i0, 1, k0, k1, C, n_valid)
+        _gemm_panel_rows(A, Bp, task - g * P, g * MC, min(M, g * MC + MC), C)
+
+
+@njit(fastmath=CONTRACT, **JIT)
+def gemm_rows(A, Bp, C, r0, r1):
+    """C[r0:r1] = A[r0:r1] @ B on the calling thread (the row-split loops below): gemm_kernel's
+    arithmetic, so each row's sums are the same bits whichever thread computes them."""
+    for p in range(Bp.shape[0]):
+        _gemm_panel_rows(A, Bp, p, r0, r1, C)
 
 
 # ---------------------------------------------------------------- whole sequences
@@ -592,6 +640,84 @@ def gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp):
     for t in range(dha.shape[1] - 1, -1, -1):
         gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
         gemm_kernel(dha[:, t], WhTp, dh_rec)  # forward: ha = h_prev @ Wh
+
+# The same loops split by batch rows instead: the rows of a sequence never meet until the weight
+# gradients, so each of `parts` threads runs the whole time loop for its own rows, with one
+# parallel region per sequence instead of two or three per step. Each thread then reads all of
+# the weights every step, not half; which split trains a shape faster is measured (calibrate.py).
+# Same arithmetic as the loops above, bit for bit (tests/test_kernels.py).
+@njit(inline="always")
+def _rows_of(part, parts, B):
+    return part * B // parts, (part + 1) * B // parts
+
+
+@njit(parallel=True, **JIT)
+def rnn_forward_rows(x, Wxp, bias, Whp, h, xa_t, ha, code, parts):
+    """rnn_forward_loop, each of `parts` threads over its own batch rows."""
+    for part in prange(parts):
+        b0, b1 = _rows_of(part, parts, x.shape[0])
+        for t in range(x.shape[1]):
+            gemm_rows(x[:, t], Wxp, xa_t, b0, b1)
+            gemm_rows(h[:, t], Whp, ha, b0, b1)
+            for b in range(b0, b1):
+                rnn_row_forward(xa_t[b], bias, ha[b], h[b, t + 1], code)
+
+
+@njit(parallel=True, **JIT)
+def rnn_backward_rows(dhs, dh_rec, h, da, WhTp, code, parts):
+    """rnn_backward_loop, each of `parts` threads over its own batch rows."""
+    for part in prange(parts):
+        b0, b1 = _rows_of(part, parts, dhs.shape[0])
+        for t in range(da.shape[1] - 1, -1, -1):
+            for b in range(b0, b1):
+                rnn_row_backward(dhs[b, t], dh_rec[b], h[b, t + 1], da[b, t], code)
+            gemm_rows(da[:, t], WhTp, dh_rec, b0, b1)
+
+
+@njit(parallel=True, **JIT)
+def lstm_forward_rows(x, Wxp, bias, Whp, h, c, gates, tanh_c, xa_t, ha, parts):
+    """lstm_forward_loop, each of `parts` threads over its own batch rows."""
+    for part in prange(parts):
+        b0, b1 = _rows_of(part, parts, x.shape[0])
+        for t in range(x.shape[1]):
+            gemm_rows(x[:, t], Wxp, xa_t, b0, b1)
+            gemm_rows(h[:, t], Whp, ha, b0, b1)
+            for b in range(b0, b1):
+                lstm_row_forward(xa_t[b], bias, ha[b], c[b, t], c[b, t + 1], h[b, t + 1], gates[b, t], tanh_c[b, t])
+
+
+@njit(parallel=True, **JIT)
+def lstm_backward_rows(dhs, dh_rec, dc, c, gates, tanh_c, da, WhTp, parts):
+    """lstm_backward_loop, each of `parts` threads over its own batch rows."""
+    for part in prange(parts):
+        b0, b1 = _rows_of(part, parts, dhs.shape[0])
+        for t in range(da.shape[1] - 1, -1, -1):
+            for b in range(b0, b1):
+                lstm_row_backward(dhs[b, t], dh_rec[b], dc[b], c[b, t], gates[b, t], tanh_c[b, t], da[b, t])
+            gemm_rows(da[:, t], WhTp, dh_rec, b0, b1)
+
+
+@njit(parallel=True, **JIT)
+def gru_forward_rows(x, Wxp, bias, Whp, h, gates, ha_n, xa_t, ha, parts):
+    """gru_forward_loop, each of `parts` threads over its own batch rows."""
+    for part in prange(parts):
+        b0, b1 = _rows_of(part, parts, x.shape[0])
+        for t in range(x.shape[1]):
+            gemm_rows(x[:, t], Wxp, xa_t, b0, b1)
+            gemm_rows(h[:, t], Whp, ha, b0, b1)
+            for b in range(b0, b1):
+                gru_row_forward(xa_t[b], bias, ha[b], h[b, t], h[b, t + 1], gates[b, t], ha_n[b, t])
+
+
+@njit(parallel=True, **JIT)
+def gru_backward_rows(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp, parts):
+    """gru_backward_loop, each of `parts` threads over its own batch rows."""
+    for part in prange(parts):
+        b0, b1 = _rows_of(part, parts, dhs.shape[0])
+        for t in range(dha.shape[1] - 1, -1, -1):
+            for b in range(b0, b1):
+                gru_row_backward(dhs[b, t], dh_rec[b], dh_direct[b], h[b, t], gates[b, t], ha_n[b, t], dxa[b, t], dha[b, t])
+            gemm_rows(dha[:, t], WhTp, dh_rec, b0, b1)
 
 # ================================================================ sampling
 # One call of recurrent_sample_kernel / mlp_sample_kernel runs a whole block of characters: every

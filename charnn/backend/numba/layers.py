@@ -16,6 +16,8 @@ Shapes: B batch, T steps, D input width, H hidden width, G gate width, N = B*T r
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ...nn.activations import get_activation
@@ -26,7 +28,7 @@ from ...nn.lstm import LSTMCache
 from ...nn.rnn import RNNCache
 from . import kernels as K
 from . import scratch
-from .gemm import matmul, pack
+from .gemm import loop_parts, matmul, pack
 from .threads import numba_threads
 
 
@@ -53,12 +55,32 @@ def _weight_gradients(x, h, da2, Wx):
     return dx, dWx, dWh, db
 
 
+# While calibrate.py times the two ways of splitting a time loop, the seconds each loop kernel
+# call took are appended here (None otherwise): the loop alone, without the weight gradients
+# around it, whose time is the same either way and would only add noise.
+loop_clock: list | None = None
+
+
+def _run_loop(kernel: str, direction: str, D: int, H: int, *args):
+    """kernels.<kernel>_loop(*args), or <kernel>_rows(*args, parts) where splitting the batch rows
+    over the threads was measured to run this loop faster (gemm.loop_parts)."""
+    parts = loop_parts(direction, D, H)
+    t0 = time.perf_counter()
+    if parts > 1:
+        getattr(K, f"{kernel}_rows")(*args, parts)
+    else:
+        getattr(K, f"{kernel}_loop")(*args)
+    if loop_clock is not None:
+        loop_clock.append(time.perf_counter() - t0)
+
+
 def _zeros_or(last, B, H, dtype):
     return scratch.zeros((B, H), dtype) if last is None else np.array(last, dtype=dtype, order="C")
 
 
 # Each sequence function packs its weights once. With the tiles (packed.panels is not None) the
-# whole time loop runs in one kernel call (kernels.*_loop); otherwise the same loop
+# whole time loop runs in one kernel call (kernels.*_loop, or *_rows where splitting the batch rows
+# over the threads was measured to run that loop faster: gemm.loop_parts); otherwise the same loop
 # runs here, with numpy's BLAS for the per-step product and the step kernels on one thread.
 
 # ---------------------------------------------------------------- vanilla RNN
@@ -74,7 +96,7 @@ def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
     ha = scratch.empty((B, H), dtype)
     Wxp, Whp = pack(Wx), pack(Wh)
     if Whp.panels is not None and Wxp.panels is not None:
-        K.rnn_forward_loop(x, Wxp.panels, bias, Whp.panels, h, scratch.empty((B, H), dtype), ha, code)
+        _run_loop("rnn_forward", "forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, scratch.empty((B, H), dtype), ha, code)
     else:
         xa = _input_projection(x, Wx)
         with numba_threads(1):  # BLAS has the cores
@@ -95,7 +117,7 @@ def rnn_backward(dhs, cache: RNNCache, dh_last=None):
     dh_rec = _zeros_or(dh_last, B, H, h.dtype)
     WhT = pack(Wh.T)
     if WhT.panels is not None:
-        K.rnn_backward_loop(dhs, dh_rec, h, da, WhT.panels, code)
+        _run_loop("rnn_backward", "backward", x.shape[2], H, dhs, dh_rec, h, da, WhT.panels, code)
     else:
         with numba_threads(1):
             for t in reversed(range(T)):
@@ -120,7 +142,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     ha = scratch.empty((B, 4 * H), dtype)
     Wxp, Whp = pack(Wx), pack(Wh)
     if Whp.panels is not None and Wxp.panels is not None:
-        K.lstm_forward_loop(x, Wxp.panels, bias, Whp.panels, h, c, gates, tanh_c, scratch.empty((B, 4 * H), dtype), ha)
+        _run_loop("lstm_forward", "forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, c, gates, tanh_c, scratch.empty((B, 4 * H), dtype), ha)
     else:
         xa = _input_projection(x, Wx)
         with numba_threads(1):  # BLAS has the cores
@@ -141,7 +163,7 @@ def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
     dc = _zeros_or(dc_last, B, H, h.dtype)
     WhT = pack(Wh.T)
     if WhT.panels is not None:
-        K.lstm_backward_loop(dhs, dh_rec, dc, c, gates, tanh_c, da, WhT.panels)
+        _run_loop("lstm_backward", "backward", x.shape[2], H, dhs, dh_rec, dc, c, gates, tanh_c, da, WhT.panels)
     else:
         with numba_threads(1):
             for t in reversed(range(T)):
@@ -165,7 +187,7 @@ def gru_forward(x, h0, Wx, Wh, b):
     ha = scratch.empty((B, 3 * H), dtype)
     Wxp, Whp = pack(Wx), pack(Wh)
     if Whp.panels is not None and Wxp.panels is not None:
-        K.gru_forward_loop(x, Wxp.panels, bias, Whp.panels, h, gates, ha_n, scratch.empty((B, 3 * H), dtype), ha)
+        _run_loop("gru_forward", "forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, gates, ha_n, scratch.empty((B, 3 * H), dtype), ha)
     else:
         xa = _input_projection(x, Wx)
         with numba_threads(1):  # BLAS has the cores
@@ -187,7 +209,7 @@ def gru_backward(dhs, cache: GRUCache, dh_last=None):
     dh_direct = _zeros_or(dh_last, B, H, h.dtype)  # the carried-state gradient enters like a direct one
     WhT = pack(Wh.T)
     if WhT.panels is not None:
-        K.gru_backward_loop(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhT.panels)
+        _run_loop("gru_backward", "backward", D, H, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhT.panels)
     else:
         with numba_threads(1):
             for t in reversed(range(T)):

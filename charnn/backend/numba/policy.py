@@ -28,6 +28,12 @@ from .target import cpu_model, target
 FILE = "charnn-calibration.json"
 DEFAULT = "default"  # the entry of `charnn compile`'s shape: the choice outside training
 CHOICES = ("tiles", "blas")
+SPLITS = ("panels", "rows")  # how a time loop's threads share a step's work (kernels.py, "whole sequences")
+
+
+def loop_name(direction: str, D: int, H: int) -> str:
+    """A time loop as the table names it: "forward D64 H256", "backward D256 H256"."""
+    return f"{direction} D{D} H{H}"
 
 
 def path() -> str:
@@ -44,16 +50,18 @@ def key() -> dict:
     return {"charnn": __version__, "cpu_model": cpu_model(), "llvm_cpu": target()["cpu"],
             "llvm_features": target()["features"], "cpus": cpus, "numba_threads": numba.get_num_threads(),
             "numpy": np.__version__, "numba": numba.__version__, "llvmlite": llvmlite.__version__,
-            "python": sys.version.split()[0], "tile": [K.MR, K.NR, K.LANES]}
+            "python": sys.version.split()[0], "tile": [K.MR, K.NR, K.LANES, K.KB], "splits": list(SPLITS)}
 
 
 class Table:
-    """The measured choices {shape name: {"choice", "tiles_ms", "blas_ms"}}, loaded from and saved
-    to `path()`; and the one in effect in this process (`active`)."""
+    """The measured choices {shape name: {"choice", "tiles_ms", "blas_ms", "splits"}}, loaded from
+    and saved to `path()`; and the one in effect in this process (`active`). "splits" maps each
+    of the shape's time loops (loop_name) to the split that ran it faster, with its timings."""
 
     def __init__(self):
         self.shapes: dict[str, dict] | None = None
         self.active: str | None = None  # the shape whose choice applies now; None: DEFAULT
+        self.forced_split: str | None = None  # set while calibrate.py times one split against the other
 
     def _sections(self) -> list:
         """The file's sections, one per machine configuration ({"key", "shapes"}): a machine can
@@ -92,6 +100,16 @@ class Table:
         shapes = self.known()
         row = shapes.get(self.active) or shapes.get(DEFAULT)
         return row["choice"] if row else "tiles"
+
+    def split(self, direction: str, D: int, H: int) -> str:
+        """"panels" or "rows": how the active shape's time loop of that direction and widths splits
+        its work over the threads, as measured; "panels" for a loop never measured."""
+        if self.forced_split is not None:
+            return self.forced_split
+        shapes = self.known()
+        row = shapes.get(self.active) or shapes.get(DEFAULT) or {}
+        found = row.get("splits", {}).get(loop_name(direction, D, H)) if isinstance(row.get("splits"), dict) else None
+        return found["split"] if isinstance(found, dict) and found.get("split") in SPLITS else "panels"
 
     def forget(self) -> None:
         """Drop what is in memory (the file stays)."""
