@@ -22,7 +22,8 @@ Conventions:
   kernel over weight blocks. The scatter-adds (embedding gradient) stay serial: they would race.
 - Shapes: B batch, T steps, H hidden width, G gate width (4H lstm, 3H gru, H rnn), V vocabulary,
   N rows, S sampled streams; each kernel's docstring gives its arrays' shapes.
-- The products alone use fastmath, and only its "contract" flag (fused multiply-add).
+- The products and the row kernels of the cells use fastmath, and only its "contract" flag
+  (fused multiply-add: the tanh polynomial in half the instructions).
 - Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
   Adam; matrix products; then sampling (batch-1, and batches of streams), whose Python side
   (weight layout, thread choice) is sampler.py. Measurements behind these choices: bench/README.md.
@@ -40,6 +41,7 @@ from llvmlite import ir
 from .target import target_lanes
 
 JIT = dict(cache=True, error_model="numpy", nogil=True)
+CONTRACT = {"contract"}  # fastmath that allows fused multiply-add and nothing else (NaN must survive)
 
 # activation codes, in the order of charnn.activations.ACTIVATIONS
 TANH, SIGMOID, RELU, LEAKY_RELU, ELU, SOFTPLUS = range(6)
@@ -141,7 +143,7 @@ def activate_grad(h, code):
 # the sum (xa_t + bias) + ha rounds as the reference's (x @ Wx + b) + h @ Wh does.
 
 # ---------------------------------------------------------------- vanilla RNN
-@njit(**JIT)
+@njit(fastmath=CONTRACT, **JIT)
 def rnn_row_forward(xa, bias, ha, h_next, code):
     """h_next = act((xa + bias) + ha) for one batch row (or one block of units, in sampling):
     xa, bias, ha, h_next (H,)."""
@@ -162,7 +164,7 @@ def rnn_step_forward_kernel(t, xa_t, bias, ha, h, code):
         rnn_row_forward(xa_t[b], bias, ha[b], h[b, t + 1], code)
 
 
-@njit(**JIT)
+@njit(fastmath=CONTRACT, **JIT)
 def rnn_row_backward(dhs, dh_rec, h_next, da, code):
     """da = act'(h_next) * (dhs + dh_rec) for one batch row, all (H,)."""
     if code == TANH:  # its own loop, as in rnn_row_forward
@@ -183,7 +185,7 @@ def rnn_step_backward_kernel(t, dhs, dh_rec, h, da, code):
 
 
 # ---------------------------------------------------------------- LSTM
-@njit(**JIT)
+@njit(fastmath=CONTRACT, **JIT)
 def lstm_row_forward(xa, bias, ha, c_prev, c_next, h_next, gates, tanh_c):
     """One batch row of lstm_step_forward_kernel: xa, bias, ha, gates (4H,); c_prev, c_next, h_next,
     tanh_c (H,)."""
@@ -213,7 +215,7 @@ def lstm_step_forward_kernel(t, xa_t, bias, ha, h, c, gates, tanh_c):
         lstm_row_forward(xa_t[b], bias, ha[b], c[b, t], c[b, t + 1], h[b, t + 1], gates[b, t], tanh_c[b, t])
 
 
-@njit(**JIT)
+@njit(fastmath=CONTRACT, **JIT)
 def lstm_row_backward(dhs, dh_rec, dc, c_prev, gates, tanh_c, da):
     """One batch row of lstm_step_backward_kernel: dhs, dh_rec, dc, c_prev, tanh_c (H,); gates,
     da (4H,)."""
@@ -243,7 +245,7 @@ def lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da):
 
 
 # ---------------------------------------------------------------- GRU
-@njit(**JIT)
+@njit(fastmath=CONTRACT, **JIT)
 def gru_row_forward(xa, bias, ha, h_prev, h_next, gates, ha_n):
     """One batch row of gru_step_forward_kernel: xa, bias, ha, gates (3H,); h_prev, h_next, ha_n (H,)."""
     H = h_prev.shape[0]
@@ -269,7 +271,7 @@ def gru_step_forward_kernel(t, xa_t, bias, ha, h, gates, ha_n):
         gru_row_forward(xa_t[b], bias, ha[b], h[b, t], h[b, t + 1], gates[b, t], ha_n[b, t])
 
 
-@njit(**JIT)
+@njit(fastmath=CONTRACT, **JIT)
 def gru_row_backward(dhs, dh_rec, dh_direct, h_prev, gates, ha_n, dxa, dha):
     """One batch row of gru_step_backward_kernel: dhs, dh_rec, dh_direct, h_prev, ha_n (H,);
     gates, dxa, dha (3H,)."""
@@ -391,7 +393,6 @@ LANES = target_lanes()  # float32 lanes of one vector register of numba's target
 MR, NR = (6, 64) if LANES == 16 else (4, 24)  # tile: 24 zmm accumulators of 32, or 12 ymm of 16
 MC = 64  # rows of A per task: 64 x KB floats (32 KB) stay in cache
 KB = 128  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
-CONTRACT = {"contract"}  # allow fused multiply-add and nothing else (NaN must survive)
 
 
 @intrinsic
