@@ -152,11 +152,6 @@ def mlp_net(model) -> MLPNet:
     )
 
 
-# Recurrent weights from which splitting layers over threads is tried: below it a parallel
-# region's start and its stalls cost more than half the work saves (bench/README.md, "Sampling threads").
-PARALLEL_MIN_BYTES = 6 << 20
-
-
 def _check(model) -> None:
     cfg = model.config
     if cfg.activation not in ACTIVATION_CODES:
@@ -169,9 +164,9 @@ def thread_counts(model, threads: int | None = None) -> tuple[int, ...]:
     """The thread counts a recurrent model's batch-1 sampling may run on (see prepare)."""
     if threads is not None:
         return (max(1, int(threads)),)
-    streamed = [k for k in model.params if k.endswith(".Wh") or (k.endswith(".Wx") and k != "layer0.Wx")]
-    nbytes = 4 * sum(model.params[k].size for k in streamed)  # read every step (layer0.Wx is tabulated)
-    n = min(parallel_threads(), max(1, model.config.hidden // 64)) if nbytes >= PARALLEL_MIN_BYTES else 1
+    # whether the parallel blocks pay depends on the weights' size against this CPU's caches and on
+    # its parallel regions' cost: not guessed, but timed as the sample runs (_Chooser)
+    n = min(parallel_threads(), max(1, model.config.hidden // 64))
     # a parallel region waits for a time slice of every busy CPU it needs: ~100x slower
     return (1, n) if n > 1 and not cpus_busy(n) else (1,)
 
@@ -182,9 +177,9 @@ def prepare(model, threads: int | None = None):
     sharing the state, which is carried in place from call to call (from the model's initial state).
 
     threads: 1 serial; n > 1 each recurrent layer's hidden units in n blocks run on parallel threads;
-    None: serial and, for recurrent models with at least PARALLEL_MIN_BYTES of weights when numba has
-    a fast threading layer and no other task is running on the CPUs, also parallel, to be chosen
-    between as they run (see sample_ids). The MLP always runs serially.
+    None: serial and, for recurrent models of at least two blocks of 64 units when numba has a fast
+    threading layer and no other task is running on the CPUs, also parallel, to be chosen between
+    as they run (see sample_ids). The MLP always runs serially.
     Raises NotImplementedError for a model or activation no kernel covers."""
     _check(model)
     cfg = model.config
