@@ -174,7 +174,7 @@ def test_calibration_times_a_training_pass_both_ways(table, cell):
         assert row["blas_ms"] < row["tiles_ms"]
     assert gemm.MODE == "auto" and table.forced_split is None and layers.loop_clock is None  # restored
     if row["choice"] == "tiles" and numba.get_num_threads() > 1 and cell != "mlp":  # each time loop timed split both ways
-        loops = {policy.loop_name(d, D, shape.H) for d in ("forward", "backward") for D in (shape.D, shape.H)}
+        loops = {policy.loop_name(f"{cell}_{d}", D, shape.H) for d in ("forward", "backward") for D in (shape.D, shape.H)}
         assert set(row["splits"]) == loops
         for timed in row["splits"].values():
             assert timed["split"] == ("rows" if timed["rows_ms"] < timed["panels_ms"] else "panels")
@@ -186,17 +186,17 @@ def test_time_loops_split_as_measured(table, monkeypatch):
     """A loop measured faster split by rows runs split by rows (numba's thread count of parts), any
     other by panels; CHARNN_SPLIT overrides the table."""
     table.record(SHAPE.name, {"choice": "tiles", "tiles_ms": 1.0, "blas_ms": 2.0,
-                              "splits": {policy.loop_name("forward", 7, 16): {"split": "rows", "panels_ms": 2.0, "rows_ms": 1.0},
-                                         policy.loop_name("backward", 7, 16): {"split": "panels", "panels_ms": 1.0, "rows_ms": 2.0}}})
+                              "splits": {policy.loop_name("lstm_forward", 7, 16): {"split": "rows", "panels_ms": 2.0, "rows_ms": 1.0},
+                                         policy.loop_name("lstm_backward", 7, 16): {"split": "panels", "panels_ms": 1.0, "rows_ms": 2.0}}})
     table.active = SHAPE.name
     threads = numba.get_num_threads()
-    assert gemm.loop_parts("forward", 7, 16) == threads and gemm.loop_parts("backward", 7, 16) == 1
-    assert gemm.loop_parts("forward", 16, 16) == 1  # never measured
+    assert gemm.loop_parts("lstm_forward", 7, 16) == threads and gemm.loop_parts("lstm_backward", 7, 16) == 1
+    assert gemm.loop_parts("lstm_forward", 16, 16) == 1 and gemm.loop_parts("gru_forward", 7, 16) == 1  # never measured
     monkeypatch.setattr(gemm, "SPLIT_MODE", "panels")
-    assert gemm.loop_parts("forward", 7, 16) == 1
+    assert gemm.loop_parts("lstm_forward", 7, 16) == 1
     monkeypatch.setattr(gemm, "SPLIT_MODE", "rows")
-    assert gemm.loop_parts("backward", 7, 16) == threads
-    assert gemm.decisions()[SHAPE.name] == "tiles, rows split: forward D7 H16"
+    assert gemm.loop_parts("lstm_backward", 7, 16) == threads
+    assert gemm.decisions()[SHAPE.name] == "tiles, rows split: lstm_forward D7 H16"
 
 
 def test_choice_is_measured_once_stored_and_reused(table, monkeypatch):

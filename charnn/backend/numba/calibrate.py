@@ -93,9 +93,10 @@ def measure(shape: Shape) -> dict:
     before = gemm.MODE
     times = {"tiles": [], "blas": []}
     try:
-        for way in times:  # untimed, on a tiny copy: compiling (machine code depends on types, not sizes)
-            gemm.MODE = way
+        for way, split in (("tiles", "panels"), ("tiles", "rows"), ("blas", "panels")):  # untimed, on a tiny
+            gemm.MODE, TABLE.forced_split = way, split  # copy: compiling (machine code depends on types, not sizes)
             tiny()
+        TABLE.forced_split = "panels"  # the tiles timed as they run before their loops' splits are measured
         for _ in range(REPEATS):
             for way, other in (("tiles", "blas"), ("blas", "tiles")):
                 if times[way] and times[other] and times[way][0] > CLEARLY * min(times[other]):
@@ -107,7 +108,7 @@ def measure(shape: Shape) -> dict:
                     run()
                     times[way].append(time.perf_counter() - t0)
     finally:
-        gemm.MODE = before
+        gemm.MODE, TABLE.forced_split = before, None
     ms = {way: sorted(ts)[len(ts) // 2] * 1e3 for way, ts in times.items()}
     # BLAS only when every BLAS pass beat every tiles pass: within the noise, charnn's own code,
     # whose rounding does not depend on which BLAS build numpy brought
@@ -147,7 +148,7 @@ def measure_splits(shape: Shape, rng) -> dict:
                         run()
                         times[split].append(sum(layers.loop_clock))
                 ms = {split: sorted(ts[1:])[len(ts[1:]) // 2] * 1e3 for split, ts in times.items()}
-                found[loop_name(direction, D, H)] = {"split": "rows" if ms["rows"] < ms["panels"] else "panels",
+                found[loop_name(f"{shape.cell}_{direction}", D, H)] = {"split": "rows" if ms["rows"] < ms["panels"] else "panels",
                                                      "panels_ms": round(ms["panels"], 3), "rows_ms": round(ms["rows"], 3)}
     finally:
         gemm.MODE, TABLE.forced_split, layers.loop_clock = before, None, None

@@ -42,11 +42,11 @@ MODE = _mode("CHARNN_GEMM", MODES)
 SPLIT_MODE = _mode("CHARNN_SPLIT", ("auto",) + SPLITS)
 
 
-def loop_parts(direction: str, D: int, H: int) -> int:
-    """How many batch-row parts a tiles time loop ("forward" or "backward", input width D, hidden
-    width H) runs in: numba's thread count where the rows split is the measured (or forced) choice,
-    else 1, which means the loop splits each step's products by panels."""
-    split = SPLIT_MODE if SPLIT_MODE != "auto" and TABLE.forced_split is None else TABLE.split(direction, D, H)
+def loop_parts(loop: str, D: int, H: int) -> int:
+    """How many batch-row parts a tiles time loop (kernels.<loop>_loop, e.g. "lstm_forward", at
+    input width D and hidden width H) runs in: numba's thread count where the rows split is the
+    measured (or forced) choice, else 1, which means the loop splits each step's products by panels."""
+    split = SPLIT_MODE if SPLIT_MODE != "auto" and TABLE.forced_split is None else TABLE.split(loop, D, H)
     return numba.get_num_threads() if split == "rows" else 1
 
 

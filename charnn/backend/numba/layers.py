@@ -61,15 +61,15 @@ def _weight_gradients(x, h, da2, Wx):
 loop_clock: list | None = None
 
 
-def _run_loop(kernel: str, direction: str, D: int, H: int, *args):
-    """kernels.<kernel>_loop(*args), or <kernel>_rows(*args, parts) where splitting the batch rows
+def _run_loop(loop: str, D: int, H: int, *args):
+    """kernels.<loop>_loop(*args), or <loop>_rows(*args, parts) where splitting the batch rows
     over the threads was measured to run this loop faster (gemm.loop_parts)."""
-    parts = loop_parts(direction, D, H)
+    parts = loop_parts(loop, D, H)
     t0 = time.perf_counter()
     if parts > 1:
-        getattr(K, f"{kernel}_rows")(*args, parts)
+        getattr(K, f"{loop}_rows")(*args, parts)
     else:
-        getattr(K, f"{kernel}_loop")(*args)
+        getattr(K, f"{loop}_loop")(*args)
     if loop_clock is not None:
         loop_clock.append(time.perf_counter() - t0)
 
@@ -96,7 +96,7 @@ def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
     ha = scratch.empty((B, H), dtype)
     Wxp, Whp = pack(Wx), pack(Wh)
     if Whp.panels is not None and Wxp.panels is not None:
-        _run_loop("rnn_forward", "forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, scratch.empty((B, H), dtype), ha, code)
+        _run_loop("rnn_forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, scratch.empty((B, H), dtype), ha, code)
     else:
         xa = _input_projection(x, Wx)
         with numba_threads(1):  # BLAS has the cores
@@ -117,7 +117,7 @@ def rnn_backward(dhs, cache: RNNCache, dh_last=None):
     dh_rec = _zeros_or(dh_last, B, H, h.dtype)
     WhT = pack(Wh.T)
     if WhT.panels is not None:
-        _run_loop("rnn_backward", "backward", x.shape[2], H, dhs, dh_rec, h, da, WhT.panels, code)
+        _run_loop("rnn_backward", x.shape[2], H, dhs, dh_rec, h, da, WhT.panels, code)
     else:
         with numba_threads(1):
             for t in reversed(range(T)):
@@ -142,7 +142,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     ha = scratch.empty((B, 4 * H), dtype)
     Wxp, Whp = pack(Wx), pack(Wh)
     if Whp.panels is not None and Wxp.panels is not None:
-        _run_loop("lstm_forward", "forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, c, gates, tanh_c, scratch.empty((B, 4 * H), dtype), ha)
+        _run_loop("lstm_forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, c, gates, tanh_c, scratch.empty((B, 4 * H), dtype), ha)
     else:
         xa = _input_projection(x, Wx)
         with numba_threads(1):  # BLAS has the cores
@@ -163,7 +163,7 @@ def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
     dc = _zeros_or(dc_last, B, H, h.dtype)
     WhT = pack(Wh.T)
     if WhT.panels is not None:
-        _run_loop("lstm_backward", "backward", x.shape[2], H, dhs, dh_rec, dc, c, gates, tanh_c, da, WhT.panels)
+        _run_loop("lstm_backward", x.shape[2], H, dhs, dh_rec, dc, c, gates, tanh_c, da, WhT.panels)
     else:
         with numba_threads(1):
             for t in reversed(range(T)):
@@ -187,7 +187,7 @@ def gru_forward(x, h0, Wx, Wh, b):
     ha = scratch.empty((B, 3 * H), dtype)
     Wxp, Whp = pack(Wx), pack(Wh)
     if Whp.panels is not None and Wxp.panels is not None:
-        _run_loop("gru_forward", "forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, gates, ha_n, scratch.empty((B, 3 * H), dtype), ha)
+        _run_loop("gru_forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, gates, ha_n, scratch.empty((B, 3 * H), dtype), ha)
     else:
         xa = _input_projection(x, Wx)
         with numba_threads(1):  # BLAS has the cores
@@ -209,7 +209,7 @@ def gru_backward(dhs, cache: GRUCache, dh_last=None):
     dh_direct = _zeros_or(dh_last, B, H, h.dtype)  # the carried-state gradient enters like a direct one
     WhT = pack(Wh.T)
     if WhT.panels is not None:
-        _run_loop("gru_backward", "backward", D, H, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhT.panels)
+        _run_loop("gru_backward", D, H, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhT.panels)
     else:
         with numba_threads(1):
             for t in reversed(range(T)):

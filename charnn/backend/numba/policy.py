@@ -31,9 +31,10 @@ CHOICES = ("tiles", "blas")
 SPLITS = ("panels", "rows")  # how a time loop's threads share a step's work (kernels.py, "whole sequences")
 
 
-def loop_name(direction: str, D: int, H: int) -> str:
-    """A time loop as the table names it: "forward D64 H256", "backward D256 H256"."""
-    return f"{direction} D{D} H{H}"
+def loop_name(loop: str, D: int, H: int) -> str:
+    """A time loop (kernels.<loop>_loop: "lstm_forward", "gru_backward", ...) at input width D and
+    hidden width H, as the table names it: "lstm_forward D64 H256"."""
+    return f"{loop} D{D} H{H}"
 
 
 def path() -> str:
@@ -101,14 +102,14 @@ class Table:
         row = shapes.get(self.active) or shapes.get(DEFAULT)
         return row["choice"] if row else "tiles"
 
-    def split(self, direction: str, D: int, H: int) -> str:
-        """"panels" or "rows": how the active shape's time loop of that direction and widths splits
-        its work over the threads, as measured; "panels" for a loop never measured."""
+    def split(self, loop: str, D: int, H: int) -> str:
+        """"panels" or "rows": how the active shape's time loop (see loop_name) splits its work
+        over the threads, as measured; "panels" for a loop never measured."""
         if self.forced_split is not None:
             return self.forced_split
         shapes = self.known()
         row = shapes.get(self.active) or shapes.get(DEFAULT) or {}
-        found = row.get("splits", {}).get(loop_name(direction, D, H)) if isinstance(row.get("splits"), dict) else None
+        found = row.get("splits", {}).get(loop_name(loop, D, H)) if isinstance(row.get("splits"), dict) else None
         return found["split"] if isinstance(found, dict) and found.get("split") in SPLITS else "panels"
 
     def forget(self) -> None:
