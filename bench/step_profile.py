@@ -32,8 +32,8 @@ from charnn.model import make_cell  # noqa: E402
 from charnn.train.loop import train_step  # noqa: E402
 from charnn.train.optim import make_optimizer  # noqa: E402
 
-LOOPS = ("rnn_forward_loop", "rnn_backward_loop", "lstm_forward_loop", "lstm_backward_loop",
-         "gru_forward_loop", "gru_backward_loop")
+LOOPS = tuple(f"{cell}_{direction}_{split}" for cell in ("rnn", "lstm", "gru") for direction in ("forward", "backward")
+              for split in ("loop", "rows"))  # the compiled time loops, split by panels or by rows
 
 
 class Timers:
@@ -156,7 +156,7 @@ def profile(config: dict, steps: int, warmup: int) -> dict:
             setattr(K, name, saved[name])
     ms = timers.medians_ms()
     step_ms = ms.pop("step")
-    accounted = sum(v for k, v in ms.items() if not k.endswith("_loop"))  # the loops are inside the layer functions
+    accounted = sum(v for k, v in ms.items() if k not in LOOPS)  # the loops are inside the layer functions
     flops = harness.train_flops_per_char(config) * B * T
     return {"kind": "profile", "config": config["name"], "products": products, "step_ms": step_ms,
             "gflop_per_s": round(flops / step_ms / 1e6, 1), "ms_by_function": dict(sorted(ms.items(), key=lambda kv: -kv[1])),
