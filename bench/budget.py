@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import OtherLoad, _cpu_model, torch_available  # noqa: E402
+from harness import OtherLoad, _cpu_model, _torch_model, torch_available  # noqa: E402
 
 from charnn import TrainConfig, train  # noqa: E402
 from charnn.cli.common import DURATION  # noqa: E402
@@ -54,32 +54,15 @@ def run_charnn(corpus: str, spec: dict, budget: float, common: dict) -> dict:
 def run_torch(corpus: str, spec: dict, budget: float, common: dict, threads: int = 2) -> dict:
     import torch
     import torch.nn.functional as F
-    from torch import nn
 
     torch.set_num_threads(threads)
-    torch.manual_seed(common["seed"])
     encoded = encode_corpus(corpus)
     V = len(encoded.vocab)
     train_ids, val_ids = split_train_val(encoded.ids, common.get("val_frac", 0.1))
-    B, T, E, H, L, p = common["batch_size"], common["seq_len"], common["embed"], spec["hidden"], spec["layers"], spec["dropout"]
+    B, T = common["batch_size"], common["seq_len"]
     streams = BatchStreams(train_ids, B, T)
-    cells = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-
-    class Twin(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(V, E)
-            self.rnn = cells[spec["model"]](E, H, num_layers=L, batch_first=True, dropout=p if L > 1 else 0.0)
-            self.drop = nn.Dropout(p)  # charnn drops out after every layer, the last one too
-            self.head = nn.Linear(H, V)
-
-        def forward(self, ids, state):
-            hs, state = self.rnn(self.embed(ids), state)
-            return self.head(self.drop(hs)), state
-
-    def fresh(b):
-        h = torch.zeros(L, b, H)
-        return (h, torch.zeros(L, b, H)) if spec["model"] == "lstm" else h
+    model = _torch_model(dict(spec, vocab_size=V, embed=common["embed"]), seed=common["seed"])  # charnn's twin
+    fresh = model.initial_state
 
     def detach(s):
         return tuple(x.detach() for x in s) if isinstance(s, tuple) else s.detach()
@@ -98,7 +81,6 @@ def run_torch(corpus: str, spec: dict, budget: float, common: dict, threads: int
         model.train()
         return total / count
 
-    model = Twin()
     optimizer = torch.optim.Adam(model.parameters(), lr=common["lr"])
     step, best, history, train_s = 0, math.inf, [], 0.0
     state = fresh(B)

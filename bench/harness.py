@@ -242,12 +242,15 @@ def torch_available() -> tuple[bool, str]:
 
 
 def _torch_model(config: dict, seed: int = 0):
-    """nn.Embedding(V, E) -> nn.LSTM / nn.GRU / nn.RNN(E, H, L, batch_first=True) -> nn.Linear(H, V)."""
+    """nn.Embedding(V, E) -> nn.LSTM / nn.GRU / nn.RNN(E, H, L, batch_first=True) -> nn.Linear(H, V);
+    with config["dropout"] > 0, dropout after every layer as charnn has it (between layers inside
+    the cell, and before the head)."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
     V, E, H, L = config["vocab_size"], config["embed"], config["hidden"], config["layers"]
+    p = config.get("dropout", 0.0)
     if config["embed"] == 0:
         raise ValueError("the PyTorch twin needs an embedding (embed > 0)")
 
@@ -255,17 +258,20 @@ def _torch_model(config: dict, seed: int = 0):
         def __init__(self):
             super().__init__()
             self.embed = nn.Embedding(V, E)
+            between = p if L > 1 else 0.0
             if config["model"] == "lstm":
-                self.rnn = nn.LSTM(E, H, num_layers=L, batch_first=True)
+                self.rnn = nn.LSTM(E, H, num_layers=L, batch_first=True, dropout=between)
             elif config["model"] == "gru":
-                self.rnn = nn.GRU(E, H, num_layers=L, batch_first=True)
+                self.rnn = nn.GRU(E, H, num_layers=L, batch_first=True, dropout=between)
             else:
-                self.rnn = nn.RNN(E, H, num_layers=L, nonlinearity=config.get("activation", "tanh"), batch_first=True)
+                self.rnn = nn.RNN(E, H, num_layers=L, nonlinearity=config.get("activation", "tanh"), batch_first=True,
+                                  dropout=between)
+            self.drop = nn.Dropout(p) if p > 0 else None
             self.head = nn.Linear(H, V)
 
         def forward(self, ids, state):  # ids (B, T) -> logits (B, T, V), state
             hs, state = self.rnn(self.embed(ids), state)
-            return self.head(hs), state
+            return self.head(hs if self.drop is None else self.drop(hs)), state
 
         def initial_state(self, B):
             h = torch.zeros(L, B, H)

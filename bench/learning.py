@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
 import numpy as np
 
@@ -24,6 +26,9 @@ from charnn.data.encoded import encode_corpus
 from charnn.model import CharModel
 from charnn.train.loop import train_step
 from charnn.train.optim import make_optimizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import _torch_model  # noqa: E402  the PyTorch twin bench/speed.py and bench/budget.py use
 
 WINDOW = 50
 
@@ -56,25 +61,10 @@ def charnn_losses(variant, streams, V, vocab, a, seed):
 def torch_losses(variant, streams, V, a, seed):
     import torch
     import torch.nn.functional as F
-    from torch import nn
 
-    torch.manual_seed(seed)
     torch.set_num_threads(2)
     H = a.hidden
-
-    class Twin(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(V, a.embed)
-            self.rnn = nn.LSTM(a.embed, H, num_layers=a.layers, batch_first=True, dropout=a.dropout)
-            self.drop = nn.Dropout(a.dropout)  # charnn drops out after every layer, the last one too
-            self.head = nn.Linear(H, V)
-
-        def forward(self, ids, state):
-            hs, state = self.rnn(self.embed(ids), state)
-            return self.head(self.drop(hs)), state
-
-    model = Twin()
+    model = _torch_model(dict(model="lstm", vocab_size=V, embed=a.embed, hidden=H, layers=a.layers, dropout=a.dropout), seed=seed)
     if variant == "torch:forget1":
         with torch.no_grad():
             for name, p in model.rnn.named_parameters():

@@ -52,7 +52,8 @@ CHILD = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def haswell(tmp_path_factory):
-    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="", CHARNN_GEMM="tiles",
+    # two numba threads even on a one-core machine, so the rows split really runs in two parts
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="", CHARNN_GEMM="tiles", NUMBA_NUM_THREADS="2",
                NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("numba-haswell")))
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

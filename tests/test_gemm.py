@@ -176,8 +176,9 @@ def test_calibration_times_a_training_pass_both_ways(table, cell):
     if row["choice"] == "tiles" and numba.get_num_threads() > 1 and cell != "mlp":  # each time loop timed split both ways
         loops = {policy.loop_name(f"{cell}_{d}", D, shape.H) for d in ("forward", "backward") for D in (shape.D, shape.H)}
         assert set(row["splits"]) == loops
-        for timed in row["splits"].values():
-            assert timed["split"] == ("rows" if timed["rows_ms"] < timed["panels_ms"] else "panels")
+        for timed in row["splits"].values():  # the faster one (times equal once rounded: either)
+            assert timed["split"] in (("rows",) if timed["rows_ms"] < timed["panels_ms"] else
+                                      ("panels",) if timed["rows_ms"] > timed["panels_ms"] else policy.SPLITS)
     else:
         assert "splits" not in row
 

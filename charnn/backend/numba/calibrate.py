@@ -84,6 +84,10 @@ def _pass(shape: Shape, rng) -> callable:
     return run
 
 
+def _median_ms(seconds: list) -> float:
+    return sorted(seconds)[len(seconds) // 2] * 1e3
+
+
 def measure(shape: Shape) -> dict:
     """{"choice", "tiles_ms", "blas_ms"}: the median time of a pass each way (a way dropped after
     one pass for being CLEARLY slower gets that pass's time), and the choice: BLAS if all its
@@ -109,7 +113,7 @@ def measure(shape: Shape) -> dict:
                     times[way].append(time.perf_counter() - t0)
     finally:
         gemm.MODE, TABLE.forced_split = before, None
-    ms = {way: sorted(ts)[len(ts) // 2] * 1e3 for way, ts in times.items()}
+    ms = {way: _median_ms(ts) for way, ts in times.items()}
     # BLAS only when every BLAS pass beat every tiles pass: within the noise, charnn's own code,
     # whose rounding does not depend on which BLAS build numpy brought
     blas = max(times["blas"]) < min(times["tiles"])
@@ -147,7 +151,7 @@ def measure_splits(shape: Shape, rng) -> dict:
                         TABLE.forced_split, layers.loop_clock = split, []
                         run()
                         times[split].append(sum(layers.loop_clock))
-                ms = {split: sorted(ts[1:])[len(ts[1:]) // 2] * 1e3 for split, ts in times.items()}
+                ms = {split: _median_ms(ts[1:]) for split, ts in times.items()}
                 found[loop_name(f"{shape.cell}_{direction}", D, H)] = {"split": "rows" if ms["rows"] < ms["panels"] else "panels",
                                                      "panels_ms": round(ms["panels"], 3), "rows_ms": round(ms["rows"], 3)}
     finally:
