@@ -23,7 +23,7 @@ Shapes: V vocabulary, E embedding width, H hidden width, G gate width (H rnn, 4H
 L layers, K context length (MLP), N characters in a block, S streams.
 
 The input projection of layer 0 depends only on the input id, so it is tabulated once per sampling
-call with one GEMM and layer 0 needs no input matvec:
+call with one product and layer 0 needs no input matvec:
     recurrent   x0[v] = embed.W[v] @ layer0.Wx + layer0.b          (V, G); one-hot: layer0.Wx + b
     MLP         x0[j, v] = embed.W[v] @ layer0.W[j*E:(j+1)*E]      (K, V+1, H), so that
                 emb(window) @ layer0.W = sum_j x0[j, window[j]]    (concatenation = sum of blocks)
@@ -41,7 +41,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from .kernels import (ACTIVATION_CODES, CELL_CODES, mlp_batch_sample_kernel, mlp_sample_kernel,
+from .kernels import (ACTIVATION_CODES, CELL_CODES, batch_matvec, mlp_batch_sample_kernel, mlp_sample_kernel,
                       recurrent_batch_sample_kernel, recurrent_sample_kernel)
 from .threads import cpus_busy, parallel_threads
 
@@ -89,6 +89,14 @@ def _f32(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def _product(A, B) -> np.ndarray:
+    """A (M, K) @ B (K, N) in float32 on this thread: numpy's BLAS would leave its worker threads
+    spinning for a while after the call, on the cores the parallel sampling threads need next."""
+    out = np.empty((A.shape[0], B.shape[1]), dtype=np.float32)
+    batch_matvec(_f32(A), _f32(B), out)
+    return out
+
+
 def _stack(arrays, shape) -> np.ndarray:
     """Stack float32 arrays into one C-contiguous array; shape is used when there are none."""
     return _f32(np.stack(arrays)) if arrays else np.zeros(shape, dtype=np.float32)
@@ -118,7 +126,7 @@ def recurrent_net(model, n_blocks: int = 1, Hp: int | None = None) -> RecurrentN
     gates = G // H
     Hp = padded_width(H, n_blocks) if Hp is None else Hp
     GB = gates * Hp // n_blocks
-    x0 = (p["embed.W"] @ p["layer0.Wx"] if cfg.embed else p["layer0.Wx"]) + p["layer0.b"]  # (V, G) one GEMM
+    x0 = (_product(p["embed.W"], p["layer0.Wx"]) if cfg.embed else p["layer0.Wx"]) + p["layer0.b"]  # (V, G)
 
     def blocks(W, rows=None):
         return _unit_blocks(W, gates, n_blocks, Hp, rows)
@@ -141,7 +149,7 @@ def mlp_net(model) -> MLPNet:
     K, E, L = cfg.context, cfg.embed, cfg.layers
     W0, emb = p["layer0.W"], p["embed.W"]  # (K*E, H), (V+1, E)
     H = W0.shape[1]
-    x0 = np.stack([emb @ W0[j * E : (j + 1) * E] for j in range(K)])  # (K, V+1, H)
+    x0 = np.stack([_product(emb, W0[j * E : (j + 1) * E]) for j in range(K)])  # (K, V+1, H)
     return MLPNet(
         act=ACTIVATION_CODES[cfg.activation],
         x0=_f32(x0),
