@@ -1,0 +1,119 @@
+"""Where a batch-1 sampling character's time goes: one JSON line per configuration.
+
+    python bench/sample_profile.py [--configs lstm-2x256,rnn-1x512] [--chars 20000]
+
+For an untrained model of each configuration (the speed benchmark's), in microseconds a
+character, medians of 5 runs of `--chars` characters in one compiled loop each:
+- "whole": recurrent_sample_kernel, serial and on numba's threads (what sample_ids runs);
+- "layers": recurrent_step_kernel alone (every layer's step), serial and parallel;
+- "head": head_kernel (h @ head.W + head.b), "pick": pick_kernel (temperature, softmax, draw).
+"weight_mb" is what one character reads (every recurrent weight and the head), and
+"layers_gb_per_s" what the serial layers read per second: compare it with bench/peak.py's
+"memory" rows at that size to see whether sampling is bound by the read rate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numba
+import numpy as np
+from numba import njit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+from charnn.backend.numba import kernels as K  # noqa: E402
+from charnn.backend.numba import sampler  # noqa: E402
+from charnn.backend.numba.target import describe  # noqa: E402
+from charnn.backend.numba.threads import parallel_threads  # noqa: E402
+
+
+@njit
+def _layers(net, h, c, n):
+    """recurrent_step_kernel n times on input id 0, with recurrent_sample_kernel's scratch."""
+    L, Hp = h.shape
+    NB, GB = net.Wh.shape[1], net.Wh.shape[3]
+    h_next = np.empty(Hp, dtype=np.float32)
+    xa = np.empty((NB, GB), dtype=np.float32)
+    ha = np.empty((NB, GB), dtype=np.float32)
+    zero = np.zeros(GB, dtype=np.float32)
+    gates = np.empty((NB, GB), dtype=np.float32)
+    aux = np.empty((NB, Hp // NB), dtype=np.float32)
+    for _ in range(n):
+        K.recurrent_step_kernel(net, h, c, 0, h_next, xa, ha, zero, gates, aux)
+
+
+@njit
+def _head(net, h_top, n):
+    logits = np.empty(net.head_b.shape[0], dtype=np.float32)
+    for _ in range(n):
+        K.head_kernel(h_top, net.head_W, net.head_b, logits)
+
+
+@njit
+def _pick(logits, u, n):
+    V = logits.shape[0]
+    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
+    total = 0
+    for t in range(n):
+        total += K.pick_kernel(logits, u[t % u.shape[0]], 1.0, 0, 1.0, False, z, top, cdf)
+    return total
+
+
+def _median_us(run, n: int, repeats: int = 5) -> float:
+    run(min(n, 200))  # compile and warm the caches
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(n)
+        times.append(time.perf_counter() - t0)
+    return round(sorted(times)[len(times) // 2] / n * 1e6, 3)
+
+
+def profile(name: str, chars: int) -> dict:
+    config = harness.config_by_name(name)
+    model = harness.make_model(config)
+    threads = min(parallel_threads(), max(1, model.config.hidden // 64))  # as sampler.thread_counts, busy CPUs or not
+    net1 = sampler.recurrent_net(model, threads)  # the layout sample_ids uses
+    nets = {1: net1, threads: net1._replace(threads=threads)}
+    L, Hp = net1.Wh.shape[0], sampler.padded_width(model.config.hidden, threads)  # state (L, Hp)
+    rng = np.random.default_rng(0)
+    row = {"kind": "sample_profile", "config": name, "chars": chars, "threads": threads}
+    for n_threads, net in nets.items():
+        def whole(n, net=net):
+            h, c = np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32)
+            K.recurrent_sample_kernel(net, h, c, np.zeros(1, np.int64), rng.random(n), 1.0, 0, 1.0, False,
+                                      np.empty(n, np.int64))
+
+        def layers(n, net=net):
+            _layers(net, np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), n)
+
+        row[f"whole_us_{n_threads}_threads"] = _median_us(whole, chars)
+        row[f"layers_us_{n_threads}_threads"] = _median_us(layers, chars)
+    h_top = rng.standard_normal(Hp).astype(np.float32)
+    logits = (h_top @ net1.head_W + net1.head_b).astype(np.float32)
+    u = rng.random(1024)
+    row["head_us"] = _median_us(lambda n: _head(net1, h_top, n), chars)
+    row["pick_us"] = _median_us(lambda n: _pick(logits, u, n), chars)
+    weight_bytes = sum(a.nbytes for a in (net1.Wx, net1.Wh, net1.head_W))
+    row["weight_mb"] = round(weight_bytes / 1e6, 3)
+    row["layers_gb_per_s"] = round((net1.Wx.nbytes + net1.Wh.nbytes) / (row["layers_us_1_threads"] * 1e-6) / 1e9, 1)
+    row["env"] = {"cpu_count": os.cpu_count(), "numba_threads": numba.get_num_threads(), **describe()}
+    return row
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="lstm-2x128,lstm-2x256,lstm-2x512,gru-2x256,rnn-1x512")
+    ap.add_argument("--chars", type=int, default=20000, help="characters per timed run")
+    args = ap.parse_args(argv)
+    for name in args.configs.split(","):
+        print(json.dumps(profile(name, args.chars)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
