@@ -34,8 +34,9 @@ from .nn.rnn import rnn_step_forward
 from . import sampling
 
 WARM_UP_CHUNK = 1024  # prime characters per sequence forward in warm_up
-# what a model-only checkpoint keeps of how it was trained (not the optimizer, RNG or carried state)
-TRAINING_SUMMARY = ("config", "corpus", "step", "epoch", "val_loss", "best_val", "command")
+# what a model-only checkpoint keeps of how it was trained (not the optimizer, RNG or carried state):
+# budget_spent is the training's wall-clock seconds, weights "ema" when the average was saved
+TRAINING_SUMMARY = ("config", "corpus", "step", "epoch", "val_loss", "best_val", "command", "budget_spent", "weights")
 
 
 # ---------------------------------------------------------------- cell families

@@ -211,6 +211,7 @@ def test_model_only_save_keeps_a_training_summary(corpus_file, tmp_path):
     meta, arrays = read_checkpoint(tmp_path / "ship.npz")
     assert "train" not in meta and not any(k.startswith(("optim/", "state/")) for k in arrays)
     assert meta["trained"]["command"] == "charnn train tiny.txt --steps 10" and meta["trained"]["step"] == 10
+    assert 0 < meta["trained"]["budget_spent"] < 600  # the training's wall-clock seconds
     assert os.path.getsize(tmp_path / "ship.npz") < os.path.getsize(result.checkpoint) / 2  # no Adam moments
 
 
