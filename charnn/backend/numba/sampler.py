@@ -97,20 +97,20 @@ def _product(A, B) -> np.ndarray:
     return out
 
 
-def _stack(arrays, shape) -> np.ndarray:
-    """Stack float32 arrays into one C-contiguous array; shape is used when there are none."""
-    return _f32(np.stack(arrays)) if arrays else np.zeros(shape, dtype=np.float32)
-
-
-def _unit_blocks(W, gates: int, n_blocks: int, Hp: int, rows: int | None = None) -> np.ndarray:
-    """W (D, gates*H) -> (n_blocks, rows, gates*w), w = Hp / n_blocks: block b holds the columns of
-    units [b*w, (b+1)*w) of every gate, gate-major; units past H and rows past D are zero."""
+def _unit_blocks(W, gates: int, n_blocks: int, Hp: int, out: np.ndarray) -> np.ndarray:
+    """W (D, gates*H) -> out (n_blocks, rows, gates*w), zeros on entry, w = Hp / n_blocks: block b
+    holds the columns of units [b*w, (b+1)*w) of every gate, gate-major; units past H and rows past
+    D stay zero. One pass over W, written straight into its place in the stacked layout."""
     D, G = W.shape
     H, w = G // gates, Hp // n_blocks
-    rows = D if rows is None else rows
-    Wp = np.zeros((rows, gates, Hp), dtype=np.float32)
-    Wp[:D, :, :H] = W.reshape(D, gates, H)
-    return _f32(Wp.reshape(rows, gates, n_blocks, w).transpose(2, 0, 1, 3).reshape(n_blocks, rows, gates * w))
+    src = W.reshape(D, gates, H)
+    dest = out.view()
+    dest.shape = (n_blocks, out.shape[1], gates, w)  # raises rather than copy: the writes must land in out
+    for b in range(n_blocks):
+        u0, u1 = b * w, min((b + 1) * w, H)
+        if u1 > u0:
+            dest[b, :D, :, : u1 - u0] = src[:, :, u0:u1]
+    return out
 
 
 def padded_width(H: int, n_blocks: int) -> int:
@@ -128,17 +128,26 @@ def recurrent_net(model, n_blocks: int = 1, Hp: int | None = None) -> RecurrentN
     GB = gates * Hp // n_blocks
     x0 = (_product(p["embed.W"], p["layer0.Wx"]) if cfg.embed else p["layer0.Wx"]) + p["layer0.b"]  # (V, G)
 
-    def blocks(W, rows=None):
-        return _unit_blocks(W, gates, n_blocks, Hp, rows)
-
+    V = p["head.W"].shape[1]
+    x0_blocks = np.zeros((n_blocks, x0.shape[0], GB), dtype=np.float32)
+    Wx = np.zeros((L - 1, n_blocks, Hp, GB), dtype=np.float32)
+    b = np.zeros((L - 1, n_blocks, 1, GB), dtype=np.float32)
+    Wh = np.zeros((L, n_blocks, Hp, GB), dtype=np.float32)
+    for l in range(L):
+        _unit_blocks(p[f"layer{l}.Wh"], gates, n_blocks, Hp, Wh[l])
+        if l > 0:
+            _unit_blocks(p[f"layer{l}.Wx"], gates, n_blocks, Hp, Wx[l - 1])
+            _unit_blocks(p[f"layer{l}.b"][None], gates, n_blocks, Hp, b[l - 1])
+    head_W = np.zeros((Hp, V), dtype=np.float32)
+    head_W[:H] = p["head.W"]
     return RecurrentNet(
         cell=CELL_CODES[cfg.model],
         act=ACTIVATION_CODES[cfg.activation],
-        x0=blocks(x0),
-        Wx=_stack([blocks(p[f"layer{l}.Wx"], Hp) for l in range(1, L)], (0, n_blocks, Hp, GB)),
-        b=_stack([blocks(p[f"layer{l}.b"][None])[:, 0] for l in range(1, L)], (0, n_blocks, GB)),
-        Wh=_stack([blocks(p[f"layer{l}.Wh"], Hp) for l in range(L)], (0, n_blocks, Hp, GB)),
-        head_W=_f32(np.concatenate([p["head.W"], np.zeros((Hp - H, p["head.W"].shape[1]))])),
+        x0=_unit_blocks(x0, gates, n_blocks, Hp, x0_blocks),
+        Wx=Wx,
+        b=np.ascontiguousarray(b[:, :, 0]),  # a view: dropping the length-1 axis keeps it contiguous
+        Wh=Wh,
+        head_W=head_W,
         head_b=_f32(p["head.b"]),
     )
 
@@ -153,8 +162,8 @@ def mlp_net(model) -> MLPNet:
     return MLPNet(
         act=ACTIVATION_CODES[cfg.activation],
         x0=_f32(x0),
-        W=_stack([_f32(p[f"layer{l}.W"]) for l in range(1, L)], (0, H, H)),
-        b=_stack([_f32(p[f"layer{l}.b"]) for l in range(L)], (0, H)),
+        W=_f32(np.stack([p[f"layer{l}.W"] for l in range(1, L)]) if L > 1 else np.zeros((0, H, H))),
+        b=_f32(np.stack([p[f"layer{l}.b"] for l in range(L)])),
         head_W=_f32(p["head.W"]),
         head_b=_f32(p["head.b"]),
     )
