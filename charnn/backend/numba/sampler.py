@@ -131,13 +131,13 @@ def recurrent_net(model, n_blocks: int = 1, Hp: int | None = None) -> RecurrentN
     V = p["head.W"].shape[1]
     x0_blocks = np.zeros((n_blocks, x0.shape[0], GB), dtype=np.float32)
     Wx = np.zeros((L - 1, n_blocks, Hp, GB), dtype=np.float32)
-    b = np.zeros((L - 1, n_blocks, 1, GB), dtype=np.float32)
+    b = np.zeros((L - 1, n_blocks, GB), dtype=np.float32)
     Wh = np.zeros((L, n_blocks, Hp, GB), dtype=np.float32)
     for l in range(L):
         _unit_blocks(p[f"layer{l}.Wh"], gates, n_blocks, Hp, Wh[l])
         if l > 0:
             _unit_blocks(p[f"layer{l}.Wx"], gates, n_blocks, Hp, Wx[l - 1])
-            _unit_blocks(p[f"layer{l}.b"][None], gates, n_blocks, Hp, b[l - 1])
+            _unit_blocks(p[f"layer{l}.b"][None], gates, n_blocks, Hp, b[l - 1, :, None])  # one row
     head_W = np.zeros((Hp, V), dtype=np.float32)
     head_W[:H] = p["head.W"]
     return RecurrentNet(
@@ -145,7 +145,7 @@ def recurrent_net(model, n_blocks: int = 1, Hp: int | None = None) -> RecurrentN
         act=ACTIVATION_CODES[cfg.activation],
         x0=_unit_blocks(x0, gates, n_blocks, Hp, x0_blocks),
         Wx=Wx,
-        b=np.ascontiguousarray(b[:, :, 0]),  # a view: dropping the length-1 axis keeps it contiguous
+        b=b,
         Wh=Wh,
         head_W=head_W,
         head_b=_f32(p["head.b"]),
