@@ -106,9 +106,14 @@ def test_ctrl_c_ends_an_endless_stream_cleanly(ckpt):
     path, model = ckpt
     cmd = [sys.executable, "-m", "charnn", "sample", "-c", path, "--backend", "numpy", "-n", "0", "--prime", "ab",
            "--seed", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=os.getcwd())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=os.getcwd(), bufsize=0)
     try:
-        head = proc.stdout.read(300)  # streamed: flushed at newlines and every 256 characters
+        head = b""  # read from the pipe itself: a buffered read could keep bytes communicate() never sees
+        while len(head) < 300:  # streamed: flushed at newlines and every 256 characters
+            chunk = os.read(proc.stdout.fileno(), 300 - len(head))
+            if not chunk:
+                break
+            head += chunk
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=120)
