@@ -14,6 +14,7 @@ A change that alters the numerics on purpose (another summation order, another t
 file in the same commit and says why:
 
     python tests/golden.py --write           # then review `git diff tests/golden.json`
+    python tests/readme_samples.py --write   # README's sample outputs: exact on the same machine
 """
 from __future__ import annotations
 
