@@ -32,7 +32,10 @@ class Shown(NamedTuple):
 
 
 def _trailing_blanks(lines: list[str]) -> int:
-    return len(lines) - len("\n".join(lines).rstrip("\n").split("\n")) if any(lines) else len(lines)
+    n = 0
+    while n < len(lines) and lines[-1 - n] == "":
+        n += 1
+    return n
 
 
 def shown_samples(lines: list[str]) -> list[Shown]:
