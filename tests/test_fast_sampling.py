@@ -19,8 +19,9 @@ from charnn import CharModel, ModelConfig
 from charnn.backend.numba import compile as numba_compile
 from charnn.backend.numba.kernels import ACTIVATION_CODES, activate_row
 from charnn.backend.numba.kernels import pick_kernel
-from charnn.backend.numba.sampler import (BLOCK, FIRST_BLOCK, _Chooser, prepare, prepare_batch, sample_batch_ids,
-                                          sample_ids, warm_up)
+from charnn.backend.numba import sampler as sampler_module
+from charnn.backend.numba.sampler import (BLOCK, FIRST_BLOCK, _Chooser, chooser_for, prepare, prepare_batch,
+                                          sample_batch_ids, sample_ids, warm_up)
 from charnn.sampling import pick
 from charnn.backend.numba.threads import cpus_busy
 
@@ -284,6 +285,26 @@ def test_chooser_runs_the_faster_thread_count_and_probes_the_other_ever_less_oft
     assert set(picks[20:30]) == {2}  # is forgiven
 
 
+def test_the_thread_choice_carries_over_between_samples_of_one_shape(monkeypatch):
+    """What one sample timed decides the next sample's first blocks (a 500-character sample is 8
+    blocks: too few to learn it again each time); another shape has its own timings."""
+    monkeypatch.setattr(sampler_module, "thread_counts", lambda model, threads=None: (1, 2))
+    monkeypatch.setattr(sampler_module, "_CHOOSERS", {})
+    a, b = make_model("rnn", "tanh", 8, 1, 128, seed=1), make_model("rnn", "tanh", 8, 1, 128, seed=2)
+    assert chooser_for(a, [1, 2]) is chooser_for(b, [1, 2])  # the weights do not matter, the shape does
+    assert chooser_for(a, [1, 2]) is not chooser_for(make_model("rnn", "tanh", 8, 1, 192), [1, 2])
+    assert chooser_for(a, [1, 2]) is not chooser_for(a, [1])
+    chooser = chooser_for(a, [1, 2])
+    chooser.best, chooser.cost, chooser.wait = 2, {1: 2.0, 2: 1.0}, {1: 100, 2: 100}  # two threads won before
+    used = []
+    record = chooser.record
+    monkeypatch.setattr(chooser, "record", lambda n, seconds, steps: (used.append(n), record(n, seconds, steps)))
+    ids = np.concatenate(list(sample_ids(b, np.array([0]), 20, rng=np.random.default_rng(0), first_block=4, block=4)))
+    assert used == [2, 2, 2, 2]  # every timed block (all but the first) on two threads, none relearning
+    serial = np.concatenate(list(sample_ids(b, np.array([0]), 20, rng=np.random.default_rng(0), threads=1)))
+    assert np.array_equal(ids, serial)
+
+
 def test_cpus_busy_counts_the_threads_asked_for():
     if not os.path.exists("/proc/loadavg"):
         pytest.skip("no /proc/loadavg: cpus_busy answers False")
@@ -295,6 +316,8 @@ def test_is_compiled_follows_charnns_own_stamp(monkeypatch, tmp_path):
     assert not numba_compile.is_compiled("sample")
     numba_compile.mark_compiled("sample")
     assert numba_compile.is_compiled("sample") and not numba_compile.is_compiled("train")
+    os.remove(numba_compile._stamp("sample"))
+    assert numba_compile.is_compiled("sample")  # a yes holds for the process: its kernels are in memory
     monkeypatch.setattr(numba_compile, "_key", lambda: {"kernels_sha256": "another kernels.py"})
     assert not numba_compile.is_compiled("sample")  # a changed kernels.py (or CPU, numba, ...) compiles again
 

@@ -43,14 +43,24 @@ def _stamp(family: str) -> str:
     return os.path.join(cache_dir(), f"charnn-compiled-{family}.json")
 
 
+_FOUND: set[tuple[str, str]] = set()  # (stamp, key) pairs found in this process: compiled they stay
+
+
 def is_compiled(family: str) -> bool:
     """Whether this family's kernels ("train", "sample" or "sample-batch") were compiled for this machine and this
-    kernels.py (by `charnn compile` or an earlier run)."""
+    kernels.py (by `charnn compile` or an earlier run). A yes is remembered for the process (a
+    sampling call asks twice): its kernels stay compiled in memory whatever happens to the stamp."""
+    found = (_stamp(family), json.dumps(_key(), sort_keys=True))
+    if found in _FOUND:
+        return True
     try:
-        with open(_stamp(family), encoding="utf-8") as f:
-            return json.load(f) == _key()
+        with open(found[0], encoding="utf-8") as f:
+            compiled = json.load(f) == _key()
     except (OSError, ValueError):
         return False
+    if compiled:
+        _FOUND.add(found)
+    return compiled
 
 
 def mark_compiled(family: str) -> None:

@@ -303,6 +303,21 @@ class _Chooser:
             self.gap[n] = min(2 * self.gap[n], self.max_gap)
 
 
+_CHOOSERS: dict[tuple, _Chooser] = {}  # what sample_ids has timed in this process, per shape
+
+
+def chooser_for(model, counts) -> _Chooser:
+    """The _Chooser of this process for a model's shape and thread counts: the timings of every
+    earlier sample of that shape carry over (they depend on the shape, not on the weights), so a
+    series of short samples runs at the faster count from its first block instead of relearning
+    it in each (a 500-character sample is only 8 blocks)."""
+    cfg = model.config
+    key = (cfg.model, cfg.layers, cfg.hidden, cfg.vocab_size, tuple(counts))
+    if key not in _CHOOSERS:
+        _CHOOSERS[key] = _Chooser(list(counts))
+    return _CHOOSERS[key]
+
+
 def _draw_args(model, temperature, top_k, top_p, argmax) -> tuple:
     """The kernels' (temperature, top_k, top_p, argmax): top_k 0 for none (as pick for k >= V),
     top_p 1.0 for none."""
@@ -338,11 +353,11 @@ def sample_ids(model, prime_ids, length: int | None, temperature: float = 1.0, t
 
     Each block draws its uniforms at once (`rng.random(n)`, none if argmax), so when the iterator
     is exhausted rng is where n single draws would have left it; in between it runs ahead by up to
-    one block. threads: see prepare; with a choice, a _Chooser picks by timing the blocks (a probe
-    of the other choice is a whole block). The choice never changes the ids: every
+    one block. threads: see prepare; with a choice, the process's _Chooser for the shape
+    (chooser_for) picks by timing the blocks (a probe of the other choice is a whole block). The choice never changes the ids: every
     layout computes each logit with the same float32 operations in the same order."""
     kernel, nets, state = prepare(model, threads)
-    chooser = _Chooser(sorted(nets))
+    chooser = chooser_for(model, sorted(nets))
     draw = _draw_args(model, temperature, top_k, top_p, argmax)
     feed = np.asarray(prime_ids, dtype=np.int64).reshape(-1)
     if len(feed) > 1:

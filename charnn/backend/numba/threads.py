@@ -72,6 +72,8 @@ def cpus_busy(threads: int) -> bool:
         with open("/proc/loadavg", encoding="ascii") as f:
             runnable = int(f.read().split()[3].split("/")[0])
         cpus = len(os.sched_getaffinity(0))
+        if runnable - 1 + threads <= cpus:  # this thread is one of them: idle CPUs enough, whoever the rest are
+            return False
         others = runnable - own_running_threads()
     except (OSError, ValueError, IndexError, AttributeError):
         return False
