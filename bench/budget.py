@@ -3,6 +3,7 @@ for the same minutes on the same machine, split and batches, reporting the best 
 
     python bench/budget.py shakespeare --budget 10m --model lstm:2x256:0.2 --torch
     python bench/budget.py linux --budget 10m --model rnn:1x512 --model gru:2x256 --model mlp:3x512
+    python bench/budget.py latex --budget 10m --model lstm:2x256:0.2 --torch-only
 
 One JSON line per run on stdout: corpus, model, budget, steps, best validation nats and bits per
 character, chars/s, the CPU model and how much CPU other processes took meanwhile (other_load;
@@ -36,10 +37,14 @@ from charnn.train.schedule import learning_rate  # noqa: E402
 
 
 def parse_model(spec: str) -> dict:
-    """'lstm:2x256:0.2' -> model lstm, 2 layers of 256, dropout 0.2 (dropout optional)."""
+    """'lstm:2x256:0.2' -> model lstm, 2 layers of 256, dropout 0.2; 'mlp:3x512:0.2:16' also sets
+    the MLP's context to 16 characters (dropout and context optional)."""
     parts = spec.split(":")
     layers, hidden = (int(v) for v in parts[1].split("x"))
-    return {"model": parts[0], "layers": layers, "hidden": hidden, "dropout": float(parts[2]) if len(parts) > 2 else 0.0}
+    model = {"model": parts[0], "layers": layers, "hidden": hidden, "dropout": float(parts[2]) if len(parts) > 2 else 0.0}
+    if len(parts) > 3:
+        model["context"] = int(parts[3])
+    return model
 
 
 def run_charnn(corpus: str, spec: dict, budget: float, common: dict) -> dict:
@@ -119,8 +124,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("corpus", help="a corpus file, or a shipped corpus name (shakespeare, latex, linux)")
     ap.add_argument("--budget", default="10m", help="wall-clock time per run (90s, 10m, 1.5h)")
-    ap.add_argument("--model", action="append", default=[], help="cell:LxH[:dropout], e.g. lstm:2x256:0.2 (repeatable)")
+    ap.add_argument("--model", action="append", default=[], help="cell:LxH[:dropout[:context]], e.g. lstm:2x256:0.2, mlp:3x512:0.2:16 (repeatable)")
     ap.add_argument("--torch", action="store_true", help="also train PyTorch's twin of each recurrent model")
+    ap.add_argument("--torch-only", action="store_true", help="train only PyTorch's twins (charnn's runs are on record)")
     ap.add_argument("--embed", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=128)
@@ -139,8 +145,9 @@ def main(argv=None) -> None:
                   eval_every=args.eval_every, seed=args.seed, clip=5.0)
     has_torch, torch_note = torch_available()
     for spec in map(parse_model, args.model or ["lstm:2x256:0.2"]):
-        runs = [("charnn", lambda: run_charnn(corpus, spec, budget, dict(common, ema=args.ema, weight_decay=args.weight_decay)))]
-        if args.torch and spec["model"] != "mlp":
+        runs = [] if args.torch_only else [
+            ("charnn", lambda: run_charnn(corpus, spec, budget, dict(common, ema=args.ema, weight_decay=args.weight_decay)))]
+        if (args.torch or args.torch_only) and spec["model"] != "mlp":
             runs.append(("torch", lambda: run_torch(corpus, spec, budget, common) if has_torch else {"engine": "torch", "error": torch_note}))
         for _, run in runs:
             row = {"corpus": os.path.basename(corpus), "budget_s": budget, **spec, **common, "cpu": _cpu_model(), **run()}

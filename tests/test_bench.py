@@ -134,3 +134,12 @@ def test_speed_script_prints_json_lines_only():
     assert "torch skipped" in proc.stderr
     bad = subprocess.run([sys.executable, SPEED, "--configs", "lstm-big"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "bad configuration name" in bad.stderr
+
+
+def test_budget_model_specs_name_cell_shape_dropout_and_context():
+    import budget
+
+    assert budget.parse_model("lstm:2x256:0.2") == {"model": "lstm", "layers": 2, "hidden": 256, "dropout": 0.2}
+    assert budget.parse_model("rnn:1x512") == {"model": "rnn", "layers": 1, "hidden": 512, "dropout": 0.0}
+    assert budget.parse_model("mlp:3x512:0.2:16") == {"model": "mlp", "layers": 3, "hidden": 512, "dropout": 0.2,
+                                                      "context": 16}
