@@ -312,7 +312,7 @@ def chooser_for(model, counts) -> _Chooser:
     series of short samples runs at the faster count from its first block instead of relearning
     it in each (a 500-character sample is only 8 blocks)."""
     cfg = model.config
-    key = (cfg.model, cfg.layers, cfg.hidden, cfg.vocab_size, tuple(counts))
+    key = (cfg.model, cfg.activation, cfg.layers, cfg.hidden, cfg.vocab_size, tuple(counts))
     if key not in _CHOOSERS:
         _CHOOSERS[key] = _Chooser(list(counts))
     return _CHOOSERS[key]
@@ -354,8 +354,9 @@ def sample_ids(model, prime_ids, length: int | None, temperature: float = 1.0, t
     Each block draws its uniforms at once (`rng.random(n)`, none if argmax), so when the iterator
     is exhausted rng is where n single draws would have left it; in between it runs ahead by up to
     one block. threads: see prepare; with a choice, the process's _Chooser for the shape
-    (chooser_for) picks by timing the blocks (a probe of the other choice is a whole block). The choice never changes the ids: every
-    layout computes each logit with the same float32 operations in the same order."""
+    (chooser_for) picks by timing the blocks (a probe of the other choice is a whole block). The
+    choice never changes the ids: every layout computes each logit with the same float32
+    operations in the same order."""
     kernel, nets, state = prepare(model, threads)
     chooser = chooser_for(model, sorted(nets))
     draw = _draw_args(model, temperature, top_k, top_p, argmax)
