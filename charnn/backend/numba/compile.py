@@ -43,24 +43,24 @@ def _stamp(family: str) -> str:
     return os.path.join(cache_dir(), f"charnn-compiled-{family}.json")
 
 
-_FOUND: set[tuple[str, str]] = set()  # (stamp, key) pairs found in this process: compiled they stay
+_FOUND: dict[str, dict] = {}  # stamp -> the key found in it, in this process: compiled they stay
 
 
 def is_compiled(family: str) -> bool:
     """Whether this family's kernels ("train", "sample" or "sample-batch") were compiled for this machine and this
     kernels.py (by `charnn compile` or an earlier run). A yes is remembered for the process (a
     sampling call asks twice): its kernels stay compiled in memory whatever happens to the stamp."""
-    found = (_stamp(family), json.dumps(_key(), sort_keys=True))
-    if found in _FOUND:
+    stamp, key = _stamp(family), _key()
+    if _FOUND.get(stamp) == key:
         return True
     try:
-        with open(found[0], encoding="utf-8") as f:
-            compiled = json.load(f) == _key()
+        with open(stamp, encoding="utf-8") as f:
+            found = json.load(f)
     except (OSError, ValueError):
         return False
-    if compiled:
-        _FOUND.add(found)
-    return compiled
+    if found == key:
+        _FOUND[stamp] = found
+    return found == key
 
 
 def mark_compiled(family: str) -> None:
