@@ -43,6 +43,8 @@ class ModelConfig:
     activation: str = "tanh"  # nonlinearity of the vanilla RNN and the MLP hidden layers
     dropout: float = 0.0  # probability of zeroing a unit after each layer, in training only
     context: int = 3  # K, characters the MLP sees (makemore's block_size)
+    weight_drop: float = 0.0  # DropConnect on each recurrent layer's Wh (AWD-LSTM): probability of
+    #   zeroing a recurrent weight, one mask per training chunk; recurrent models, training only
 
     def validate(self) -> "ModelConfig":
         if self.model not in MODELS:
@@ -60,6 +62,10 @@ class ModelConfig:
             raise CharnnError(f"activation applies to the rnn and mlp models; {self.model} gates have fixed nonlinearities")
         if not 0.0 <= self.dropout < 1.0:
             raise CharnnError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.weight_drop < 1.0:
+            raise CharnnError(f"weight drop must be in [0, 1), got {self.weight_drop!r}")
+        if self.weight_drop and self.model == "mlp":
+            raise CharnnError("weight drop acts on recurrent weights (Wh); the mlp has none")
         return self
 
     def to_dict(self) -> dict:

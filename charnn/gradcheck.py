@@ -25,13 +25,13 @@ def random_state(model, B: int, rng: np.random.Generator):
 def model_gradient_errors(model, ids: np.ndarray, targets: np.ndarray, entries: int | None = None,
                           seed: int = 0, h: float = 1e-5) -> dict[str, float]:
     """Per parameter, the max relative error between model.backward and finite differences of
-    the mean loss. The model should hold float64 parameters. With dropout configured, every
-    evaluation draws the same masks (a freshly seeded generator each time), so the function
-    being differentiated is fixed."""
+    the mean loss. The model should hold float64 parameters. With dropout or weight drop
+    configured, every evaluation draws the same masks (a freshly seeded generator each time), so
+    the function being differentiated is fixed."""
     rng = np.random.default_rng(seed)
     B = ids.shape[0]
     state = random_state(model, B, rng)
-    masks = lambda: np.random.default_rng(seed + 1) if model.config.dropout > 0 else None
+    masks = lambda: np.random.default_rng(seed + 1) if model.config.dropout > 0 or model.config.weight_drop > 0 else None
     _, cache, _ = model.forward(ids, targets, state, masks())
     grads = model.backward(cache)
 
@@ -51,11 +51,11 @@ def model_gradient_errors(model, ids: np.ndarray, targets: np.ndarray, entries: 
 
 def gradcheck_model(model: str = "lstm", activation: str = "tanh", *, vocab_size: int = 8, hidden: int = 6,
                     layers: int = 2, embed: int = 5, context: int = 3, dropout: float = 0.0, batch: int = 3,
-                    steps: int = 5, seed: int = 0) -> dict[str, float]:
+                    steps: int = 5, seed: int = 0, weight_drop: float = 0.0) -> dict[str, float]:
     """Build a small random float64 model and return, per parameter, the max relative error of
     its analytic gradient against centred finite differences (every entry is checked)."""
     vocab = Vocab([chr(ord("a") + i) for i in range(vocab_size)])
-    config = ModelConfig(model, vocab_size, hidden, layers, embed, activation, dropout, context)
+    config = ModelConfig(model, vocab_size, hidden, layers, embed, activation, dropout, context, weight_drop)
     m = CharModel.create(config, vocab, seed=seed, dtype=np.float64, backend="numpy")  # the reference math
     rng = np.random.default_rng(seed + 100)
     ids = rng.integers(0, vocab_size, (batch, steps))

@@ -137,6 +137,7 @@ class ModelCache(NamedTuple):
     dropout: list  # one DropoutCache per layer
     head: object  # LinearCache
     ce: object  # SoftmaxCECache
+    weight_drop: list  # recurrent: one DropoutCache per layer's Wh (DropConnect); MLP: empty
 
 
 class CharModel:
@@ -179,10 +180,11 @@ class CharModel:
     def forward(self, ids: np.ndarray, targets: np.ndarray, state, rng: np.random.Generator | None = None):
         """ids, targets (B, T) -> mean loss in nats, cache, the state after the chunk.
         rng: draws the dropout masks in training; None (evaluation) turns dropout off."""
-        x, embed_cache, layer_caches, drop_caches, new_state = self._body(ids, state, rng)
+        x, embed_cache, layer_caches, drop_caches, wdrop_caches, new_state = self._body(ids, state, rng)
         B, T = ids.shape
         loss, head_cache, ce_cache = self._head_and_loss(x, targets, B, T)
-        return loss, ModelCache(B, T, embed_cache, layer_caches, drop_caches, head_cache, ce_cache), new_state
+        cache = ModelCache(B, T, embed_cache, layer_caches, drop_caches, head_cache, ce_cache, wdrop_caches)
+        return loss, cache, new_state
 
     def backward(self, cache: ModelCache) -> dict[str, np.ndarray]:
         """Gradients of the mean loss, keyed like the parameters."""
@@ -368,20 +370,24 @@ class RecurrentModel(CharModel):
     def _body(self, ids, state, rng):
         p, B, T = self.params, *ids.shape
         x, embed_cache = self._inputs(ids)  # (B, T, E)
-        layer_caches, drop_caches, new_state = [], [], []
+        layer_caches, drop_caches, wdrop_caches, new_state = [], [], [], []
         for l in range(self.config.layers):
-            x, s, cache = self.cell.forward(x, state[l], p[f"layer{l}.Wx"], p[f"layer{l}.Wh"], p[f"layer{l}.b"])  # (B, T, H)
+            # DropConnect is dropout applied to the weights: one mask over Wh for the whole chunk
+            Wh, wdrop = dropout_forward(p[f"layer{l}.Wh"], self.config.weight_drop, rng)  # (H, G)
+            x, s, cache = self.cell.forward(x, state[l], p[f"layer{l}.Wx"], Wh, p[f"layer{l}.b"])  # (B, T, H)
             x, drop = dropout_forward(x, self.config.dropout, rng)  # between layers and before the head
             layer_caches.append(cache)
             drop_caches.append(drop)
+            wdrop_caches.append(wdrop)
             new_state.append(s)
-        return x.reshape(B * T, -1), embed_cache, layer_caches, drop_caches, new_state
+        return x.reshape(B * T, -1), embed_cache, layer_caches, drop_caches, wdrop_caches, new_state
 
     def _body_backward(self, dx, cache, grads):
         dx = dx.reshape(cache.B, cache.T, -1)  # (B, T, H)
         for l in reversed(range(self.config.layers)):
             dx = dropout_backward(dx, cache.dropout[l])
-            dx, grads[f"layer{l}.Wx"], grads[f"layer{l}.Wh"], grads[f"layer{l}.b"] = self.cell.backward(dx, cache.layers[l])
+            dx, grads[f"layer{l}.Wx"], dWh, grads[f"layer{l}.b"] = self.cell.backward(dx, cache.layers[l])
+            grads[f"layer{l}.Wh"] = dropout_backward(dWh, cache.weight_drop[l])  # forward: Wh_used = Wh * mask
         if cache.embed is not None:
             grads["embed.W"] = self.ops.embedding_backward(dx, cache.embed)
 
@@ -427,7 +433,7 @@ class MLPModel(CharModel):
             x, drop = dropout_forward(x, self.config.dropout, rng)
             layer_caches.append(cache)
             drop_caches.append(drop)
-        return x, embed_cache, layer_caches, drop_caches, new_state
+        return x, embed_cache, layer_caches, drop_caches, [], new_state
 
     def _body_backward(self, dx, cache, grads):
         for l in reversed(range(self.config.layers)):
@@ -446,6 +452,6 @@ class MLPModel(CharModel):
 
     def step(self, ids: np.ndarray, state):
         """ids (B,) -> logits (B, V), new state: the same dense forward as training, one position."""
-        x, _, _, _, new_state = self._body(ids[:, None], state, None)
+        x, *_, new_state = self._body(ids[:, None], state, None)
         logits, _ = linear_forward(x, self.params["head.W"], self.params["head.b"])  # (B, V)
         return logits, new_state

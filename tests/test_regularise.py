@@ -1,5 +1,6 @@
-"""Weight decay, the moving average of the weights (--ema) and the time budget (--budget): each
-update against its formula, and each wired into training with exact resume."""
+"""Weight decay, the moving average of the weights (--ema), DropConnect on the recurrent weights
+(--weight-drop) and the time budget (--budget): each update against its formula, and each wired
+into training with exact resume."""
 import math
 
 import numpy as np
@@ -7,10 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 import charnn
-from charnn import TrainConfig, train
+from charnn import CharModel, ModelConfig, TrainConfig, Vocab, train
 from charnn.archive import read_checkpoint
 from charnn.cli import main
 from charnn.errors import CharnnError
+from charnn.gradcheck import model_gradient_errors
 from charnn.nn.optim import adam_update
 from charnn.train.config import best_path
 from charnn.train.optim import Adam, WeightAverage, decay_weights
@@ -126,6 +128,73 @@ def test_resume_with_ema_and_weight_decay_is_exact(corpus_file, tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in a if k.startswith("ema/"))
 
 
+def drop_model(kind, weight_drop, dropout=0.0, backend="numpy", dtype=np.float64):
+    vocab = Vocab([chr(ord("a") + i) for i in range(7)])
+    config = ModelConfig(kind, 7, 5, 2, 6, dropout=dropout, weight_drop=weight_drop)
+    return CharModel.create(config, vocab, seed=0, dtype=dtype, backend=backend)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_weight_drop_gradients(kind, dropout):
+    """Every parameter, float64, masks held fixed: the gradient reaching Wh through its mask
+    (and, with dropout too, both masks drawn from one generator) matches finite differences."""
+    model = drop_model(kind, 0.4, dropout)
+    rng = np.random.default_rng(1)
+    ids, targets = rng.integers(0, 7, (2, 5)), rng.integers(0, 7, (2, 5))
+    errors = model_gradient_errors(model, ids, targets)
+    assert set(errors) == set(model.params) and max(errors.values()) < 1e-7, errors
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_weight_drop_is_the_model_run_with_masked_recurrent_weights(kind):
+    """Training with weight drop p = the plain model whose Wh are multiplied by masks of
+    (u >= p) / (1 - p), one per layer, drawn in layer order; evaluation (no rng) drops nothing."""
+    p = 0.4
+    model, plain = drop_model(kind, p), drop_model(kind, 0.0)
+    ids = np.random.default_rng(3).integers(0, 7, (3, 6))
+    loss, cache, _ = model.forward(ids, ids, model.initial_state(3), np.random.default_rng(9))
+    draws = np.random.default_rng(9)
+    for l in range(2):
+        Wh = plain.params[f"layer{l}.Wh"]
+        mask = (draws.random(Wh.shape, dtype=np.float32) >= p) / (1.0 - p)
+        np.testing.assert_array_equal(cache.weight_drop[l].mask, mask)
+        assert 0 < (mask == 0).mean() < 1
+        plain.params[f"layer{l}.Wh"] = Wh * mask
+    assert loss == plain.forward(ids, ids, plain.initial_state(3))[0]
+    evaluated = model.forward(ids, ids, model.initial_state(3))[0]
+    assert evaluated == drop_model(kind, 0.0).forward(ids, ids, model.initial_state(3))[0]
+    with pytest.raises(CharnnError, match="the mlp has none"):
+        ModelConfig("mlp", 7, 5, 2, 6, weight_drop=0.2).validate()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_weight_drop_numba_matches_the_reference(kind):
+    """The compiled backend takes the masked Wh like any other: its loss and gradients with
+    weight drop agree with the numpy reference's (float32, same masks)."""
+    ref, fast = drop_model(kind, 0.3, 0.2, dtype=np.float32), drop_model(kind, 0.3, 0.2, "numba", np.float32)
+    ids = np.random.default_rng(4).integers(0, 7, (3, 8))
+    runs = [m.forward(ids, ids, m.initial_state(3), np.random.default_rng(2)) for m in (ref, fast)]
+    assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-5)
+    g_ref, g_fast = ref.backward(runs[0][1]), fast.backward(runs[1][1])
+    for k in g_ref:
+        np.testing.assert_allclose(g_fast[k], g_ref[k], rtol=1e-4, atol=1e-6)
+
+
+def test_weight_drop_trains_resumes_exactly_and_is_saved(corpus_file, tmp_path):
+    """--weight-drop alone (no dropout) draws masks in training; a resumed run continues exactly;
+    the checkpoint records it, and the saved model evaluates without it."""
+    plain = train(cfg(corpus_file, tmp_path, steps=12, out=str(tmp_path / "plain.npz")))
+    full = train(cfg(corpus_file, tmp_path, steps=12, weight_drop=0.3, out=str(tmp_path / "full.npz")))
+    assert full.losses[0] != plain.losses[0]  # the first step already runs masked weights
+    train(cfg(corpus_file, tmp_path, steps=7, weight_drop=0.3, out=str(tmp_path / "part.npz")))
+    rest = train(cfg(corpus_file, tmp_path, steps=12, weight_drop=0.3, out=str(tmp_path / "part.npz")), resume=str(tmp_path / "part.npz"))
+    assert rest.losses == full.losses[7:]
+    model = charnn.load(str(tmp_path / "full.npz"))
+    assert model.config.weight_drop == 0.3
+    assert model.loss("to be or not to be") == model.loss("to be or not to be")  # evaluation draws nothing
+
+
 def test_budget_runs_cosine_to_the_clock(corpus_file, tmp_path):
     assert learning_rate(5, 1e-3, schedule="cosine", chunks_per_epoch=10, total_steps=10**12, min_lr=1e-5, progress=0.0) == 1e-3
     assert learning_rate(5, 1e-3, schedule="cosine", chunks_per_epoch=10, total_steps=10**12, min_lr=1e-5, progress=1.0) == pytest.approx(1e-5)
@@ -149,6 +218,8 @@ def test_budget_runs_cosine_to_the_clock(corpus_file, tmp_path):
     (["--ema", "1"], "--ema"),
     (["--ema", "nan"], "ema must be"),
     (["--weight-decay", "-1"], "--weight-decay"),
+    (["--weight-drop", "1"], "--weight-drop"),
+    (["--weight-drop", "0.3", "--model", "mlp"], "the mlp has none"),
 ])
 def test_cli_refuses_bad_regularisation_options(corpus_file, tmp_path, args, message):
     r = CliRunner().invoke(main, ["train", str(corpus_file), "--out", str(tmp_path / "x.npz"), "--quiet", *args])

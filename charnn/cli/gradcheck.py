@@ -16,9 +16,10 @@ from .common import POSITIVE, POSITIVE_FLOAT, fail
 @click.option("--layers", type=POSITIVE, default=2, show_default=True, help="Layers of the small model.")
 @click.option("--hidden", type=POSITIVE, default=6, show_default=True, help="Units per layer of the small model.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, help="Check with dropout (masks held fixed).")
+@click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, help="Check with DropConnect on Wh (masks held fixed; recurrent models).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random model and data.")
 @click.option("--threshold", type=POSITIVE_FLOAT, default=1e-6, show_default=True, help="Largest relative error that passes.")
-def gradcheck(model, activation, layers, hidden, dropout, seed, threshold):
+def gradcheck(model, activation, layers, hidden, dropout, weight_drop, seed, threshold):
     """Check the hand-written backward pass against numerical derivatives.
 
     Builds a small random model in float64 and compares, for every entry of every parameter,
@@ -32,7 +33,7 @@ def gradcheck(model, activation, layers, hidden, dropout, seed, threshold):
       charnn gradcheck --model rnn --activation relu
     """
     try:
-        errors = gradcheck_model(model, activation, layers=layers, hidden=hidden, dropout=dropout, seed=seed)
+        errors = gradcheck_model(model, activation, layers=layers, hidden=hidden, dropout=dropout, weight_drop=weight_drop, seed=seed)
     except CharnnError as e:
         fail(str(e))
     act = f" ({activation})" if model in ("rnn", "mlp") else ""

@@ -28,6 +28,7 @@ D = TrainConfig  # the defaults
 @click.option("--embed", type=click.IntRange(min=0), default=D.embed, show_default=True, help="Embedding width (E); 0 feeds one-hot vectors (not for mlp).")
 @click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default=D.activation, show_default=True, help="Nonlinearity of the rnn and of the mlp hidden layers.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=D.dropout, show_default=True, help="Dropout after every layer, training only.")
+@click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True), default=D.weight_drop, show_default=True, help="DropConnect on the recurrent weights (AWD-LSTM): zero each weight of Wh with this probability, one mask per chunk, training only.")
 @click.option("--context", type=POSITIVE, default=D.context, show_default=True, help="Characters of context for --model mlp (K).")
 @click.option("--batch-size", type=POSITIVE, default=D.batch_size, show_default=True, help="Parallel streams per step (B).")
 @click.option("--seq-len", type=POSITIVE, default=D.seq_len, show_default=True, help="Characters per chunk, the truncated-BPTT length (T).")

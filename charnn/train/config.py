@@ -32,6 +32,7 @@ class TrainConfig:
     activation: str = ModelConfig.activation  # rnn and mlp hidden nonlinearity: tanh sigmoid relu leaky_relu elu softplus
     dropout: float = ModelConfig.dropout  # after every layer, training only (char-rnn uses 0.5 for big models)
     context: int = ModelConfig.context  # K, characters of context for the mlp (makemore's block_size)
+    weight_drop: float = ModelConfig.weight_drop  # DropConnect on the recurrent weights Wh, training only (AWD-LSTM)
     # data
     batch_size: int = 32  # B, parallel streams per step
     seq_len: int = 64  # T, characters per chunk = steps of backprop through time
@@ -76,7 +77,7 @@ class TrainConfig:
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(self.model, vocab_size, self.hidden, self.layers, self.embed,
-                           self.activation, self.dropout, self.context).validate()
+                           self.activation, self.dropout, self.context, self.weight_drop).validate()
 
     def validate(self) -> "TrainConfig":
         if self.model not in MODELS:

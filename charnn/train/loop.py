@@ -228,8 +228,10 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
                 f"cannot resume {resume} with a different " + ", ".join(f"{k} ({saved['config'].get(k)!r} -> {getattr(config, k)!r})" for k in changed)
             )
         model = model_from_checkpoint(meta, arrays, resume, config.backend)
-        if model.config.dropout != config.dropout:  # dropout may change on resume; it shapes nothing
-            model = CharModel(replace(model.config, dropout=config.dropout), model.vocab, model.params, model.meta, config.backend)
+        if (model.config.dropout, model.config.weight_drop) != (config.dropout, config.weight_drop):
+            # the regularisers may change on resume; they shape nothing
+            model = CharModel(replace(model.config, dropout=config.dropout, weight_drop=config.weight_drop),
+                              model.vocab, model.params, model.meta, config.backend)
         ids = ids_in_vocab(encoded, model.vocab)
         was = saved.get("corpus") if isinstance(saved.get("corpus"), dict) else {}
         if was.get("sha256") != encoded.sha256 and not new_corpus:
@@ -290,7 +292,7 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     time_limit = config.time_limit if config.budget is None else max(config.budget - spent, 0.0)
     schedule = config.schedule_options(cpe, total_steps)
     learning_rate(step, config.lr, **schedule)  # a bad schedule fails before any work is done
-    dropout_rng = rng if config.dropout > 0 else None  # masks come from the run's RNG, saved with it
+    dropout_rng = rng if config.dropout > 0 or config.weight_drop > 0 else None  # masks come from the run's RNG, saved with it
 
     corpus_info = {"path": os.path.abspath(corpus), "chars": len(ids), "sha256": encoded.sha256}
     B, T = config.batch_size, config.seq_len
