@@ -4,8 +4,8 @@ Shapes: B batch, T steps, V vocabulary, E embedding width (0: one-hot, so the fi
 H hidden width, G gate width (H for the RNN, 4H for the LSTM, 3H for the GRU), L layers,
 K context length of the MLP. Parameter names and shapes: charnn.config.
 
-Recurrent:  ids -> embedding (or one-hot) -> L recurrent layers (dropout after each)
-                -> linear head -> softmax cross-entropy
+Recurrent:  ids -> embedding (or one-hot) -> L recurrent layers (dropout after each; in
+                training each Wh may run masked, DropConnect) -> linear head -> softmax cross-entropy
 MLP:        the K previous ids (padding id V before the start of text) -> embeddings concatenated
                 -> L dense layers h = act(x @ W + b) (dropout after each) -> linear head -> softmax CE
 
@@ -179,7 +179,7 @@ class CharModel:
 
     def forward(self, ids: np.ndarray, targets: np.ndarray, state, rng: np.random.Generator | None = None):
         """ids, targets (B, T) -> mean loss in nats, cache, the state after the chunk.
-        rng: draws the dropout masks in training; None (evaluation) turns dropout off."""
+        rng: draws the dropout and weight-drop masks in training; None (evaluation) turns both off."""
         x, embed_cache, layer_caches, drop_caches, wdrop_caches, new_state = self._body(ids, state, rng)
         B, T = ids.shape
         loss, head_cache, ce_cache = self._head_and_loss(x, targets, B, T)
