@@ -172,6 +172,12 @@ def test_gradcheck_command_passes(runner, model, activation):
     assert "head.W" in r.output and "layer1.b" in r.output and "passed" in r.output
 
 
+def test_gradcheck_command_checks_weight_drop(runner):
+    r = invoke(runner, "gradcheck", "--model", "lstm", "--weight-drop", "0.3", "--dropout", "0.2")
+    assert r.exit_code == 0 and "layer1.Wh" in r.output and "passed" in r.output, r.output
+    assert_clean_error(invoke(runner, "gradcheck", "--model", "mlp", "--weight-drop", "0.3"), "the mlp has none")
+
+
 def test_gradcheck_command_fails_on_a_wrong_backward(runner, monkeypatch):
     import charnn.nn.activations as acts
 
