@@ -68,6 +68,10 @@ class ModelConfig:
             raise CharnnError("weight drop acts on recurrent weights (Wh); the mlp has none")
         return self
 
+    def draws_masks(self) -> bool:
+        """Whether training draws random masks (dropout, weight drop): then forward needs an rng."""
+        return self.dropout > 0 or self.weight_drop > 0
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -31,7 +31,7 @@ def model_gradient_errors(model, ids: np.ndarray, targets: np.ndarray, entries: 
     rng = np.random.default_rng(seed)
     B = ids.shape[0]
     state = random_state(model, B, rng)
-    masks = lambda: np.random.default_rng(seed + 1) if model.config.dropout > 0 or model.config.weight_drop > 0 else None
+    masks = lambda: np.random.default_rng(seed + 1) if model.config.draws_masks() else None
     _, cache, _ = model.forward(ids, targets, state, masks())
     grads = model.backward(cache)
 

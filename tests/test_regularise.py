@@ -192,7 +192,8 @@ def test_weight_drop_trains_resumes_exactly_and_is_saved(corpus_file, tmp_path):
     assert rest.losses == full.losses[7:]
     model = charnn.load(str(tmp_path / "full.npz"))
     assert model.config.weight_drop == 0.3
-    assert model.loss("to be or not to be") == model.loss("to be or not to be")  # evaluation draws nothing
+    unmasked = CharModel(ModelConfig(**{**model.config.to_dict(), "weight_drop": 0.0}), model.vocab, model.params)
+    assert model.loss("to be or not to be") == unmasked.loss("to be or not to be")  # evaluation uses Wh itself
 
 
 def test_budget_runs_cosine_to_the_clock(corpus_file, tmp_path):

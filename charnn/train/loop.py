@@ -292,7 +292,7 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
     time_limit = config.time_limit if config.budget is None else max(config.budget - spent, 0.0)
     schedule = config.schedule_options(cpe, total_steps)
     learning_rate(step, config.lr, **schedule)  # a bad schedule fails before any work is done
-    dropout_rng = rng if config.dropout > 0 or config.weight_drop > 0 else None  # masks come from the run's RNG, saved with it
+    dropout_rng = rng if model.config.draws_masks() else None  # masks come from the run's RNG, saved with it
 
     corpus_info = {"path": os.path.abspath(corpus), "chars": len(ids), "sha256": encoded.sha256}
     B, T = config.batch_size, config.seq_len
