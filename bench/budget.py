@@ -4,6 +4,7 @@ for the same minutes on the same machine, split and batches, reporting the best 
     python bench/budget.py shakespeare --budget 10m --model lstm:2x256:0.2 --torch
     python bench/budget.py linux --budget 10m --model rnn:1x512 --model gru:2x256 --model mlp:3x512
     python bench/budget.py latex --budget 10m --model lstm:2x256:0.2 --torch-only
+    python bench/budget.py shakespeare --budget 10m --model lstm:2x256:0.2 --weight-drop 0.2 --ema 0.999
 
 One JSON line per run on stdout: corpus, model, budget, steps, best validation nats and bits per
 character, chars/s, the CPU model and how much CPU other processes took meanwhile (other_load;
@@ -52,7 +53,8 @@ def run_charnn(corpus: str, spec: dict, budget: float, common: dict) -> dict:
         train(TrainConfig(corpus=corpus, steps=1, eval_chars=100, out=os.path.join(tmp, "w.npz"), **spec, **common))
     with tempfile.TemporaryDirectory() as tmp, OtherLoad() as load:
         result = train(TrainConfig(corpus=corpus, budget=budget, out=os.path.join(tmp, "m.npz"), **spec, **common))
-    return {"engine": "charnn", "steps": result.step, "best_val": result.best_val, "chars_per_s": round(result.chars_per_s),
+    regularisers = {k: common[k] for k in ("ema", "weight_decay", "weight_drop") if common.get(k)}  # the row records them
+    return {"engine": "charnn", **regularisers, "steps": result.step, "best_val": result.best_val, "chars_per_s": round(result.chars_per_s),
             "val_history": result.val_history, "ema_history": result.ema_history, "other_load": load.fraction}
 
 
@@ -135,6 +137,7 @@ def main(argv=None) -> None:
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--ema", type=float, default=0.0)
     ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--weight-drop", type=float, default=0.0, help="DropConnect on each recurrent layer's Wh (charnn's runs only)")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     corpus = args.corpus if os.path.exists(args.corpus) else find_corpus(args.corpus + ".txt")
@@ -146,7 +149,7 @@ def main(argv=None) -> None:
     has_torch, torch_note = torch_available()
     for spec in map(parse_model, args.model or ["lstm:2x256:0.2"]):
         runs = [] if args.torch_only else [
-            ("charnn", lambda: run_charnn(corpus, spec, budget, dict(common, ema=args.ema, weight_decay=args.weight_decay)))]
+            ("charnn", lambda: run_charnn(corpus, spec, budget, dict(common, ema=args.ema, weight_decay=args.weight_decay, weight_drop=args.weight_drop)))]
         if (args.torch or args.torch_only) and spec["model"] != "mlp":
             runs.append(("torch", lambda: run_torch(corpus, spec, budget, common) if has_torch else {"engine": "torch", "error": torch_note}))
         for _, run in runs:

@@ -143,3 +143,14 @@ def test_budget_model_specs_name_cell_shape_dropout_and_context():
     assert budget.parse_model("rnn:1x512") == {"model": "rnn", "layers": 1, "hidden": 512, "dropout": 0.0}
     assert budget.parse_model("mlp:3x512:0.2:16") == {"model": "mlp", "layers": 3, "hidden": 512, "dropout": 0.2,
                                                       "context": 16}
+
+
+def test_budget_rows_record_charnn_regularisers(corpus_file, capsys):
+    import budget
+
+    budget.main([str(corpus_file), "--budget", "1s", "--model", "lstm:1x16:0.1", "--batch-size", "4", "--seq-len", "8",
+                 "--embed", "8", "--eval-every", "5", "--weight-drop", "0.3", "--ema", "0.9", "--weight-decay", "0.01"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["engine"] == "charnn" and row["model"] == "lstm" and row["dropout"] == 0.1
+    assert (row["weight_drop"], row["ema"], row["weight_decay"]) == (0.3, 0.9, 0.01)
+    assert row["steps"] > 0 and math.isfinite(row["best_val"]) and row["ema_history"]
