@@ -113,6 +113,9 @@ def train_flops_per_char(config: dict) -> int:
         RNN   G = H    (one tanh pre-activation)    -> 6*(D + H)*H  per layer
     and the head (H x V): forward 2*H*V, backward twice that      -> 2*H*V*3.
     Not counted: the embedding gather / scatter-add, elementwise gate math, softmax, clipping, Adam.
+    This is the model's work, what PyTorch computes. charnn computes less: its first layer looks
+    its input products up in table @ Wx (V rows, not one per character; nn.layers.Embedded), so
+    its GFLOP/s from this count is a rate of model work done, not of arithmetic.
     """
     H, V, E, L = config["hidden"], config["vocab_size"], config["embed"], config["layers"]
     G = GATES[config["model"]] * H

@@ -61,12 +61,13 @@ class Timers:
 
 
 def _loop_parts(model, B, T, repeats=5):
-    """The first recurrent layer's forward and backward time loop, taken apart: ms per sequence
-    of T per-step input products, T recurrent products, T step kernels (LSTM only)."""
-    if model.config.model != "lstm":
+    """The last recurrent layer's forward and backward time loop, taken apart: ms per sequence of
+    T per-step input products, T recurrent products, T step kernels (LSTM with 2 layers or more:
+    the first layer looks its input projections up, nn.layers.Embedded, and has no input products)."""
+    if model.config.model != "lstm" or model.config.layers < 2:
         return {}
-    p = model.params
-    Wx, Wh, b = p["layer0.Wx"], p["layer0.Wh"], p["layer0.b"]
+    p, l = model.params, model.config.layers - 1
+    Wx, Wh, b = p[f"layer{l}.Wx"], p[f"layer{l}.Wh"], p[f"layer{l}.b"]
     D, G = Wx.shape
     H = Wh.shape[0]
     rng = np.random.default_rng(0)
@@ -118,10 +119,9 @@ def _loop_parts(model, B, T, repeats=5):
         K.lstm_forward_loop(x, Wxp, bias, Whp, h, c, gates, tanh_c, xa_t, ha)
 
     # Python calls each kernel here, so every part includes a dispatch (~1-3 us) per call
-    return {"layer0_forward_loop_ms": best(whole_forward), "layer0_x_products_ms": best(products_x),
-            "layer0_h_products_ms": best(products_h), "layer0_step_kernels_ms": best(steps_forward),
-            "layer0_backward_step_kernels_ms": best(steps_backward), "layer0_backward_products_ms": best(products_back),
-            "python_dispatches_per_part": T}
+    parts = {"forward_loop": whole_forward, "x_products": products_x, "h_products": products_h, "step_kernels": steps_forward,
+             "backward_step_kernels": steps_backward, "backward_products": products_back}
+    return {**{f"layer{l}_{name}_ms": best(f) for name, f in parts.items()}, "python_dispatches_per_part": T}
 
 
 def profile(config: dict, steps: int, warmup: int) -> dict:

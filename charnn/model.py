@@ -6,6 +6,7 @@ K context length of the MLP. Parameter names and shapes: charnn.config.
 
 Recurrent:  ids -> embedding (or one-hot) -> L recurrent layers (dropout after each; in
                 training each Wh may run masked, DropConnect) -> linear head -> softmax cross-entropy
+                (the first layer reads its input as ids into the table: nn.layers.Embedded)
 MLP:        the K previous ids (padding id V before the start of text) -> embeddings concatenated
                 -> L dense layers h = act(x @ W + b) (dropout after each) -> linear head -> softmax CE
 
@@ -28,7 +29,7 @@ from .data.batches import eval_chunks
 from .data.text import Vocab
 from .errors import CharnnError
 from .nn.gru import gru_step_forward, split_gates3
-from .nn.layers import dropout_backward, dropout_forward, linear_forward, one_hot
+from .nn.layers import Embedded, dropout_backward, dropout_forward, linear_forward, one_hot
 from .nn.lstm import lstm_step_forward, split_gates
 from .nn.rnn import rnn_step_forward
 from . import sampling
@@ -132,7 +133,7 @@ def _placeholder_targets(ids: np.ndarray) -> np.ndarray:
 class ModelCache(NamedTuple):
     B: int
     T: int
-    embed: object  # EmbeddingCache, or None for one-hot input
+    embed: object  # MLP: EmbeddingCache; recurrent: None (the first layer reads the table itself)
     layers: list  # one cell (recurrent) or dense (MLP) cache per layer
     dropout: list  # one DropoutCache per layer
     head: object  # LinearCache
@@ -363,13 +364,21 @@ class RecurrentModel(CharModel):
         return [tuple(np.zeros((B, H), dtype=self.dtype) for _ in range(self.cell.n_state)) for _ in range(self.config.layers)]
 
     def _inputs(self, ids):
+        """ids (B, T) -> x (B, T, E): the embedded characters (E = V: one-hot)."""
         if self.config.embed:
-            return self.ops.embedding_forward(ids, self.params["embed.W"])
-        return one_hot(ids, self.config.vocab_size, self.dtype), None
+            return self.ops.embedding_forward(ids, self.params["embed.W"])[0]
+        return one_hot(ids, self.config.vocab_size, self.dtype)
+
+    def _table(self):
+        """The table the first layer reads its input from: the embedding (V, E), or for one-hot
+        input the identity (V, V)."""
+        if self.config.embed:
+            return self.params["embed.W"]
+        return np.eye(self.config.vocab_size, dtype=self.dtype)
 
     def _body(self, ids, state, rng):
         p, B, T = self.params, *ids.shape
-        x, embed_cache = self._inputs(ids)  # (B, T, E)
+        x = Embedded(ids, self._table())  # (B, T, E), never formed: the first layer looks up table @ Wx
         layer_caches, drop_caches, wdrop_caches, new_state = [], [], [], []
         for l in range(self.config.layers):
             # DropConnect is dropout applied to the weights: one mask over Wh for the whole chunk
@@ -380,7 +389,7 @@ class RecurrentModel(CharModel):
             drop_caches.append(drop)
             wdrop_caches.append(wdrop)
             new_state.append(s)
-        return x.reshape(B * T, -1), embed_cache, layer_caches, drop_caches, wdrop_caches, new_state
+        return x.reshape(B * T, -1), None, layer_caches, drop_caches, wdrop_caches, new_state
 
     def _body_backward(self, dx, cache, grads):
         dx = dx.reshape(cache.B, cache.T, -1)  # (B, T, H)
@@ -388,14 +397,13 @@ class RecurrentModel(CharModel):
             dx = dropout_backward(dx, cache.dropout[l])
             dx, grads[f"layer{l}.Wx"], dWh, grads[f"layer{l}.b"] = self.cell.backward(dx, cache.layers[l])
             grads[f"layer{l}.Wh"] = dropout_backward(dWh, cache.weight_drop[l])  # forward: Wh_used = Wh * mask
-        if cache.embed is not None:
-            grads["embed.W"] = self.ops.embedding_backward(dx, cache.embed)
+        if self.config.embed:
+            grads["embed.W"] = dx  # layer 0's input gradient is its table's (V, E)
 
     def step(self, ids: np.ndarray, state):
         """One character per stream: ids (B,) -> logits (B, V), new state. Used by sampling."""
         p = self.params
-        x, _ = self._inputs(ids[:, None])
-        x = x[:, 0]  # (B, E)
+        x = self._inputs(ids[:, None])[:, 0]  # (B, E)
         new_state = []
         for l in range(self.config.layers):
             x, s = self.cell.step(x, state[l], p[f"layer{l}.Wx"], p[f"layer{l}.Wh"], p[f"layer{l}.b"])

@@ -174,7 +174,7 @@ def test_calibration_times_a_training_pass_both_ways(table, cell):
         assert row["blas_ms"] < row["tiles_ms"]
     assert gemm.MODE == "auto" and table.forced_split is None and layers.loop_clock is None  # restored
     if row["choice"] == "tiles" and numba.get_num_threads() > 1 and cell != "mlp":  # each time loop timed split both ways
-        loops = {policy.loop_name(f"{cell}_{d}", D, shape.H) for d in ("forward", "backward") for D in (shape.D, shape.H)}
+        loops = {policy.loop_name(f"{cell}_{d}", D, shape.H) for d in ("forward", "backward") for D in (0, shape.H)}  # layer 0 reads ids
         assert set(row["splits"]) == loops
         for timed in row["splits"].values():  # the faster one (times equal once rounded: either)
             assert timed["split"] in (("rows",) if timed["rows_ms"] < timed["panels_ms"] else
@@ -198,6 +198,7 @@ def test_time_loops_split_as_measured(table, monkeypatch):
     monkeypatch.setattr(gemm, "SPLIT_MODE", "rows")
     assert gemm.loop_parts("lstm_backward", 7, 16) == threads
     assert gemm.decisions()[SHAPE.name] == "tiles, rows split: lstm_forward D7 H16"
+    assert policy.loop_name("lstm_forward", 0, 16) == "lstm_forward ids H16"  # a first layer's loop
 
 
 def test_choice_is_measured_once_stored_and_reused(table, monkeypatch):

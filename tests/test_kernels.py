@@ -29,6 +29,22 @@ def arrays(rng, *shapes, scale=0.5):
     return [(rng.standard_normal(s) * scale).astype(np.float32) for s in shapes]
 
 
+@pytest.fixture(params=["x", "ids"])
+def inputs(request):
+    """A test of a recurrent layer, twice: its input as activations x (B, T, D), and as ids into
+    a table (layers.Embedded, how the models feed their first layer; dx is then the table's)."""
+    return request.param
+
+
+def layer_input(kind, x, rng):
+    """x itself, or ids (B, T) into a (V, D) table, a few ids so that rows repeat."""
+    if kind == "x":
+        return x
+    B, T, D = x.shape
+    V = 5
+    return layers.Embedded(rng.integers(0, V, (B, T)).astype(np.int32), arrays(rng, (V, D))[0])
+
+
 # Forward tolerance: the kernels' tanh is a float32 rational approximation evaluated in float32
 # (max relative error 4e-7 a call, tested below), and their products sum in another order than
 # numpy's BLAS (charnn.gemm); both rounding differences are amplified from step to step through Wh.
@@ -65,9 +81,10 @@ def test_fast_tanh_and_sigmoid_accuracy():
 @pytest.mark.usefixtures("products")
 @pytest.mark.parametrize("B,T,D,H", SHAPES)
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_rnn_kernels_match_reference(B, T, D, H, activation):
+def test_rnn_kernels_match_reference(B, T, D, H, activation, inputs):
     rng = np.random.default_rng(B * 100 + T)
     x, h0, Wx, Wh, b, dhs, dh_last = arrays(rng, (B, T, D), (B, H), (D, H), (H, H), (H,), (B, T, H), (B, H))
+    x = layer_input(inputs, x, rng)
     hs_ref, cache_ref = rnn.rnn_forward(x, h0, Wx, Wh, b, activation)
     hs, cache = fast.rnn_forward(x, h0, Wx, Wh, b, activation)
     close(hs, hs_ref, FWD_TOL)
@@ -77,10 +94,11 @@ def test_rnn_kernels_match_reference(B, T, D, H, activation):
 
 @pytest.mark.usefixtures("products")
 @pytest.mark.parametrize("B,T,D,H", SHAPES)
-def test_lstm_kernels_match_reference(B, T, D, H):
+def test_lstm_kernels_match_reference(B, T, D, H, inputs):
     rng = np.random.default_rng(B * 100 + T)
     x, h0, c0, Wx, Wh, b, dhs, dh_last, dc_last = arrays(
         rng, (B, T, D), (B, H), (B, H), (D, 4 * H), (H, 4 * H), (4 * H,), (B, T, H), (B, H), (B, H))
+    x = layer_input(inputs, x, rng)
     hs_ref, c_ref, cache_ref = lstm.lstm_forward(x, h0, c0, Wx, Wh, b)
     hs, c_last, cache = fast.lstm_forward(x, h0, c0, Wx, Wh, b)
     close(hs, hs_ref, FWD_TOL)
@@ -94,9 +112,10 @@ def test_lstm_kernels_match_reference(B, T, D, H):
 
 @pytest.mark.usefixtures("products")
 @pytest.mark.parametrize("B,T,D,H", SHAPES)
-def test_gru_kernels_match_reference(B, T, D, H):
+def test_gru_kernels_match_reference(B, T, D, H, inputs):
     rng = np.random.default_rng(B * 100 + T)
     x, h0, Wx, Wh, b, dhs, dh_last = arrays(rng, (B, T, D), (B, H), (D, 3 * H), (H, 3 * H), (3 * H,), (B, T, H), (B, H))
+    x = layer_input(inputs, x, rng)
     hs_ref, cache_ref = gru.gru_forward(x, h0, Wx, Wh, b)
     hs, cache = fast.gru_forward(x, h0, Wx, Wh, b)
     close(hs, hs_ref, FWD_TOL)
@@ -119,11 +138,12 @@ def test_softmax_cross_entropy_kernels_match_reference(N, V):
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (2, 5, 3)])
-def test_embedding_backward_kernel_matches_reference(shape):
+@pytest.mark.parametrize("E", [6, 2 * K.SCATTER_COLUMNS + 40])  # one column task; three, the last partial
+def test_embedding_backward_kernel_matches_reference(shape, E):
     rng = np.random.default_rng(len(shape))
     ids = rng.integers(0, 4, shape)  # few ids: many repeated rows to accumulate
-    W = arrays(rng, (4, 6))[0]
-    dx = arrays(rng, shape + (6,))[0]
+    W = arrays(rng, (4, E))[0]
+    dx = arrays(rng, shape + (E,))[0]
     _, cache = layers.embedding_forward(ids, W)
     close(fast.embedding_backward(dx, cache), layers.embedding_backward(dx, cache), 1e-6)
 
@@ -174,15 +194,18 @@ def _panels(W):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("B,parts", [(1, 2), (5, 2), (7, 3), (32, 2)])
-def test_row_split_loops_compute_the_same_bits_as_the_panel_loops(cell, B, parts):
+def test_row_split_loops_compute_the_same_bits_as_the_panel_loops(cell, B, parts, inputs):
     """kernels.*_rows (each thread the whole sequence for its own batch rows) against *_loop (the
     threads share each step's products), forward and backward: equal to the last bit, whatever
-    the number of parts, also where a part has no rows."""
+    the number of parts, also where a part has no rows. Input x with packed Wx, or ids with the
+    table's product P = table @ Wx (kernels.project_step)."""
     rng = np.random.default_rng(B * 10 + parts)
     T, D, H = 6, 5, 19
     G = {"rnn": 1, "lstm": 4, "gru": 3}[cell] * H
     x, Wx, Wh, b = arrays(rng, (B, T, D), (D, G), (H, G), (G,))
     Wxp, Whp, WhTp = (_panels(W) for W in (Wx, Wh, Wh.T))
+    if inputs == "ids":
+        x, Wxp = rng.integers(0, 4, (B, T)).astype(np.int32), arrays(rng, (4, G))[0]
     dhs = arrays(rng, (B, T, H), scale=0.1)[0]
 
     def run(split):

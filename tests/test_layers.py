@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from charnn.nn.gradcheck import assert_gradients_match, numerical_gradient, rel_error
+from charnn.nn import gru
 from charnn.nn.layers import (
-    embedding_backward, embedding_forward, linear_backward, linear_forward, log_softmax, one_hot,
+    Embedded, embedding_backward, embedding_forward, linear_backward, linear_forward, log_softmax, one_hot,
     softmax_cross_entropy_backward, softmax_cross_entropy_forward,
 )
 from charnn.nn.activations import sigmoid
@@ -150,6 +151,47 @@ def test_lstm_sequence_gradient(rng, with_last):
     _, _, cache = lstm_forward(x, h0, c0, Wx, Wh, b)
     grads = lstm_backward(dhs, cache, dh_last, dc_last)
     check(f, grads, x, h0, c0, Wx, Wh, b)
+
+
+# ------------------------------------------------------------ a first layer reading ids
+CELLS = {"rnn": (1, rnn_forward, rnn_backward), "lstm": (4, lstm_forward, lstm_backward), "gru": (3, gru.gru_forward, gru.gru_backward)}
+
+
+def _run_cell(cell, x, state, Wx, Wh, b):
+    """hs (B, T, H), cache of `cell`'s sequence forward from state (h0,) or (h0, c0)."""
+    out = CELLS[cell][1](x, *state, Wx, Wh, b)
+    return out[0], out[-1]
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_embedded_input_gradient(rng, cell):
+    """Input as ids into a table (the recurrent models' first layer): the gradient returned in
+    dx's place is the table's, and the table, state and weights all check out."""
+    G = CELLS[cell][0] * 5
+    ids = rng.integers(0, 6, size=(2, 5))
+    ids[0, :3] = 4  # a repeated id must accumulate its gradients
+    table, Wx, Wh, b = rng.standard_normal((6, 4)), rng.standard_normal((4, G)) * 0.5, rng.standard_normal((5, G)) * 0.5, rng.standard_normal(G) * 0.1
+    state = tuple(rng.standard_normal((2, 5)) for _ in range(2 if cell == "lstm" else 1))
+    dhs = rng.standard_normal((2, 5, 5))
+    _, cache = _run_cell(cell, Embedded(ids, table), state, Wx, Wh, b)
+    grads = CELLS[cell][2](dhs, cache)
+    assert grads[0].shape == table.shape
+    check(lambda: np.sum(_run_cell(cell, Embedded(ids, table), state, Wx, Wh, b)[0] * dhs), grads, table, *state, Wx, Wh, b)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_embedded_input_is_the_table_rows(rng, cell):
+    """Embedded(ids, table) computes what the gathered rows table[ids] compute, and the one-hot
+    input is the identity table."""
+    G = CELLS[cell][0] * 5
+    ids = rng.integers(0, 7, size=(3, 6))
+    table, Wx, Wh, b = rng.standard_normal((7, 4)), rng.standard_normal((4, G)), rng.standard_normal((5, G)), rng.standard_normal(G)
+    state = tuple(rng.standard_normal((3, 5)) for _ in range(2 if cell == "lstm" else 1))
+    hs, _ = _run_cell(cell, Embedded(ids, table), state, Wx, Wh, b)
+    np.testing.assert_allclose(hs, _run_cell(cell, table[ids], state, Wx, Wh, b)[0], rtol=1e-12, atol=1e-12)
+    Wx1 = rng.standard_normal((7, G))
+    hs, _ = _run_cell(cell, Embedded(ids, np.eye(7)), state, Wx1, Wh, b)
+    np.testing.assert_allclose(hs, _run_cell(cell, one_hot(ids, 7, np.float64), state, Wx1, Wh, b)[0], rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------------ structural equalities

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .activations import sigmoid
+from .layers import input_projection, input_projection_backward
 
 
 def split_gates3(z: np.ndarray):
@@ -100,7 +101,7 @@ def gru_step_backward(dh_next, cache: GRUStepCache):
 
 # ---------------------------------------------------------------- a sequence
 class GRUCache(NamedTuple):
-    x: np.ndarray  # (B, T, D)
+    x: object  # (B, T, D), or layers.Embedded (ids into a table)
     h: np.ndarray  # (B, T+1, H): h[:, 0] is h0, h[:, t+1] the output of step t
     gates: np.ndarray  # (B, T, G) post-activation r, z, n
     ha_n: np.ndarray  # (B, T, H) (h[:, t] @ Wh)_n
@@ -109,11 +110,11 @@ class GRUCache(NamedTuple):
 
 
 def gru_forward(x, h0, Wx, Wh, b):
-    """x (B, T, D), h0 (B, H) -> hs (B, T, H) (hs[:, -1] is the state to carry), cache."""
-    B, T, D = x.shape
+    """x (B, T, D) or layers.Embedded, h0 (B, H) -> hs (B, T, H) (hs[:, -1] is the state to carry), cache."""
+    B, T, _ = x.shape
     H = Wh.shape[0]
     G = 3 * H
-    xa = (x.reshape(B * T, D) @ Wx + b).reshape(B, T, G)  # input projections of all steps, one GEMM
+    xa = input_projection(x, Wx) + b  # (B, T, G): the input projections of all steps at once
     h = np.empty((B, T + 1, H), dtype=xa.dtype)
     gates = np.empty((B, T, G), dtype=xa.dtype)
     ha_n = np.empty((B, T, H), dtype=xa.dtype)
@@ -125,9 +126,9 @@ def gru_forward(x, h0, Wx, Wh, b):
 
 def gru_backward(dhs, cache: GRUCache, dh_last=None):
     """dhs (B, T, H) [+ dh_last (B, H), gradient into the carried final state]
-    -> dx (B, T, D), dh0 (B, H), dWx (D, G), dWh (H, G), db (G,)."""
+    -> dx (B, T, D) (for Embedded x: dtable (V, D)), dh0 (B, H), dWx (D, G), dWh (H, G), db (G,)."""
     x, h, gates, ha_n, Wx, Wh = cache
-    B, T, D = x.shape
+    B, T, _ = x.shape
     H = Wh.shape[0]
     G = 3 * H
     dxa = np.empty((B, T, G), dtype=h.dtype)
@@ -136,9 +137,7 @@ def gru_backward(dhs, cache: GRUCache, dh_last=None):
     for t in reversed(range(T)):
         dxa[:, t], dha[:, t], dh_direct = gru_cell_backward(dhs[:, t] + dh_next, h[:, t], gates[:, t], ha_n[:, t])
         dh_next = dh_direct + dha[:, t] @ Wh.T  # forward: ha_t = h_{t-1} @ Wh (plus z * h_{t-1})
-    dxa2 = dxa.reshape(B * T, G)
-    dx = (dxa2 @ Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b, all steps at once
-    dWx = x.reshape(B * T, D).T @ dxa2
+    dx, dWx = input_projection_backward(dxa, x, Wx)  # forward: xa = input_projection(x, Wx) + b
     dWh = h[:, :T].reshape(B * T, H).T @ dha.reshape(B * T, G)  # each step's h_prev against its dha
-    db = dxa2.sum(axis=0)
+    db = dxa.reshape(B * T, G).sum(axis=0)
     return dx, dh_next, dWx, dWh, db

@@ -27,12 +27,11 @@ def embedding_forward(ids: np.ndarray, W: np.ndarray):
 
 
 def embedding_backward(dx: np.ndarray, cache: EmbeddingCache) -> np.ndarray:
-    """dx (B, T, E) -> dW (V, E)."""
+    """dx (..., E), ids of the same leading shape -> dW (V, E): a row used several times collects
+    the sum of its gradients."""
     E = dx.shape[-1]
-    dW = np.zeros((cache.V, E), dtype=dx.dtype)
-    # forward: x = W[ids]; a row used several times collects the sum of its gradients
-    np.add.at(dW, cache.ids.ravel(), dx.reshape(-1, E))
-    return dW
+    ids = cache.ids.ravel()  # (N,)
+    return one_hot(ids, cache.V, dx.dtype).T @ dx.reshape(len(ids), E)  # forward: x = W[ids] = one_hot(ids) @ W
 
 
 def one_hot(ids: np.ndarray, V: int, dtype=np.float32) -> np.ndarray:
@@ -40,6 +39,42 @@ def one_hot(ids: np.ndarray, V: int, dtype=np.float32) -> np.ndarray:
     x = np.zeros(ids.shape + (V,), dtype=dtype)
     np.put_along_axis(x, ids[..., None], 1, axis=-1)
     return x
+
+
+# ---------------------------------------------------------------- a first layer's input, as ids
+class Embedded(NamedTuple):
+    """A recurrent layer's input given as ids into a table, x = table[ids] (B, T, D), which is
+    never formed: the layer needs only x @ Wx, and an embedding followed by a linear map is one
+    table, (table @ Wx)[ids], with V rows to compute instead of B*T. For one-hot input the table
+    is the identity (D = V). The recurrent models feed their first layer this way."""
+    ids: np.ndarray  # (B, T) ints in [0, V)
+    table: np.ndarray  # (V, D)
+
+    @property
+    def shape(self) -> tuple:
+        return self.ids.shape + self.table.shape[1:]  # (B, T, D), as x's
+
+    @property
+    def dtype(self):
+        return self.table.dtype
+
+
+def input_projection(x, Wx: np.ndarray) -> np.ndarray:
+    """xa = x @ Wx for every step at once: x (B, T, D) or Embedded, Wx (D, G) -> xa (B, T, G)."""
+    if isinstance(x, Embedded):
+        return (x.table @ Wx)[x.ids]  # (B, T, G): x @ Wx = table[ids] @ Wx = (table @ Wx)[ids]
+    B, T, D = x.shape
+    return (x.reshape(B * T, D) @ Wx).reshape(B, T, -1)  # one GEMM for all steps
+
+
+def input_projection_backward(dxa: np.ndarray, x, Wx: np.ndarray):
+    """dxa (B, T, G) -> dx (B, T, D), or for Embedded x the table's gradient dtable (V, D); dWx (D, G)."""
+    if isinstance(x, Embedded):
+        dP = embedding_backward(dxa, EmbeddingCache(x.ids, x.table.shape[0]))  # (V, G); forward: xa = P[ids]
+        return dP @ Wx.T, x.table.T @ dP  # forward: P = table @ Wx
+    B, T, D = x.shape
+    dxa2 = dxa.reshape(B * T, -1)  # (N, G)
+    return (dxa2 @ Wx.T).reshape(B, T, D), x.reshape(B * T, D).T @ dxa2  # forward: xa = x @ Wx
 
 
 # ---------------------------------------------------------------- linear

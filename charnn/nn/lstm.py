@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .activations import sigmoid
+from .layers import input_projection, input_projection_backward
 
 
 def split_gates(z: np.ndarray):
@@ -88,7 +89,7 @@ def lstm_step_backward(dh_next, dc_next, cache: LSTMStepCache):
 
 # ---------------------------------------------------------------- a sequence
 class LSTMCache(NamedTuple):
-    x: np.ndarray  # (B, T, D)
+    x: object  # (B, T, D), or layers.Embedded (ids into a table)
     h: np.ndarray  # (B, T+1, H): h[:, 0] is h0, h[:, t+1] the output of step t
     c: np.ndarray  # (B, T+1, H): c[:, 0] is c0
     gates: np.ndarray  # (B, T, G) post-activation i, f, o, g
@@ -98,11 +99,11 @@ class LSTMCache(NamedTuple):
 
 
 def lstm_forward(x, h0, c0, Wx, Wh, b):
-    """x (B, T, D), h0, c0 (B, H) -> hs (B, T, H), c_last (B, H), cache. hs[:, -1] is h_last."""
-    B, T, D = x.shape
+    """x (B, T, D) or layers.Embedded, h0, c0 (B, H) -> hs (B, T, H), c_last (B, H), cache. hs[:, -1] is h_last."""
+    B, T, _ = x.shape
     H = Wh.shape[0]
     G = 4 * H
-    xa = (x.reshape(B * T, D) @ Wx + b).reshape(B, T, G)  # input projections of all steps, one GEMM
+    xa = input_projection(x, Wx) + b  # (B, T, G): the input projections of all steps at once
     h = np.empty((B, T + 1, H), dtype=xa.dtype)
     c = np.empty((B, T + 1, H), dtype=xa.dtype)
     gates = np.empty((B, T, G), dtype=xa.dtype)
@@ -115,9 +116,9 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
 
 def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
     """dhs (B, T, H) [+ dh_last, dc_last (B, H): gradients into the carried final state]
-    -> dx (B, T, D), dh0 (B, H), dc0 (B, H), dWx (D, G), dWh (H, G), db (G,)."""
+    -> dx (B, T, D) (for Embedded x: dtable (V, D)), dh0 (B, H), dc0 (B, H), dWx (D, G), dWh (H, G), db (G,)."""
     x, h, c, gates, tanh_c, Wx, Wh = cache
-    B, T, D = x.shape
+    B, T, _ = x.shape
     H = Wh.shape[0]
     da = np.empty((B, T, 4 * H), dtype=h.dtype)
     dh_next = np.zeros((B, H), dtype=h.dtype) if dh_last is None else dh_last
@@ -125,9 +126,8 @@ def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
     for t in reversed(range(T)):
         da[:, t], dc_next = lstm_cell_backward(dhs[:, t] + dh_next, dc_next, c[:, t], gates[:, t], tanh_c[:, t])
         dh_next = da[:, t] @ Wh.T  # forward: a_t = ... + h_{t-1} @ Wh
+    dx, dWx = input_projection_backward(da, x, Wx)  # forward: xa = input_projection(x, Wx) + b
     da2 = da.reshape(B * T, 4 * H)
-    dx = (da2 @ Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b, all steps at once
-    dWx = x.reshape(B * T, D).T @ da2
     dWh = h[:, :T].reshape(B * T, H).T @ da2  # each step's h_prev against its da
     db = da2.sum(axis=0)
     return dx, dh_next, dc_next, dWx, dWh, db

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .activations import get_activation
+from .layers import input_projection, input_projection_backward
 
 
 def rnn_cell(xa: np.ndarray, h_prev: np.ndarray, Wh: np.ndarray, activation: str = "tanh") -> np.ndarray:
@@ -58,7 +59,7 @@ def rnn_step_backward(dh_next, cache: RNNStepCache):
 
 # ---------------------------------------------------------------- a sequence
 class RNNCache(NamedTuple):
-    x: np.ndarray  # (B, T, D)
+    x: object  # (B, T, D), or layers.Embedded (ids into a table)
     h: np.ndarray  # (B, T+1, H): h[:, 0] is h0, h[:, t+1] the state after step t
     Wx: np.ndarray  # (D, H)
     Wh: np.ndarray  # (H, H)
@@ -66,10 +67,10 @@ class RNNCache(NamedTuple):
 
 
 def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
-    """x (B, T, D), h0 (B, H) -> hs (B, T, H) (hs[:, -1] is the state to carry), cache."""
-    B, T, D = x.shape
+    """x (B, T, D) or layers.Embedded, h0 (B, H) -> hs (B, T, H) (hs[:, -1] is the state to carry), cache."""
+    B, T, _ = x.shape
     H = Wh.shape[0]
-    xa = (x.reshape(B * T, D) @ Wx + b).reshape(B, T, H)  # input projections of all steps, one GEMM
+    xa = input_projection(x, Wx) + b  # (B, T, H): the input projections of all steps at once
     h = np.empty((B, T + 1, H), dtype=xa.dtype)
     h[:, 0] = h0
     for t in range(T):
@@ -79,18 +80,17 @@ def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
 
 def rnn_backward(dhs, cache: RNNCache, dh_last=None):
     """dhs (B, T, H) [+ dh_last (B, H), gradient into the carried final state]
-    -> dx (B, T, D), dh0 (B, H), dWx (D, H), dWh (H, H), db (H,)."""
+    -> dx (B, T, D) (for Embedded x: dtable (V, D)), dh0 (B, H), dWx (D, H), dWh (H, H), db (H,)."""
     x, h, Wx, Wh, activation = cache
-    B, T, D = x.shape
+    B, T, _ = x.shape
     H = Wh.shape[0]
     da = np.empty((B, T, H), dtype=h.dtype)
     dh_next = np.zeros((B, H), dtype=h.dtype) if dh_last is None else dh_last
     for t in reversed(range(T)):
         da[:, t] = rnn_cell_backward(dhs[:, t] + dh_next, h[:, t + 1], activation)
         dh_next = da[:, t] @ Wh.T  # forward: a_t = ... + h_{t-1} @ Wh
+    dx, dWx = input_projection_backward(da, x, Wx)  # forward: xa = input_projection(x, Wx) + b
     da2 = da.reshape(B * T, H)
-    dx = (da2 @ Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b, all steps at once
-    dWx = x.reshape(B * T, D).T @ da2
     dWh = h[:, :T].reshape(B * T, H).T @ da2  # each step's h_prev against its da
     db = da2.sum(axis=0)
     return dx, dh_next, dWx, dWh, db

@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from ...config import GATES
+from ...nn.layers import Embedded
 from . import gemm, layers
 from .threads import numba_threads
 from .policy import DEFAULT, SPLITS, TABLE, loop_name
@@ -56,14 +57,14 @@ def _pass(shape: Shape, rng) -> callable:
     def w(*s):
         return (rng.standard_normal(s) * 0.1).astype(np.float32)
 
-    x = w(B, T, D)
+    x = w(B, T, D) if shape.cell == "mlp" else Embedded(rng.integers(0, V, (B, T)).astype(np.int32), w(V, D))
     weights = [(w(D if l == 0 else H, G), w(H, G), w(G)) for l in range(shape.L)]
     Wy, by = w(H, V), w(V)
     targets = rng.integers(0, V, size=B * T)
     h0 = np.zeros((B, H), np.float32)
 
     def run():
-        caches, inp = [], x if shape.cell != "mlp" else x.reshape(B * T, D)
+        caches, inp = [], x if shape.cell != "mlp" else x.reshape(B * T, D)  # recurrent: layer 0 reads ids
         for Wx, Wh, b in weights:
             if shape.cell == "mlp":
                 inp, cache = layers.dense_forward(inp, Wx, b)
@@ -136,9 +137,11 @@ def measure_splits(shape: Shape, rng) -> dict:
     before = gemm.MODE
     try:
         gemm.MODE = "tiles"
-        widths = [shape.D] if shape.L == 1 else [shape.D, H]  # layer 0's input, then every later layer's
-        for D in dict.fromkeys(widths):  # once each
-            x = (rng.standard_normal((B, T, D)) * 0.5).astype(np.float32)
+        for width in [0] if shape.L == 1 else [0, H]:  # layer 0 reads ids (loop_name's width 0), later layers h
+            D = shape.D if width == 0 else H
+            x = (rng.standard_normal((B, T, D) if width else (shape.V, D)) * 0.5).astype(np.float32)
+            if width == 0:
+                x = Embedded(rng.integers(0, shape.V, (B, T)).astype(np.int32), x)  # the table (V, D)
             Wx, Wh, b = [(rng.standard_normal(s) * 0.1).astype(np.float32) for s in ((D, G), (H, G), (G,))]
             dhs = (rng.standard_normal((B, T, H)) * 0.1).astype(np.float32)
             state = (h0, h0) if shape.cell == "lstm" else (h0,)
@@ -152,7 +155,7 @@ def measure_splits(shape: Shape, rng) -> dict:
                         run()
                         times[split].append(sum(layers.loop_clock))
                 ms = {split: _median_ms(ts[1:]) for split, ts in times.items()}
-                found[loop_name(f"{shape.cell}_{direction}", D, H)] = {"split": "rows" if ms["rows"] < ms["panels"] else "panels",
+                found[loop_name(f"{shape.cell}_{direction}", width, H)] = {"split": "rows" if ms["rows"] < ms["panels"] else "panels",
                                                      "panels_ms": round(ms["panels"], 3), "rows_ms": round(ms["rows"], 3)}
     finally:
         gemm.MODE, TABLE.forced_split, layers.loop_clock = before, None, None

@@ -19,7 +19,8 @@ Conventions:
   that runs ~10x slower than the vectorised loop; sigmoid is computed from it.
 - Parallel loops (prange) only where every iteration writes its own slice: the recurrent step
   kernels over batch rows, the matrix product over output tiles, Adam over elements, one sampling
-  kernel over weight blocks. The scatter-adds (embedding gradient) stay serial: they would race.
+  kernel over weight blocks. The scatter-adds (embedding gradient) split the columns, never the
+  rows: rows repeat, and adds into the same row from two threads would race.
 - Shapes: B batch, T steps, H hidden width, G gate width (4H lstm, 3H gru, H rnn), V vocabulary,
   N rows, S sampled streams; each kernel's docstring gives its arrays' shapes.
 - The products and the row kernels of the cells use fastmath, and only its "contract" flag
@@ -35,7 +36,7 @@ import math
 import numpy as np
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from llvmlite import ir
 
 from .target import target_lanes
@@ -338,15 +339,23 @@ def softmax_cross_entropy_backward_kernel(probs, targets, scale, dlogits):
 
 
 # ---------------------------------------------------------------- embedding
-@njit(**JIT)
+SCATTER_COLUMNS = 256  # columns per task of the scatter-add: one 1 KB piece of a row
+
+
+@njit(parallel=True, **JIT)
 def embedding_backward_kernel(ids, dx, dW):
-    """dW[ids[n]] += dx[n] for every row n (serial: rows repeat, so parallel adds would race).
-    ids (N,), dx (N, E), dW (V, E) zeroed by the caller. Reference: layers.embedding_backward."""
+    """dW[ids[n]] += dx[n] for every row n, in order of n. ids (N,), dx (N, E), dW (V, E) zeroed
+    by the caller. Reference: layers.embedding_backward (also the gradient of a first layer's
+    table lookup, layers.input_projection_backward, where E is the gate width G).
+    The threads split the columns: rows repeat, so splitting the rows would race."""
     N, E = dx.shape
-    for n in range(N):
-        row = ids[n]
-        for e in range(E):
-            dW[row, e] += dx[n, e]
+    for task in prange((E + SCATTER_COLUMNS - 1) // SCATTER_COLUMNS):
+        e0 = task * SCATTER_COLUMNS
+        e1 = min(E, e0 + SCATTER_COLUMNS)
+        for n in range(N):
+            row = ids[n]
+            for e in range(e0, e1):
+                dW[row, e] += dx[n, e]
 
 
 # ---------------------------------------------------------------- optimizer
@@ -584,12 +593,50 @@ def gemm_rows(A, Bp, C, r0, r1):
 # Shapes: x (B, T, D), h (B, T+1, H), the step's scratch xa_t, ha (B, G); W*p packed panels.
 # Forward, the input projection x_t @ Wx is computed step by step into a (B, G) scratch, not as
 # one (B*T, G) product before the loop: its results are used while they are still in cache.
+# A first layer reads ids instead (layers.Embedded): x is then ids (B, T) and Wxp the table's
+# product P = table @ Wx (V, G), and the step's projection is a row lookup (project_step).
+
+
+def project_step(x, Wxp, t, xa_t):
+    """xa_t = x_t @ Wx (B, G), the product split by panels over the threads: x (B, T, D) with Wxp
+    packed panels, or x ids (B, T) with Wxp = P (V, G), whose rows are looked up. Compiled only
+    (the loops below call it; numba picks the version by the types, see _project_step)."""
+    raise NotImplementedError("project_step runs inside the compiled time loops only")
+
+
+def project_rows(x, Wxp, t, xa_t, r0, r1):
+    """project_step for the rows r0:r1 only, on the calling thread (the row-split loops)."""
+    raise NotImplementedError("project_rows runs inside the compiled time loops only")
+
+
+@overload(project_step)
+def _project_step(x, Wxp, t, xa_t):
+    if x.ndim == 2:  # ids: the rows of P
+        return lambda x, Wxp, t, xa_t: _lookup_rows(x, Wxp, t, xa_t, 0, xa_t.shape[0])
+    return lambda x, Wxp, t, xa_t: gemm_kernel(x[:, t], Wxp, xa_t)
+
+
+@overload(project_rows)
+def _project_rows(x, Wxp, t, xa_t, r0, r1):
+    if x.ndim == 2:
+        return lambda x, Wxp, t, xa_t, r0, r1: _lookup_rows(x, Wxp, t, xa_t, r0, r1)
+    return lambda x, Wxp, t, xa_t, r0, r1: gemm_rows(x[:, t], Wxp, xa_t, r0, r1)
+
+
+@njit(**JIT)
+def _lookup_rows(ids, P, t, xa_t, r0, r1):
+    """xa_t[b] = P[ids[b, t]] for b in r0:r1: a first layer's input projection at step t."""
+    for b in range(r0, r1):
+        xa_t[b] = P[ids[b, t]]
+
+
 @njit(**JIT)
 def rnn_forward_loop(x, Wxp, bias, Whp, h, xa_t, ha, code):
-    """rnn_forward's time loop: x (B, T, D), Wxp, Whp packed Wx (D, H), Wh (H, H); bias (H,);
+    """rnn_forward's time loop: x (B, T, D), Wxp, Whp packed Wx (D, H), Wh (H, H) (or x ids (B, T),
+    Wxp = table @ Wx: see project_step); bias (H,);
     h (B, T+1, H) with h[:, 0] set, filled in; xa_t, ha (B, H) scratch."""
     for t in range(x.shape[1]):
-        gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
+        project_step(x, Wxp, t, xa_t)  # xa_t = x_t @ Wx
         gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
         rnn_step_forward_kernel(t, xa_t, bias, ha, h, code)
 
@@ -605,10 +652,11 @@ def rnn_backward_loop(dhs, dh_rec, h, da, WhTp, code):
 
 @njit(**JIT)
 def lstm_forward_loop(x, Wxp, bias, Whp, h, c, gates, tanh_c, xa_t, ha):
-    """lstm_forward's time loop: x (B, T, D), Wxp, Whp packed Wx (D, 4H), Wh (H, 4H); bias (4H,);
+    """lstm_forward's time loop: x (B, T, D), Wxp, Whp packed Wx (D, 4H), Wh (H, 4H) (or x ids
+    (B, T), Wxp = table @ Wx: see project_step); bias (4H,);
     h, c (B, T+1, H) with step 0 set; gates (B, T, 4H), tanh_c (B, T, H) filled in; xa_t, ha (B, 4H) scratch."""
     for t in range(x.shape[1]):
-        gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
+        project_step(x, Wxp, t, xa_t)  # xa_t = x_t @ Wx
         gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
         lstm_step_forward_kernel(t, xa_t, bias, ha, h, c, gates, tanh_c)
 
@@ -625,10 +673,11 @@ def lstm_backward_loop(dhs, dh_rec, dc, c, gates, tanh_c, da, WhTp):
 
 @njit(**JIT)
 def gru_forward_loop(x, Wxp, bias, Whp, h, gates, ha_n, xa_t, ha):
-    """gru_forward's time loop: x (B, T, D), Wxp, Whp packed Wx (D, 3H), Wh (H, 3H); bias (3H,);
+    """gru_forward's time loop: x (B, T, D), Wxp, Whp packed Wx (D, 3H), Wh (H, 3H) (or x ids
+    (B, T), Wxp = table @ Wx: see project_step); bias (3H,);
     h (B, T+1, H) with h[:, 0] set; gates (B, T, 3H), ha_n (B, T, H) filled in; xa_t, ha (B, 3H) scratch."""
     for t in range(x.shape[1]):
-        gemm_kernel(x[:, t], Wxp, xa_t)  # xa_t = x_t @ Wx
+        project_step(x, Wxp, t, xa_t)  # xa_t = x_t @ Wx
         gemm_kernel(h[:, t], Whp, ha)  # ha = h_{t-1} @ Wh
         gru_step_forward_kernel(t, xa_t, bias, ha, h, gates, ha_n)
 
@@ -658,7 +707,7 @@ def rnn_forward_rows(x, Wxp, bias, Whp, h, xa_t, ha, code, parts):
     for part in prange(parts):
         b0, b1 = _rows_of(part, parts, x.shape[0])
         for t in range(x.shape[1]):
-            gemm_rows(x[:, t], Wxp, xa_t, b0, b1)
+            project_rows(x, Wxp, t, xa_t, b0, b1)
             gemm_rows(h[:, t], Whp, ha, b0, b1)
             for b in range(b0, b1):
                 rnn_row_forward(xa_t[b], bias, ha[b], h[b, t + 1], code)
@@ -681,7 +730,7 @@ def lstm_forward_rows(x, Wxp, bias, Whp, h, c, gates, tanh_c, xa_t, ha, parts):
     for part in prange(parts):
         b0, b1 = _rows_of(part, parts, x.shape[0])
         for t in range(x.shape[1]):
-            gemm_rows(x[:, t], Wxp, xa_t, b0, b1)
+            project_rows(x, Wxp, t, xa_t, b0, b1)
             gemm_rows(h[:, t], Whp, ha, b0, b1)
             for b in range(b0, b1):
                 lstm_row_forward(xa_t[b], bias, ha[b], c[b, t], c[b, t + 1], h[b, t + 1], gates[b, t], tanh_c[b, t])
@@ -704,7 +753,7 @@ def gru_forward_rows(x, Wxp, bias, Whp, h, gates, ha_n, xa_t, ha, parts):
     for part in prange(parts):
         b0, b1 = _rows_of(part, parts, x.shape[0])
         for t in range(x.shape[1]):
-            gemm_rows(x[:, t], Wxp, xa_t, b0, b1)
+            project_rows(x, Wxp, t, xa_t, b0, b1)
             gemm_rows(h[:, t], Whp, ha, b0, b1)
             for b in range(b0, b1):
                 gru_row_forward(xa_t[b], bias, ha[b], h[b, t], h[b, t + 1], gates[b, t], ha_n[b, t])

@@ -12,6 +12,10 @@ Large scratch arrays come from scratch.py, so a training step reuses the last on
 The reference modules (charnn.nn: layers, rnn, lstm, gru) are the specification;
 tests/test_kernels.py checks that every function here agrees with its twin.
 
+A first layer's input comes as ids into a table (layers.Embedded): its input projection is then a
+lookup into P = table @ Wx (V, G), and its gradient a scatter of the rows into dP, then two small
+products (_input_gradients), instead of three (B*T, D, G) products.
+
 Shapes: B batch, T steps, D input width, H hidden width, G gate width, N = B*T rows, V vocabulary.
 """
 from __future__ import annotations
@@ -22,34 +26,66 @@ import numpy as np
 
 from ...nn.activations import get_activation
 from ...nn.gru import GRUCache
-from ...nn.layers import DenseCache, EmbeddingCache, LinearCache, SoftmaxCECache
+from ...nn.layers import DenseCache, Embedded, EmbeddingCache, LinearCache, SoftmaxCECache
 from ...nn.layers import embedding_forward  # noqa: F401  not worth a kernel: one gather
 from ...nn.lstm import LSTMCache
 from ...nn.rnn import RNNCache
 from . import kernels as K
 from . import scratch
-from .gemm import loop_parts, matmul, pack
+from .gemm import loop_parts, matmul, pack, use_tiles
 from .threads import numba_threads
 
 
+def _ids(x: Embedded) -> np.ndarray:
+    return np.ascontiguousarray(x.ids, dtype=np.int32)  # (B, T): one compiled version of each loop
+
+
 def _input_projection(x, Wx):
-    """x @ Wx for all T steps at once: (B, T, D) -> (B, T, G), C-contiguous; without the bias,
-    which the step kernels add. (With the tiles, the loop kernels compute it step by step.)"""
+    """Twin of layers.input_projection: x @ Wx for all T steps at once, (B, T, G) C-contiguous;
+    without the bias, which the step kernels add. (With the tiles, the loops go step by step.)"""
+    if isinstance(x, Embedded):
+        return matmul(x.table, Wx)[_ids(x)]  # (B, T, G): rows of P = table @ Wx
     B, T, D = x.shape
     return matmul(x.reshape(B * T, D), Wx).reshape(B, T, -1)  # (B, T, G)
+
+
+def _loop_input(x, Wx):
+    """What a tiles time loop reads for its input projection (kernels.project_step), and the input
+    width that names the loop (policy.loop_name; 0 for ids): x with Wx packed, or for Embedded x
+    its ids with P = table @ Wx (V, G). None for the weights where the products go to BLAS."""
+    if isinstance(x, Embedded):
+        P = matmul(x.table, Wx)  # (V, G)
+        return _ids(x), (P if P.dtype == np.float32 and use_tiles() else None), 0
+    return x, pack(Wx).panels, _width(x)
+
+
+def _width(x) -> int:
+    """The input width that names a layer's time loops (policy.loop_name): 0 for ids."""
+    return 0 if isinstance(x, Embedded) else x.shape[2]
 
 
 def _bias(b, dtype):
     return np.ascontiguousarray(b, dtype=dtype)
 
 
+def _input_gradients(x, dxa2, Wx, dxa2p=None):
+    """Twin of layers.input_projection_backward: dxa2 (N, G) -> dx (B, T, D) (for Embedded x,
+    dtable (V, D)), dWx (D, G). dxa2p: dxa2 packed, where the caller packed it already."""
+    if isinstance(x, Embedded):
+        dP = scratch.zeros((x.table.shape[0], dxa2.shape[1]), dxa2.dtype)  # (V, G)
+        K.embedding_backward_kernel(_ids(x).ravel(), dxa2, dP)  # forward: xa = P[ids]
+        return matmul(dP, Wx.T), matmul(x.table.T, dP)  # forward: P = table @ Wx
+    B, T, D = x.shape
+    dx = matmul(dxa2, Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
+    return dx, matmul(x.reshape(B * T, D).T, dxa2 if dxa2p is None else dxa2p)
+
+
 def _weight_gradients(x, h, da2, Wx):
     """dx, dWx, dWh, db from the stacked pre-activation gradients da2 (N, G), one GEMM each."""
-    B, T, D = x.shape
+    B, T, _ = x.shape
     H = h.shape[-1]
-    dx = matmul(da2, Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
-    da2p = pack(da2)  # used twice
-    dWx = matmul(x.reshape(B * T, D).T, da2p)
+    da2p = da2 if isinstance(x, Embedded) else pack(da2)  # used twice unless the input is ids
+    dx, dWx = _input_gradients(x, da2, Wx, da2p)
     dWh = matmul(h[:, :T].reshape(B * T, H).T, da2p)  # each step's h_prev against its da
     db = da2.sum(axis=0)
     return dx, dWx, dWh, db
@@ -89,14 +125,15 @@ def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
     B, T, _ = x.shape
     H = Wh.shape[0]
     code = K.ACTIVATION_CODES[activation]
-    dtype = np.result_type(x, Wx)
+    dtype = np.result_type(x.dtype, Wx.dtype)
     bias = _bias(b, dtype)
     h = scratch.empty((B, T + 1, H), dtype)
     h[:, 0] = h0
     ha = scratch.empty((B, H), dtype)
-    Wxp, Whp = pack(Wx), pack(Wh)
-    if Whp.panels is not None and Wxp.panels is not None:
-        _run_loop("rnn_forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, scratch.empty((B, H), dtype), ha, code)
+    Whp = pack(Wh)
+    src, Wxp, width = _loop_input(x, Wx)
+    if Whp.panels is not None and Wxp is not None:
+        _run_loop("rnn_forward", width, H, src, Wxp, bias, Whp.panels, h, scratch.empty((B, H), dtype), ha, code)
     else:
         xa = _input_projection(x, Wx)
         with numba_threads(1):  # BLAS has the cores
@@ -117,7 +154,7 @@ def rnn_backward(dhs, cache: RNNCache, dh_last=None):
     dh_rec = _zeros_or(dh_last, B, H, h.dtype)
     WhT = pack(Wh.T)
     if WhT.panels is not None:
-        _run_loop("rnn_backward", x.shape[2], H, dhs, dh_rec, h, da, WhT.panels, code)
+        _run_loop("rnn_backward", _width(x), H, dhs, dh_rec, h, da, WhT.panels, code)
     else:
         with numba_threads(1):
             for t in reversed(range(T)):
@@ -132,7 +169,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     """Twin of lstm.lstm_forward."""
     B, T, _ = x.shape
     H = Wh.shape[0]
-    dtype = np.result_type(x, Wx)
+    dtype = np.result_type(x.dtype, Wx.dtype)
     bias = _bias(b, dtype)
     h = scratch.empty((B, T + 1, H), dtype)
     c = scratch.empty((B, T + 1, H), dtype)
@@ -140,9 +177,10 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     tanh_c = scratch.empty((B, T, H), dtype)
     h[:, 0], c[:, 0] = h0, c0
     ha = scratch.empty((B, 4 * H), dtype)
-    Wxp, Whp = pack(Wx), pack(Wh)
-    if Whp.panels is not None and Wxp.panels is not None:
-        _run_loop("lstm_forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, c, gates, tanh_c, scratch.empty((B, 4 * H), dtype), ha)
+    Whp = pack(Wh)
+    src, Wxp, width = _loop_input(x, Wx)
+    if Whp.panels is not None and Wxp is not None:
+        _run_loop("lstm_forward", width, H, src, Wxp, bias, Whp.panels, h, c, gates, tanh_c, scratch.empty((B, 4 * H), dtype), ha)
     else:
         xa = _input_projection(x, Wx)
         with numba_threads(1):  # BLAS has the cores
@@ -163,7 +201,7 @@ def lstm_backward(dhs, cache: LSTMCache, dh_last=None, dc_last=None):
     dc = _zeros_or(dc_last, B, H, h.dtype)
     WhT = pack(Wh.T)
     if WhT.panels is not None:
-        _run_loop("lstm_backward", x.shape[2], H, dhs, dh_rec, dc, c, gates, tanh_c, da, WhT.panels)
+        _run_loop("lstm_backward", _width(x), H, dhs, dh_rec, dc, c, gates, tanh_c, da, WhT.panels)
     else:
         with numba_threads(1):
             for t in reversed(range(T)):
@@ -178,16 +216,17 @@ def gru_forward(x, h0, Wx, Wh, b):
     """Twin of gru.gru_forward."""
     B, T, _ = x.shape
     H = Wh.shape[0]
-    dtype = np.result_type(x, Wx)
+    dtype = np.result_type(x.dtype, Wx.dtype)
     bias = _bias(b, dtype)
     h = scratch.empty((B, T + 1, H), dtype)
     gates = scratch.empty((B, T, 3 * H), dtype)
     ha_n = scratch.empty((B, T, H), dtype)
     h[:, 0] = h0
     ha = scratch.empty((B, 3 * H), dtype)
-    Wxp, Whp = pack(Wx), pack(Wh)
-    if Whp.panels is not None and Wxp.panels is not None:
-        _run_loop("gru_forward", x.shape[2], H, x, Wxp.panels, bias, Whp.panels, h, gates, ha_n, scratch.empty((B, 3 * H), dtype), ha)
+    Whp = pack(Wh)
+    src, Wxp, width = _loop_input(x, Wx)
+    if Whp.panels is not None and Wxp is not None:
+        _run_loop("gru_forward", width, H, src, Wxp, bias, Whp.panels, h, gates, ha_n, scratch.empty((B, 3 * H), dtype), ha)
     else:
         xa = _input_projection(x, Wx)
         with numba_threads(1):  # BLAS has the cores
@@ -200,7 +239,7 @@ def gru_forward(x, h0, Wx, Wh, b):
 def gru_backward(dhs, cache: GRUCache, dh_last=None):
     """Twin of gru.gru_backward."""
     x, h, gates, ha_n, Wx, Wh = cache
-    B, T, D = x.shape
+    B, T, _ = x.shape
     H = Wh.shape[0]
     dhs = np.ascontiguousarray(dhs, dtype=h.dtype)
     dxa = scratch.empty((B, T, 3 * H), h.dtype)
@@ -209,15 +248,14 @@ def gru_backward(dhs, cache: GRUCache, dh_last=None):
     dh_direct = _zeros_or(dh_last, B, H, h.dtype)  # the carried-state gradient enters like a direct one
     WhT = pack(Wh.T)
     if WhT.panels is not None:
-        _run_loop("gru_backward", D, H, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhT.panels)
+        _run_loop("gru_backward", _width(x), H, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhT.panels)
     else:
         with numba_threads(1):
             for t in reversed(range(T)):
                 K.gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha)
                 np.dot(dha[:, t], Wh.T, out=dh_rec)  # forward: ha = h_prev @ Wh
     dxa2 = dxa.reshape(B * T, 3 * H)
-    dx = matmul(dxa2, Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
-    dWx = matmul(x.reshape(B * T, D).T, dxa2)
+    dx, dWx = _input_gradients(x, dxa2, Wx)
     dWh = matmul(h[:, :T].reshape(B * T, H).T, dha.reshape(B * T, 3 * H))
     db = dxa2.sum(axis=0)
     return dx, dh_direct + dh_rec, dWx, dWh, db

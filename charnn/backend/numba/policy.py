@@ -33,8 +33,9 @@ SPLITS = ("panels", "rows")  # how a time loop's threads share a step's work (ke
 
 def loop_name(loop: str, D: int, H: int) -> str:
     """A time loop (kernels.<loop>_loop: "lstm_forward", "gru_backward", ...) at input width D and
-    hidden width H, as the table names it: "lstm_forward D64 H256"."""
-    return f"{loop} D{D} H{H}"
+    hidden width H, as the table names it: "lstm_forward D256 H256"; D = 0 for a first layer,
+    which reads ids into a table (nn.layers.Embedded): "lstm_forward ids H256"."""
+    return f"{loop} {f'D{D}' if D else 'ids'} H{H}"
 
 
 def path() -> str:
@@ -51,7 +52,8 @@ def key() -> dict:
     return {"charnn": __version__, "cpu_model": cpu_model(), "llvm_cpu": target()["cpu"],
             "llvm_features": target()["features"], "cpus": cpus, "numba_threads": numba.get_num_threads(),
             "numpy": np.__version__, "numba": numba.__version__, "llvmlite": llvmlite.__version__,
-            "python": sys.version.split()[0], "tile": [K.MR, K.NR, K.LANES, K.KB], "splits": list(SPLITS)}
+            "python": sys.version.split()[0], "tile": [K.MR, K.NR, K.LANES, K.KB], "splits": list(SPLITS),
+            "first_layer": "ids"}  # since its loops read ids (loop_name): earlier tables named them by width
 
 
 class Table:
