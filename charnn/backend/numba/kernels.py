@@ -353,9 +353,9 @@ def embedding_backward_kernel(ids, dx, dW):
         e0 = task * SCATTER_COLUMNS
         e1 = min(E, e0 + SCATTER_COLUMNS)
         for n in range(N):
-            row = ids[n]
-            for e in range(e0, e1):
-                dW[row, e] += dx[n, e]
+            dW_row, dx_row = dW[ids[n], e0:e1], dx[n, e0:e1]  # slices: indexing dW[row, e] would not vectorise
+            for e in range(dW_row.shape[0]):
+                dW_row[e] += dx_row[e]
 
 
 # ---------------------------------------------------------------- optimizer
