@@ -9,6 +9,7 @@ Recurrent:  ids -> embedding (or one-hot) -> L recurrent layers (dropout after e
                 (the first layer reads its input as ids into the table: nn.layers.Embedded)
 MLP:        the K previous ids (padding id V before the start of text) -> embeddings concatenated
                 -> L dense layers h = act(x @ W + b) (dropout after each) -> linear head -> softmax CE
+                (the first layer reads its K ids into the table: nn.layers.Embedded)
 
 The state carried between chunks is a list of tuples: one per layer, (h,) for the RNN and GRU and
 (h, c) for the LSTM, each (B, H); for the MLP a single ([last K-1 ids (B, K-1)],), because its
@@ -133,7 +134,6 @@ def _placeholder_targets(ids: np.ndarray) -> np.ndarray:
 class ModelCache(NamedTuple):
     B: int
     T: int
-    embed: object  # MLP: EmbeddingCache; recurrent: None (the first layer reads the table itself)
     layers: list  # one cell (recurrent) or dense (MLP) cache per layer
     dropout: list  # one DropoutCache per layer
     head: object  # LinearCache
@@ -181,10 +181,10 @@ class CharModel:
     def forward(self, ids: np.ndarray, targets: np.ndarray, state, rng: np.random.Generator | None = None):
         """ids, targets (B, T) -> mean loss in nats, cache, the state after the chunk.
         rng: draws the dropout and weight-drop masks in training; None (evaluation) turns both off."""
-        x, embed_cache, layer_caches, drop_caches, wdrop_caches, new_state = self._body(ids, state, rng)
+        x, layer_caches, drop_caches, wdrop_caches, new_state = self._body(ids, state, rng)
         B, T = ids.shape
         loss, head_cache, ce_cache = self._head_and_loss(x, targets, B, T)
-        cache = ModelCache(B, T, embed_cache, layer_caches, drop_caches, head_cache, ce_cache, wdrop_caches)
+        cache = ModelCache(B, T, layer_caches, drop_caches, head_cache, ce_cache, wdrop_caches)
         return loss, cache, new_state
 
     def backward(self, cache: ModelCache) -> dict[str, np.ndarray]:
@@ -378,7 +378,7 @@ class RecurrentModel(CharModel):
 
     def _body(self, ids, state, rng):
         p, B, T = self.params, *ids.shape
-        x = Embedded(ids, self._table())  # (B, T, E), never formed: the first layer looks up table @ Wx
+        x = Embedded(ids[..., None], self._table())  # (B, T, E), never formed: the first layer looks up table @ Wx
         layer_caches, drop_caches, wdrop_caches, new_state = [], [], [], []
         for l in range(self.config.layers):
             # DropConnect is dropout applied to the weights: one mask over Wh for the whole chunk
@@ -389,7 +389,7 @@ class RecurrentModel(CharModel):
             drop_caches.append(drop)
             wdrop_caches.append(wdrop)
             new_state.append(s)
-        return x.reshape(B * T, -1), None, layer_caches, drop_caches, wdrop_caches, new_state
+        return x.reshape(B * T, -1), layer_caches, drop_caches, wdrop_caches, new_state
 
     def _body_backward(self, dx, cache, grads):
         dx = dx.reshape(cache.B, cache.T, -1)  # (B, T, H)
@@ -433,22 +433,20 @@ class MLPModel(CharModel):
     def _body(self, ids, state, rng):
         p, B, T = self.params, *ids.shape
         windows, new_state = self._windows(ids, state)
-        emb, embed_cache = self.ops.embedding_forward(windows, p["embed.W"])  # (B, T, K, E)
-        x = emb.reshape(B * T, -1)  # (B*T, K*E): the K embeddings side by side
+        x = Embedded(windows.reshape(B * T, -1), p["embed.W"])  # (B*T, K*E): the K embeddings side by side, never formed
         layer_caches, drop_caches = [], []
         for l in range(self.config.layers):
             x, cache = self.ops.dense_forward(x, p[f"layer{l}.W"], p[f"layer{l}.b"], self.config.activation)  # (B*T, H)
             x, drop = dropout_forward(x, self.config.dropout, rng)
             layer_caches.append(cache)
             drop_caches.append(drop)
-        return x, embed_cache, layer_caches, drop_caches, [], new_state
+        return x, layer_caches, drop_caches, [], new_state
 
     def _body_backward(self, dx, cache, grads):
         for l in reversed(range(self.config.layers)):
             dx = dropout_backward(dx, cache.dropout[l])
             dx, grads[f"layer{l}.W"], grads[f"layer{l}.b"] = self.ops.dense_backward(dx, cache.layers[l])
-        K, E = self.config.context, self.config.embed
-        grads["embed.W"] = self.ops.embedding_backward(dx.reshape(cache.B, cache.T, K, E), cache.embed)
+        grads["embed.W"] = dx  # layer 0's input gradient is its table's (V+1, E)
 
     def warm_up(self, ids: np.ndarray, state=None, progress=None):
         """The state after reading ids (M,): the MLP's state is its last K-1 ids (no layer runs)."""

@@ -173,24 +173,40 @@ def test_embedded_input_gradient(rng, cell):
     table, Wx, Wh, b = rng.standard_normal((6, 4)), rng.standard_normal((4, G)) * 0.5, rng.standard_normal((5, G)) * 0.5, rng.standard_normal(G) * 0.1
     state = tuple(rng.standard_normal((2, 5)) for _ in range(2 if cell == "lstm" else 1))
     dhs = rng.standard_normal((2, 5, 5))
-    _, cache = _run_cell(cell, Embedded(ids, table), state, Wx, Wh, b)
+    _, cache = _run_cell(cell, Embedded(ids[..., None], table), state, Wx, Wh, b)
     grads = CELLS[cell][2](dhs, cache)
     assert grads[0].shape == table.shape
-    check(lambda: np.sum(_run_cell(cell, Embedded(ids, table), state, Wx, Wh, b)[0] * dhs), grads, table, *state, Wx, Wh, b)
+    check(lambda: np.sum(_run_cell(cell, Embedded(ids[..., None], table), state, Wx, Wh, b)[0] * dhs), grads, table, *state, Wx, Wh, b)
+
+
+def test_embedded_context_in_a_linear_map(rng):
+    """The MLP's first layer: K ids a row, their table rows side by side, through a linear map.
+    Equal to forming x = table[ids] (N, K*E); the table's gradient comes back in dx's place."""
+    ids = rng.integers(0, 5, size=(7, 3))
+    ids[:, 0] = 4  # one id in every row of a slot, and again in other slots: sums across both
+    table, W, b = rng.standard_normal((5, 4)), rng.standard_normal((12, 6)), rng.standard_normal(6)
+    x = Embedded(ids, table)
+    assert x.shape == (7, 12)
+    y, cache = linear_forward(x, W, b)
+    np.testing.assert_allclose(y, linear_forward(table[ids].reshape(7, 12), W, b)[0], rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal((7, 6))
+    grads = linear_backward(dy, cache)
+    assert grads[0].shape == table.shape
+    check(lambda: np.sum(linear_forward(Embedded(ids, table), W, b)[0] * dy), grads, table, W, b)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_embedded_input_is_the_table_rows(rng, cell):
-    """Embedded(ids, table) computes what the gathered rows table[ids] compute, and the one-hot
+    """Embedded(ids[..., None], table) computes what the gathered rows table[ids] compute, and the one-hot
     input is the identity table."""
     G = CELLS[cell][0] * 5
     ids = rng.integers(0, 7, size=(3, 6))
     table, Wx, Wh, b = rng.standard_normal((7, 4)), rng.standard_normal((4, G)), rng.standard_normal((5, G)), rng.standard_normal(G)
     state = tuple(rng.standard_normal((3, 5)) for _ in range(2 if cell == "lstm" else 1))
-    hs, _ = _run_cell(cell, Embedded(ids, table), state, Wx, Wh, b)
+    hs, _ = _run_cell(cell, Embedded(ids[..., None], table), state, Wx, Wh, b)
     np.testing.assert_allclose(hs, _run_cell(cell, table[ids], state, Wx, Wh, b)[0], rtol=1e-12, atol=1e-12)
     Wx1 = rng.standard_normal((7, G))
-    hs, _ = _run_cell(cell, Embedded(ids, np.eye(7)), state, Wx1, Wh, b)
+    hs, _ = _run_cell(cell, Embedded(ids[..., None], np.eye(7)), state, Wx1, Wh, b)
     np.testing.assert_allclose(hs, _run_cell(cell, one_hot(ids, 7, np.float64), state, Wx1, Wh, b)[0], rtol=1e-12, atol=1e-12)
 
 

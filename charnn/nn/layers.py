@@ -43,56 +43,67 @@ def one_hot(ids: np.ndarray, V: int, dtype=np.float32) -> np.ndarray:
 
 # ---------------------------------------------------------------- a first layer's input, as ids
 class Embedded(NamedTuple):
-    """A recurrent layer's input given as ids into a table, x = table[ids] (B, T, D), which is
-    never formed: the layer needs only x @ Wx, and an embedding followed by a linear map is one
-    table, (table @ Wx)[ids], with V rows to compute instead of B*T. For one-hot input the table
-    is the identity (D = V). The recurrent models feed their first layer this way."""
-    ids: np.ndarray  # (B, T) ints in [0, V)
+    """A first layer's input given as ids into a table: each row of x is the table rows of its K
+    ids side by side, ids (..., K) -> x (..., K*D). x is never formed: the layer needs only x @ W,
+    and an embedding followed by a linear map is one table per slot k, table @ W_k (V, G), where
+    W_k are W's rows for slot k; so x @ W = sum over k of (table @ W_k)[ids[..., k]], with K*V rows
+    to compute instead of one per row of x. The recurrent models feed their first layer this way
+    with K = 1 (the identity is the table for one-hot input, D = V), the MLP its context of K."""
+    ids: np.ndarray  # (..., K) ints in [0, V)
     table: np.ndarray  # (V, D)
 
     @property
     def shape(self) -> tuple:
-        return self.ids.shape + self.table.shape[1:]  # (B, T, D), as x's
+        return self.ids.shape[:-1] + (self.ids.shape[-1] * self.table.shape[1],)  # (..., K*D), as x's
 
     @property
     def dtype(self):
         return self.table.dtype
 
 
-def input_projection(x, Wx: np.ndarray) -> np.ndarray:
-    """xa = x @ Wx for every step at once: x (B, T, D) or Embedded, Wx (D, G) -> xa (B, T, G)."""
-    if isinstance(x, Embedded):
-        return (x.table @ Wx)[x.ids]  # (B, T, G): x @ Wx = table[ids] @ Wx = (table @ Wx)[ids]
-    B, T, D = x.shape
-    return (x.reshape(B * T, D) @ Wx).reshape(B, T, -1)  # one GEMM for all steps
+def _slot_weights(x: Embedded, W: np.ndarray) -> np.ndarray:
+    """W (K*D, G) -> (K, D, G): W_k, the rows that multiply slot k's table row."""
+    return W.reshape(x.ids.shape[-1], x.table.shape[1], W.shape[1])
 
 
-def input_projection_backward(dxa: np.ndarray, x, Wx: np.ndarray):
-    """dxa (B, T, G) -> dx (B, T, D), or for Embedded x the table's gradient dtable (V, D); dWx (D, G)."""
+def input_projection(x, W: np.ndarray) -> np.ndarray:
+    """xa = x @ W for every row at once: x (..., D) or Embedded, W (D, G) -> xa (..., G)."""
     if isinstance(x, Embedded):
-        dP = embedding_backward(dxa, EmbeddingCache(x.ids, x.table.shape[0]))  # (V, G); forward: xa = P[ids]
-        return dP @ Wx.T, x.table.T @ dP  # forward: P = table @ Wx
-    B, T, D = x.shape
-    dxa2 = dxa.reshape(B * T, -1)  # (N, G)
-    return (dxa2 @ Wx.T).reshape(B, T, D), x.reshape(B * T, D).T @ dxa2  # forward: xa = x @ Wx
+        P = x.table @ _slot_weights(x, W)  # (K, V, G): P[k] = table @ W_k
+        return sum(P[k][x.ids[..., k]] for k in range(len(P)))  # (..., G): x @ W = sum_k table[ids_k] @ W_k
+    return (x.reshape(-1, x.shape[-1]) @ W).reshape(x.shape[:-1] + W.shape[1:])  # one GEMM for all rows
+
+
+def input_projection_backward(dxa: np.ndarray, x, W: np.ndarray):
+    """dxa (..., G) -> dx (..., D), or for Embedded x the table's gradient dtable (V, D); dW (D, G)."""
+    G = W.shape[1]
+    dxa2 = dxa.reshape(-1, G)  # (N, G)
+    if isinstance(x, Embedded):
+        ids2, V = x.ids.reshape(len(dxa2), -1), x.table.shape[0]  # (N, K)
+        # forward: xa = sum_k P[k][ids_k], so P[k] collects the rows of dxa by slot k's ids
+        dP = np.stack([embedding_backward(dxa2, EmbeddingCache(ids2[:, k], V)) for k in range(ids2.shape[1])])  # (K, V, G)
+        Wk = _slot_weights(x, W)  # (K, D, G)
+        dtable = sum(dP[k] @ Wk[k].T for k in range(len(dP)))  # (V, D); forward: P[k] = table @ W_k
+        return dtable, (x.table.T @ dP).reshape(W.shape)  # dW_k = table.T @ dP[k]
+    D = x.shape[-1]
+    return (dxa2 @ W.T).reshape(x.shape), x.reshape(-1, D).T @ dxa2  # forward: xa = x @ W
 
 
 # ---------------------------------------------------------------- linear
 class LinearCache(NamedTuple):
-    x: np.ndarray  # (N, D)
+    x: object  # (N, D), or Embedded
     W: np.ndarray  # (D, M)
 
 
-def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray):
-    """y = x @ W + b: x (N, D), W (D, M), b (M,) -> y (N, M), cache."""
-    y = x @ W + b  # (N, M)
+def linear_forward(x, W: np.ndarray, b: np.ndarray):
+    """y = x @ W + b: x (N, D) (or Embedded: the MLP's first layer), W (D, M), b (M,) -> y (N, M), cache."""
+    y = input_projection(x, W) + b  # (N, M)
     return y, LinearCache(x, W)
 
 
 def linear_backward(dy: np.ndarray, cache: LinearCache):
-    """dy (N, M) -> dx (N, D), dW (D, M), db (M,)."""
-    dx = dy @ cache.W.T  # (N, D)
-    dW = cache.x.T @ dy  # (D, M)
+    """dy (N, M) -> dx (N, D) (for Embedded x: dtable (V, E)), dW (D, M), db (M,)."""
+    dx, dW = input_projection_backward(dy, cache.x, cache.W)  # forward: y = x @ W + b
     db = dy.sum(axis=0)  # (M,)
     return dx, dW, db
 

@@ -57,14 +57,16 @@ def _pass(shape: Shape, rng) -> callable:
     def w(*s):
         return (rng.standard_normal(s) * 0.1).astype(np.float32)
 
-    x = w(B, T, D) if shape.cell == "mlp" else Embedded(rng.integers(0, V, (B, T)).astype(np.int32), w(V, D))
+    # layer 0 reads ids into a table, as in training (the MLP's K ids a row timed as one of width D:
+    # its lookups cost the same whichever way the products go)
+    x = Embedded(rng.integers(0, V, (B * T, 1) if shape.cell == "mlp" else (B, T, 1)).astype(np.int32), w(V, D))
     weights = [(w(D if l == 0 else H, G), w(H, G), w(G)) for l in range(shape.L)]
     Wy, by = w(H, V), w(V)
     targets = rng.integers(0, V, size=B * T)
     h0 = np.zeros((B, H), np.float32)
 
     def run():
-        caches, inp = [], x if shape.cell != "mlp" else x.reshape(B * T, D)  # recurrent: layer 0 reads ids
+        caches, inp = [], x
         for Wx, Wh, b in weights:
             if shape.cell == "mlp":
                 inp, cache = layers.dense_forward(inp, Wx, b)
@@ -141,7 +143,7 @@ def measure_splits(shape: Shape, rng) -> dict:
             D = shape.D if width == 0 else H
             x = (rng.standard_normal((B, T, D) if width else (shape.V, D)) * 0.5).astype(np.float32)
             if width == 0:
-                x = Embedded(rng.integers(0, shape.V, (B, T)).astype(np.int32), x)  # the table (V, D)
+                x = Embedded(rng.integers(0, shape.V, (B, T, 1)).astype(np.int32), x)  # the table (V, D)
             Wx, Wh, b = [(rng.standard_normal(s) * 0.1).astype(np.float32) for s in ((D, G), (H, G), (G,))]
             dhs = (rng.standard_normal((B, T, H)) * 0.1).astype(np.float32)
             state = (h0, h0) if shape.cell == "lstm" else (h0,)

@@ -19,7 +19,7 @@ Conventions:
   that runs ~10x slower than the vectorised loop; sigmoid is computed from it.
 - Parallel loops (prange) only where every iteration writes its own slice: the recurrent step
   kernels over batch rows, the matrix product over output tiles, Adam over elements, one sampling
-  kernel over weight blocks. The scatter-adds (embedding gradient) split the columns, never the
+  kernel over weight blocks. The scatter-adds (embedding gradients) split the columns, never the
   rows: rows repeat, and adds into the same row from two threads would race.
 - Shapes: B batch, T steps, H hidden width, G gate width (4H lstm, 3H gru, H rnn), V vocabulary,
   N rows, S sampled streams; each kernel's docstring gives its arrays' shapes.
@@ -343,19 +343,35 @@ SCATTER_COLUMNS = 256  # columns per task of the scatter-add: one 1 KB piece of 
 
 
 @njit(parallel=True, **JIT)
-def embedding_backward_kernel(ids, dx, dW):
-    """dW[ids[n]] += dx[n] for every row n, in order of n. ids (N,), dx (N, E), dW (V, E) zeroed
-    by the caller. Reference: layers.embedding_backward (also the gradient of a first layer's
-    table lookup, layers.input_projection_backward, where E is the gate width G).
+def scatter_rows_kernel(ids, dx, dP):
+    """dP[k, ids[n, k]] += dx[n] for every row n and slot k, in order of n then k. ids (N, K),
+    dx (N, G), dP (K, V, G) zeroed by the caller: the gradient of an embedding (K = 1) and of a
+    first layer's lookups (layers.input_projection_backward). Reference: layers.embedding_backward.
     The threads split the columns: rows repeat, so splitting the rows would race."""
-    N, E = dx.shape
-    for task in prange((E + SCATTER_COLUMNS - 1) // SCATTER_COLUMNS):
-        e0 = task * SCATTER_COLUMNS
-        e1 = min(E, e0 + SCATTER_COLUMNS)
+    N, G = dx.shape
+    for task in prange((G + SCATTER_COLUMNS - 1) // SCATTER_COLUMNS):
+        g0 = task * SCATTER_COLUMNS
+        g1 = min(G, g0 + SCATTER_COLUMNS)
         for n in range(N):
-            dW_row, dx_row = dW[ids[n], e0:e1], dx[n, e0:e1]  # slices: indexing dW[row, e] would not vectorise
-            for e in range(dW_row.shape[0]):
-                dW_row[e] += dx_row[e]
+            dx_row = dx[n, g0:g1]
+            for k in range(ids.shape[1]):
+                dP_row = dP[k, ids[n, k], g0:g1]  # slices: indexing dP[k, row, g] would not vectorise
+                for g in range(dP_row.shape[0]):
+                    dP_row[g] += dx_row[g]
+
+
+@njit(parallel=True, **JIT)
+def lookup_rows_kernel(ids, P, out):
+    """out[n] = P[0, ids[n, 0]] + P[1, ids[n, 1]] + ..., slots in order: ids (N, K), P (K, V, G),
+    out (N, G). A first layer's input projection (layers.input_projection). Parallel over rows,
+    each written by one thread."""
+    for n in prange(ids.shape[0]):
+        row = out[n]
+        row[:] = P[0, ids[n, 0]]
+        for k in range(1, ids.shape[1]):
+            src = P[k, ids[n, k]]
+            for g in range(row.shape[0]):
+                row[g] += src[g]
 
 
 # ---------------------------------------------------------------- optimizer

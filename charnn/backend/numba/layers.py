@@ -36,27 +36,44 @@ from .gemm import loop_parts, matmul, pack, use_tiles
 from .threads import numba_threads
 
 
-def _ids(x: Embedded) -> np.ndarray:
-    return np.ascontiguousarray(x.ids, dtype=np.int32)  # (B, T): one compiled version of each loop
+def _rows_of_ids(x: Embedded) -> np.ndarray:
+    """x's ids as (N, K) int32, C-contiguous: one compiled version of each kernel."""
+    return np.ascontiguousarray(x.ids, dtype=np.int32).reshape(-1, x.ids.shape[-1])
 
 
-def _input_projection(x, Wx):
-    """Twin of layers.input_projection: x @ Wx for all T steps at once, (B, T, G) C-contiguous;
-    without the bias, which the step kernels add. (With the tiles, the loops go step by step.)"""
+def _slot_tables(x: Embedded, W) -> np.ndarray:
+    """P (K, V, G): P[k] = table @ W_k, W_k = W's rows for slot k (layers.input_projection)."""
+    K_, D = x.ids.shape[-1], x.table.shape[1]
+    P = scratch.empty((K_, x.table.shape[0], W.shape[1]), np.result_type(x.dtype, W.dtype))
+    for k in range(K_):
+        matmul(x.table, W[k * D : (k + 1) * D], out=P[k])
+    return P
+
+
+def _input_projection(x, W):
+    """Twin of layers.input_projection: x @ W for every row at once, (..., G) C-contiguous; in the
+    recurrent layers without the bias, which the step kernels add (with the tiles, their loops go
+    step by step)."""
     if isinstance(x, Embedded):
-        return matmul(x.table, Wx)[_ids(x)]  # (B, T, G): rows of P = table @ Wx
-    B, T, D = x.shape
-    return matmul(x.reshape(B * T, D), Wx).reshape(B, T, -1)  # (B, T, G)
+        ids = _rows_of_ids(x)  # (N, K)
+        P = _slot_tables(x, W)  # (K, V, G)
+        out = scratch.empty((len(ids), W.shape[1]), P.dtype)
+        K.lookup_rows_kernel(ids, P, out)
+        return out.reshape(x.shape[:-1] + W.shape[1:])
+    return matmul(x.reshape(-1, x.shape[-1]), W).reshape(x.shape[:-1] + W.shape[1:])
 
 
 def _loop_input(x, Wx):
     """What a tiles time loop reads for its input projection (kernels.project_step), and the input
     width that names the loop (policy.loop_name; 0 for ids): x with Wx packed, or for Embedded x
-    its ids with P = table @ Wx (V, G). None for the weights where the products go to BLAS."""
-    if isinstance(x, Embedded):
-        P = matmul(x.table, Wx)  # (V, G)
-        return _ids(x), (P if P.dtype == np.float32 and use_tiles() else None), 0
-    return x, pack(Wx).panels, _width(x)
+    (one id a step, as the models give it) its ids (B, T) with P = table @ Wx (V, G). None for the
+    weights where the products go to BLAS."""
+    if isinstance(x, Embedded) and x.ids.shape[-1] == 1:
+        P = _slot_tables(x, Wx)[0]  # (V, G)
+        return _rows_of_ids(x).reshape(x.ids.shape[:-1]), (P if P.dtype == np.float32 and use_tiles() else None), 0
+    if isinstance(x, Embedded):  # several ids a step: formed, the lookups' loop takes one
+        x = x.table[x.ids].reshape(x.shape)
+    return x, pack(Wx).panels, x.shape[2]
 
 
 def _width(x) -> int:
@@ -68,16 +85,23 @@ def _bias(b, dtype):
     return np.ascontiguousarray(b, dtype=dtype)
 
 
-def _input_gradients(x, dxa2, Wx, dxa2p=None):
-    """Twin of layers.input_projection_backward: dxa2 (N, G) -> dx (B, T, D) (for Embedded x,
-    dtable (V, D)), dWx (D, G). dxa2p: dxa2 packed, where the caller packed it already."""
+def _input_gradients(x, dxa2, W, dxa2p=None):
+    """Twin of layers.input_projection_backward: dxa2 (N, G) -> dx (..., D) (for Embedded x,
+    dtable (V, D)), dW (D, G). dxa2p: dxa2 packed, where the caller packed it already."""
     if isinstance(x, Embedded):
-        dP = scratch.zeros((x.table.shape[0], dxa2.shape[1]), dxa2.dtype)  # (V, G)
-        K.embedding_backward_kernel(_ids(x).ravel(), dxa2, dP)  # forward: xa = P[ids]
-        return matmul(dP, Wx.T), matmul(x.table.T, dP)  # forward: P = table @ Wx
-    B, T, D = x.shape
-    dx = matmul(dxa2, Wx.T).reshape(B, T, D)  # forward: xa = x @ Wx + b
-    return dx, matmul(x.reshape(B * T, D).T, dxa2 if dxa2p is None else dxa2p)
+        ids = _rows_of_ids(x)  # (N, K)
+        (V, D), G = x.table.shape, dxa2.shape[1]
+        dP = scratch.zeros((ids.shape[1], V, G), dxa2.dtype)  # (K, V, G)
+        K.scatter_rows_kernel(ids, np.ascontiguousarray(dxa2), dP)  # forward: xa = sum_k P[k][ids_k]
+        dtable = matmul(dP[0], W[:D].T)  # (V, D); forward: P[k] = table @ W_k
+        for k in range(1, len(dP)):
+            dtable += matmul(dP[k], W[k * D : (k + 1) * D].T)
+        dW = np.empty(W.shape, dxa2.dtype)  # (K*D, G)
+        for k in range(len(dP)):
+            matmul(x.table.T, dP[k], out=dW[k * D : (k + 1) * D])
+        return dtable, dW
+    dx = matmul(dxa2, W.T).reshape(x.shape)  # forward: xa = x @ W
+    return dx, matmul(x.reshape(-1, x.shape[-1]).T, dxa2 if dxa2p is None else dxa2p)
 
 
 def _weight_gradients(x, h, da2, Wx):
@@ -264,15 +288,14 @@ def gru_backward(dhs, cache: GRUCache, dh_last=None):
 # ---------------------------------------------------------------- affine map (the head)
 def linear_forward(x, W, b):
     """Twin of layers.linear_forward."""
-    y = matmul(x, W)  # (N, M)
+    y = _input_projection(x, W)  # (N, M)
     y += b
     return y, LinearCache(x, W)
 
 
 def linear_backward(dy, cache: LinearCache):
     """Twin of layers.linear_backward."""
-    dx = matmul(dy, cache.W.T)  # (N, D); forward: y = x @ W + b
-    dW = matmul(cache.x.T, dy)  # (D, M)
+    dx, dW = _input_gradients(cache.x, dy, cache.W)  # forward: y = x @ W + b
     db = dy.sum(axis=0)  # (M,)
     return dx, dW, db
 
@@ -294,9 +317,9 @@ def dense_backward(dh, cache: DenseCache):
 def embedding_backward(dx, cache: EmbeddingCache):
     """Twin of layers.embedding_backward."""
     E = dx.shape[-1]
-    dW = np.zeros((cache.V, E), dtype=dx.dtype)
-    K.embedding_backward_kernel(np.ascontiguousarray(cache.ids).ravel(), np.ascontiguousarray(dx).reshape(-1, E), dW)
-    return dW
+    dW = np.zeros((1, cache.V, E), dtype=dx.dtype)
+    K.scatter_rows_kernel(np.ascontiguousarray(cache.ids, dtype=np.int32).reshape(-1, 1), np.ascontiguousarray(dx).reshape(-1, E), dW)
+    return dW[0]
 
 
 def softmax_cross_entropy_forward(logits, targets):
