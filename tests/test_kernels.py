@@ -124,6 +124,20 @@ def test_gru_kernels_match_reference(B, T, D, H, inputs):
             close(g, g_ref, 2e-5)
 
 
+@pytest.mark.usefixtures("products")
+def test_recurrent_layer_reading_several_ids_a_step_matches_reference():
+    """Embedded with K = 2 ids a step (the models give one): the time loops take x formed."""
+    rng = np.random.default_rng(5)
+    B, T, E, H = 3, 4, 5, 6
+    x = layers.Embedded(rng.integers(0, 4, (B, T, 2)).astype(np.int32), arrays(rng, (4, E))[0])
+    h0, c0, Wx, Wh, b, dhs = arrays(rng, (B, H), (B, H), (2 * E, 4 * H), (H, 4 * H), (4 * H,), (B, T, H))
+    hs_ref, _, cache_ref = lstm.lstm_forward(x, h0, c0, Wx, Wh, b)
+    hs, _, cache = fast.lstm_forward(x, h0, c0, Wx, Wh, b)
+    close(hs, hs_ref, FWD_TOL)
+    for g, g_ref in zip(fast.lstm_backward(dhs, cache), lstm.lstm_backward(dhs, cache_ref)):
+        close(g, g_ref, 2e-5)
+
+
 @pytest.mark.parametrize("N,V", [(1, 1), (1, 5), (7, 65), (300, 97)])
 def test_softmax_cross_entropy_kernels_match_reference(N, V):
     rng = np.random.default_rng(N)

@@ -18,8 +18,8 @@ Conventions:
   the whole float range, measured in tests) because math.tanh compiles to a scalar libm call
   that runs ~10x slower than the vectorised loop; sigmoid is computed from it.
 - Parallel loops (prange) only where every iteration writes its own slice: the recurrent step
-  kernels over batch rows, the matrix product over output tiles, Adam over elements, one sampling
-  kernel over weight blocks. The scatter-adds (embedding gradients) split the columns, never the
+  kernels over batch rows, the matrix product over output tiles, Adam over elements, a first
+  layer's lookups over rows, one sampling kernel over weight blocks. The scatter-adds (embedding gradients) split the columns, never the
   rows: rows repeat, and adds into the same row from two threads would race.
 - Shapes: B batch, T steps, H hidden width, G gate width (4H lstm, 3H gru, H rnn), V vocabulary,
   N rows, S sampled streams; each kernel's docstring gives its arrays' shapes.

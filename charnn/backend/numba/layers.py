@@ -68,17 +68,17 @@ def _loop_input(x, Wx):
     width that names the loop (policy.loop_name; 0 for ids): x with Wx packed, or for Embedded x
     (one id a step, as the models give it) its ids (B, T) with P = table @ Wx (V, G). None for the
     weights where the products go to BLAS."""
-    if isinstance(x, Embedded) and x.ids.shape[-1] == 1:
-        P = _slot_tables(x, Wx)[0]  # (V, G)
-        return _rows_of_ids(x).reshape(x.ids.shape[:-1]), (P if P.dtype == np.float32 and use_tiles() else None), 0
-    if isinstance(x, Embedded):  # several ids a step: formed, the lookups' loop takes one
+    if _width(x) == 0:
+        tiles = np.result_type(x.dtype, Wx.dtype) == np.float32 and use_tiles()
+        return _rows_of_ids(x).reshape(x.ids.shape[:-1]), (_slot_tables(x, Wx)[0] if tiles else None), 0  # P (V, G)
+    if isinstance(x, Embedded):  # several ids a step (the models give one): formed, for the loops look up one
         x = x.table[x.ids].reshape(x.shape)
     return x, pack(Wx).panels, x.shape[2]
 
 
 def _width(x) -> int:
-    """The input width that names a layer's time loops (policy.loop_name): 0 for ids."""
-    return 0 if isinstance(x, Embedded) else x.shape[2]
+    """The input width that names a layer's time loops (policy.loop_name): 0 for one id a step."""
+    return 0 if isinstance(x, Embedded) and x.ids.shape[-1] == 1 else x.shape[2]
 
 
 def _bias(b, dtype):
