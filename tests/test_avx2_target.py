@@ -16,7 +16,7 @@ CHILD = textwrap.dedent("""
     import numpy as np
     from charnn.backend.numba import gemm, kernels as K, layers as fast
     from charnn.backend.numba.target import target, target_lanes
-    from charnn.nn import gru, lstm, rnn
+    from charnn.nn import gru, layers, lstm, rnn
 
     out = {"target": target(), "lanes": target_lanes(), "tile": [K.MR, K.NR]}
     rng = np.random.default_rng(0)
@@ -42,6 +42,16 @@ CHILD = textwrap.dedent("""
         gemm.SPLIT_MODE = "rows"  # the same layer, each thread the whole sequence for its own rows
         out.setdefault("rows_split_equal", {})[name] = bool(np.array_equal(getattr(fast, name + "_forward")(*args)[0], got))
         gemm.SPLIT_MODE = "auto"
+        # the models' first layer: ids into a table, forward and the table's gradient
+        xe = layers.Embedded(rng.integers(0, 6, (3, 7, 1)).astype(np.int32), rng.standard_normal((6, 5)).astype(np.float32))
+        eargs = (xe,) + args[1:]
+        dhs = rng.standard_normal((3, 7, 16)).astype(np.float32) * 0.1
+        want, ref_cache = getattr(ref_mod, name + "_forward")(*eargs)[0], getattr(ref_mod, name + "_forward")(*eargs)[-1]
+        got, cache = getattr(fast, name + "_forward")(*eargs)[0], getattr(fast, name + "_forward")(*eargs)[-1]
+        dtable = getattr(fast, name + "_backward")(dhs, cache)[0]
+        dtable_ref = getattr(ref_mod, name + "_backward")(dhs, ref_cache)[0]
+        out.setdefault("ids_errors", {})[name] = [float(np.abs(got - want).max()),
+                                                  float(np.abs(dtable - dtable_ref).max() / np.abs(dtable_ref).max())]
     out["cell_forward_errors"] = cells
     asm = "".join(K.gemm_kernel.inspect_asm().values())
     out["zmm_in_gemm"] = "zmm" in asm
@@ -74,6 +84,12 @@ def test_products_agree_with_numpy(haswell):
 def test_recurrent_cells_agree_with_the_reference(haswell):
     for cell, error in haswell["cell_forward_errors"].items():
         assert error < 2.5e-5, cell
+
+
+def test_cells_reading_ids_agree_with_the_reference(haswell):
+    assert set(haswell["ids_errors"]) == {"lstm", "gru", "rnn"}
+    for cell, (forward, dtable) in haswell["ids_errors"].items():
+        assert forward < 2.5e-5 and dtable < 2e-5, cell
 
 
 def test_the_row_split_loops_compute_the_same_bits(haswell):
