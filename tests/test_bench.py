@@ -154,3 +154,46 @@ def test_budget_rows_record_charnn_regularisers(corpus_file, capsys):
     assert row["engine"] == "charnn" and row["model"] == "lstm" and row["dropout"] == 0.1
     assert (row["weight_drop"], row["ema"], row["weight_decay"]) == (0.3, 0.9, 0.01)
     assert row["steps"] > 0 and math.isfinite(row["best_val"]) and row["ema_history"]
+
+
+def _speed_row(config, train, sample, gflops, other=0.01, llvm="znver4"):
+    return {"kind": "speed", "config": config, "train_ratio_charnn_over_torch": train, "sample_ratio_charnn_over_torch": sample,
+            "charnn_train_gflop_per_s_median": gflops, "torch_train_gflop_per_s_median": gflops / train,
+            "charnn_other_processes_cpu_fraction": other, "torch_other_processes_cpu_fraction": 0.0,
+            "env": {"cpu": "Some CPU", "llvm_cpu": llvm}}
+
+
+def test_portable_report_runs_both_targets_and_summarises(tmp_path, monkeypatch, capsys):
+    """bench/portable.py with its child processes faked: the AVX2 children get the AVX2
+    environment, runs alternate between the targets, every raw output lands in a file, and the
+    summary gives each configuration's ratios run by run."""
+    import portable
+
+    calls = []
+
+    def fake_run(args, isa, say):
+        calls.append((isa, args[0] if args[0] == "-c" else os.path.basename(args[0])))
+        assert portable.isa_env(isa)["NUMBA_CPU_NAME" if isa == "avx2" else "PATH"]
+        if args[0] == "-c":
+            return json.dumps({"key": {"cpu_model": "Some CPU (R)", "llvm_cpu": isa}, "shapes": {}})
+        if "step_profile" in args[0]:
+            return json.dumps({"kind": "step_profile", "config": "lstm-2x256"}) + "\n"
+        run = sum(1 for c in calls if c == (isa, "speed.py"))
+        llvm = "haswell" if isa == "avx2" else "znver4"
+        return json.dumps(_speed_row("lstm-2x256", 1.0 + run / 10 + (isa == "avx2") / 100, 10.0 + run, 150.0, 0.02 * run, llvm)) + "\n"
+
+    monkeypatch.setattr(portable, "_run", fake_run)
+    portable.main(["--out-dir", str(tmp_path), "--markdown"])
+    speed_calls = [isa for isa, what in calls if what == "speed.py"]
+    assert speed_calls == ["native", "avx2", "native", "avx2"]  # alternating
+    assert portable.isa_env("avx2", {})["NUMBA_CPU_NAME"] == "haswell" and "NUMBA_CPU_NAME" not in portable.isa_env("native", {})
+    names = sorted(p.name.split("some-cpu-r-")[1] for p in tmp_path.iterdir())
+    assert names == ["avx2-run1.jsonl", "avx2-run2.jsonl", "decisions.json", "native-run1.jsonl", "native-run2.jsonl",
+                     "step-profile-avx2.jsonl", "step-profile-native.jsonl"]
+    out, err = capsys.readouterr()
+    (line,) = [json.loads(l) for l in out.splitlines()]
+    assert line["kind"] == "portable" and line["config"] == "lstm-2x256"
+    assert line["train_ratio"] == {"native": [1.1, 1.2], "avx2": [1.11, 1.21]}
+    assert line["sample_ratio"] == {"native": [11.0, 12.0], "avx2": [11.0, 12.0]}
+    assert line["llvm_cpu"] == {"native": "znver4", "avx2": "haswell"} and line["max_other_cpu_fraction"] == 0.04
+    assert "| lstm-2x256 | 1.10 / 1.20 | 150 / 136 | 1.11 / 1.21 | 11.00 / 12.00 | 11.00 / 12.00 |" in err

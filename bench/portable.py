@@ -1,0 +1,127 @@
+"""The portable-speed report in one command: bench/speed.py natively and on an AVX2-only target,
+--runs times each, alternating; bench/step_profile.py of LSTM 2x256 both ways; the products the
+calibration chose on each target; then one JSON line per configuration on stdout with every run's
+ratios (and, with --markdown, the same as a table on stderr, for a note).
+
+    python bench/portable.py                                  # five configurations, two runs each way
+    python bench/portable.py --runs 1 --configs lstm-2x256 --markdown
+
+The AVX2 target is what a laptop without AVX-512 runs: numba's target forced to haswell, OpenBLAS
+to its Haswell kernels, PyTorch held to AVX2 (AVX2_ENV). Raw rows go to --out-dir as
+<date>-<cpu>-<isa>-run<r>.jsonl, <date>-<cpu>-step-profile-<isa>.jsonl and
+<date>-<cpu>-decisions.json. Nothing else may run while it times: each row records the CPU time
+other processes took.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+AVX2_ENV = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "OPENBLAS_CORETYPE": "Haswell",
+            "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+ISAS = {"native": {}, "avx2": AVX2_ENV}
+# what the calibration chose, printed by a child in the target's environment
+DECISIONS = "import json; from charnn.backend.numba import policy; print(json.dumps({'key': policy.key(), 'shapes': policy.TABLE.known()}))"
+
+
+def isa_env(isa: str, base=None) -> dict:
+    """The environment of a child process timing on `isa` ("native" or "avx2")."""
+    return {**(os.environ if base is None else base), **ISAS[isa]}
+
+
+def _rows(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def summarise(runs: dict) -> list[dict]:
+    """{(isa, run): speed.py rows} -> one dict per configuration: each run's training and sampling
+    ratios (charnn / PyTorch) and charnn's GFLOP/s, by isa, in run order; the most CPU any other
+    process took in any of its rows; the LLVM target of each isa."""
+    out: dict[str, dict] = {}
+    for (isa, _run), rows in sorted(runs.items(), key=lambda kv: (kv[0][1], list(ISAS).index(kv[0][0]))):
+        for row in rows:
+            if row.get("kind") != "speed":
+                continue
+            s = out.setdefault(row["config"], {"config": row["config"], "cpu": row.get("env", {}).get("cpu"), "llvm_cpu": {},
+                                                "train_ratio": {}, "sample_ratio": {}, "charnn_gflop_per_s": {},
+                                                "torch_gflop_per_s": {}, "max_other_cpu_fraction": 0.0})
+            s["llvm_cpu"][isa] = row.get("env", {}).get("llvm_cpu")
+            for field, key in (("train_ratio", "train_ratio_charnn_over_torch"), ("sample_ratio", "sample_ratio_charnn_over_torch"),
+                               ("charnn_gflop_per_s", "charnn_train_gflop_per_s_median"), ("torch_gflop_per_s", "torch_train_gflop_per_s_median")):
+                value = row.get(key)
+                s[field].setdefault(isa, []).append(None if value is None else round(float(value), 3))
+            s["max_other_cpu_fraction"] = max(s["max_other_cpu_fraction"], *(row.get(k) or 0.0 for k in (
+                "charnn_other_processes_cpu_fraction", "torch_other_processes_cpu_fraction")))
+    return list(out.values())
+
+
+def _cell(values) -> str:
+    return " / ".join("-" if v is None else f"{v:.2f}" for v in values or [])
+
+
+def markdown(summary: list[dict]) -> str:
+    """The summary as a table: ratios run by run, GFLOP/s of the first native run."""
+    lines = ["| config | train, native | GFLOP/s charnn / PyTorch | train, AVX2 | sample, native | sample, AVX2 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for s in summary:
+        g, t = ((s[k].get("native") or [None])[0] for k in ("charnn_gflop_per_s", "torch_gflop_per_s"))
+        gflops = "-" if g is None or t is None else f"{g:.0f} / {t:.0f}"
+        lines.append(f"| {s['config']} | {_cell(s['train_ratio'].get('native'))} | {gflops} | {_cell(s['train_ratio'].get('avx2'))} "
+                     f"| {_cell(s['sample_ratio'].get('native'))} | {_cell(s['sample_ratio'].get('avx2'))} |")
+    return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", (text or "cpu").lower()).strip("-")
+
+
+def _run(args: list, isa: str, say) -> str:
+    say(f"[{isa}] " + ("the calibration's table" if args[0] == "-c" else " ".join(Path(args[0]).name if i == 0 else x for i, x in enumerate(args))))
+    done = subprocess.run([sys.executable, *args], env=isa_env(isa), capture_output=True, text=True, cwd=HERE.parent)
+    if done.returncode != 0:
+        raise SystemExit(f"Error: {' '.join(args)} failed on {isa}: {done.stderr.strip().splitlines()[-1:]}")
+    return done.stdout
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=2, help="speed.py runs on each target, alternating")
+    p.add_argument("--configs", default=None, help="passed to speed.py (default: its five)")
+    p.add_argument("--out-dir", default=str(HERE / "results"), help="where the raw rows go")
+    p.add_argument("--no-profile", action="store_true", help="skip the LSTM 2x256 step profiles")
+    p.add_argument("--markdown", action="store_true", help="also print the summary as a table on stderr")
+    a = p.parse_args(argv)
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    cpu = json.loads(_run(["-c", DECISIONS], "native", say))["key"]["cpu_model"]
+    prefix = Path(a.out_dir) / f"{datetime.date.today().isoformat()}-{_slug(cpu)}"
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    speed = [str(HERE / "speed.py"), "--no-startup"] + (["--configs", a.configs] if a.configs else [])
+    runs = {}
+    for run in range(1, a.runs + 1):
+        for isa in ISAS:
+            out = _run(speed, isa, say)
+            Path(f"{prefix}-{isa}-run{run}.jsonl").write_text(out)
+            runs[(isa, run)] = _rows(out)
+    if not a.no_profile:
+        for isa in ISAS:
+            out = _run([str(HERE / "step_profile.py"), "--configs", "lstm-2x256", "--steps", "40"], isa, say)
+            Path(f"{prefix}-step-profile-{isa}.jsonl").write_text(out)
+    decisions = {isa: json.loads(_run(["-c", DECISIONS], isa, say)) for isa in ISAS}
+    Path(f"{prefix}-decisions.json").write_text(json.dumps(decisions, indent=1, sort_keys=True))
+    summary = summarise(runs)
+    for s in summary:
+        print(json.dumps({"kind": "portable", **s}))
+    if a.markdown:
+        say(markdown(summary))
+    say(f"raw rows: {prefix}-*")
+
+
+if __name__ == "__main__":
+    main()
