@@ -37,7 +37,7 @@ def inputs(request):
 
 
 def layer_input(kind, x, rng):
-    """x itself, or ids (B, T) into a (V, D) table, a few ids so that rows repeat."""
+    """x itself, or ids (B, T, 1), one a step, into a (V, D) table: a few ids, so that rows repeat."""
     if kind == "x":
         return x
     B, T, D = x.shape
