@@ -86,7 +86,8 @@ def _run(args: list, isa: str, say) -> str:
     say(f"[{isa}] " + ("the calibration's table" if args[0] == "-c" else " ".join(Path(args[0]).name if i == 0 else x for i, x in enumerate(args))))
     done = subprocess.run([sys.executable, *args], env=isa_env(isa), capture_output=True, text=True, cwd=HERE.parent)
     if done.returncode != 0:
-        raise SystemExit(f"Error: {' '.join(args)} failed on {isa}: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"Error: {Path(args[0]).name} failed on {isa}: {last}")
     return done.stdout
 
 

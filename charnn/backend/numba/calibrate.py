@@ -140,10 +140,13 @@ def measure_splits(shape: Shape, rng) -> dict:
     try:
         gemm.MODE = "tiles"
         for width in [0] if shape.L == 1 else [0, H]:  # layer 0 reads ids (loop_name's width 0), later layers h
-            D = shape.D if width == 0 else H
-            x = (rng.standard_normal((B, T, D) if width else (shape.V, D)) * 0.5).astype(np.float32)
-            if width == 0:
-                x = Embedded(rng.integers(0, shape.V, (B, T, 1)).astype(np.int32), x)  # the table (V, D)
+            if width == 0:  # ids into a (V, D) table
+                D = shape.D
+                table = (rng.standard_normal((shape.V, D)) * 0.5).astype(np.float32)
+                x = Embedded(rng.integers(0, shape.V, (B, T, 1)).astype(np.int32), table)
+            else:
+                D = H
+                x = (rng.standard_normal((B, T, D)) * 0.5).astype(np.float32)
             Wx, Wh, b = [(rng.standard_normal(s) * 0.1).astype(np.float32) for s in ((D, G), (H, G), (G,))]
             dhs = (rng.standard_normal((B, T, H)) * 0.1).astype(np.float32)
             state = (h0, h0) if shape.cell == "lstm" else (h0,)
