@@ -311,6 +311,47 @@ def test_cpus_busy_counts_the_threads_asked_for():
     assert cpus_busy(10_000)  # more threads than CPUs can never find them idle
 
 
+def test_cpus_busy_waits_out_a_task_that_runs_for_an_instant(monkeypatch):
+    """Another task runnable for a few looks (as one often is right after this process's own
+    parallel region) does not make the CPUs busy; one that stays for the whole window does."""
+    from charnn.backend.numba import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(threads, "own_running_threads", lambda: 1)
+    looks = []
+
+    def runnable(extra_looks):
+        def read():
+            looks.append(1)
+            return 2 if len(looks) <= extra_looks else 1  # this thread, and another task for a while
+        return read
+
+    monkeypatch.setattr(threads, "_runnable_tasks", runnable(5))
+    assert not threads.cpus_busy(2, window=10.0) and len(looks) == 6  # idle at the 6th look
+    looks.clear()
+    monkeypatch.setattr(threads, "_runnable_tasks", runnable(10**9))
+    assert threads.cpus_busy(2, window=0.01)
+    assert not threads.cpus_busy(1, window=0.01)  # one thread needs no other CPU
+
+
+def test_cpus_busy_does_not_count_an_own_thread_falling_asleep(monkeypatch):
+    """A worker of this process that goes to sleep while cpus_busy looks is not another task:
+    its own threads are counted before the machine's runnable tasks are read again. (Counted
+    the other way round, the worker could be in the machine's count and gone from its own.)"""
+    from charnn.backend.numba import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    awake = [True]  # the worker: running until cpus_busy counts this process's threads
+
+    def own():
+        awake[0] = False  # it falls asleep just then (its spin after a parallel region ends)
+        return 1 + awake[0]
+
+    monkeypatch.setattr(threads, "own_running_threads", own)
+    monkeypatch.setattr(threads, "_runnable_tasks", lambda: 1 + awake[0])  # this process alone
+    assert not threads.cpus_busy(2, window=10.0)
+
+
 def test_is_compiled_follows_charnns_own_stamp(monkeypatch, tmp_path):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     assert not numba_compile.is_compiled("sample")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 
 import numba
 import numpy as np
@@ -64,17 +65,30 @@ def own_running_threads() -> int:
     return max(running, 1)
 
 
-def cpus_busy(threads: int) -> bool:
+def _runnable_tasks() -> int:
+    """Tasks running or runnable on the whole machine now (Linux: /proc/loadavg's fourth field)."""
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return int(f.read().split()[3].split("/")[0])
+
+
+def cpus_busy(threads: int, window: float = 1e-3) -> bool:
     """Whether other processes' tasks are running on the CPUs that `threads` parallel threads
     would need (Linux: the runnable tasks of /proc/loadavg less this process's own); False where
-    unknown."""
+    unknown. Busy only if the CPUs look taken at every look for `window` seconds: right after
+    this process's own parallel region another task is often runnable for a few hundred
+    microseconds (a quarter of the looks on an idle machine), and that is not competition."""
     try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            runnable = int(f.read().split()[3].split("/")[0])
         cpus = len(os.sched_getaffinity(0))
-        if runnable - 1 + threads <= cpus:  # this thread is one of them: idle CPUs enough, whoever the rest are
-            return False
-        others = runnable - own_running_threads()
+        end = time.perf_counter() + window
+        while True:
+            if _runnable_tasks() - 1 + threads <= cpus:  # this thread is one of them: idle CPUs enough
+                return False
+            # own threads first: until the next parallel region they can only fall asleep, so this
+            # count is never below theirs at the next look
+            own = own_running_threads()
+            if _runnable_tasks() - own + threads <= cpus:
+                return False
+            if time.perf_counter() >= end:
+                return True
     except (OSError, ValueError, IndexError, AttributeError):
         return False
-    return others + threads > cpus
