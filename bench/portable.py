@@ -1,7 +1,8 @@
 """The portable-speed report in one command: bench/speed.py natively and on an AVX2-only target,
---runs times each, alternating; bench/step_profile.py of LSTM 2x256 both ways; the products the
-calibration chose on each target; then one JSON line per configuration on stdout with every run's
-ratios (and, with --markdown, the same as a table on stderr, for a note).
+--runs times each, alternating; bench/step_profile.py of LSTM 2x256 both ways and once more natively
+with LLVM's vectoriser allowed 512-bit vectors; the products the calibration chose on each target;
+then one JSON line per configuration on stdout with every run's ratios, and one with the step
+profiles' times (and, with --markdown, the ratios as a table on stderr, for a note).
 
     python bench/portable.py                                  # five configurations, two runs each way
     python bench/portable.py --runs 1 --configs lstm-2x256 --markdown
@@ -11,6 +12,13 @@ to its Haswell kernels, PyTorch held to AVX2 (AVX2_ENV). Raw rows go to --out-di
 <date>-<cpu>-<isa>-run<r>.jsonl, <date>-<cpu>-step-profile-<isa>.jsonl and
 <date>-<cpu>-decisions.json. Nothing else may run while it times: each row records the CPU time
 other processes took.
+
+LLVM tunes Intel cores with AVX-512 to prefer 256-bit vectors. charnn's products use explicit
+512-bit vectors whatever the tuning, but the kernels left to the vectoriser (the cells' elementwise
+loops, Adam, the loss, packing) get 256-bit ones there. The "native-wide" profile measures what
+512-bit vectors would bring them: the host's own features with "-prefer-256-bit" added (numba's
+NUMBA_CPU_FEATURES, for this child only). Where the tuning has no such preference (AMD) it compiles
+the same code, and the two profiles differ only by noise.
 """
 from __future__ import annotations
 
@@ -31,9 +39,19 @@ ISAS = {"native": {}, "avx2": AVX2_ENV}
 DECISIONS = "import json; from charnn.backend.numba import policy; print(json.dumps({'key': policy.key(), 'shapes': policy.TABLE.known()}))"
 
 
+PROFILES = ("native", "avx2", "native-wide")  # the step profile's targets: ISAS and the 512-bit vectoriser
+
+
+def wide_env() -> dict:
+    """The native target with LLVM's vectoriser allowed 512-bit vectors (see the module's docstring)."""
+    import llvmlite.binding as llvm
+
+    return {"NUMBA_CPU_FEATURES": llvm.get_host_cpu_features().flatten() + ",-prefer-256-bit"}
+
+
 def isa_env(isa: str, base=None) -> dict:
-    """The environment of a child process timing on `isa` ("native" or "avx2")."""
-    return {**(os.environ if base is None else base), **ISAS[isa]}
+    """The environment of a child process timing on `isa` ("native", "avx2" or "native-wide")."""
+    return {**(os.environ if base is None else base), **(wide_env() if isa == "native-wide" else ISAS[isa])}
 
 
 def _rows(text: str) -> list[dict]:
@@ -110,15 +128,20 @@ def main(argv=None) -> None:
             out = _run(speed, isa, say)
             Path(f"{prefix}-{isa}-run{run}.jsonl").write_text(out)
             runs[(isa, run)] = _rows(out)
+    profiles = {}
     if not a.no_profile:
-        for isa in ISAS:
+        for isa in PROFILES:
             out = _run([str(HERE / "step_profile.py"), "--configs", "lstm-2x256", "--steps", "40"], isa, say)
             Path(f"{prefix}-step-profile-{isa}.jsonl").write_text(out)
+            profiles[isa] = [r for r in _rows(out) if r.get("kind") == "profile"]
     decisions = {isa: json.loads(_run(["-c", DECISIONS], isa, say)) for isa in ISAS}
     Path(f"{prefix}-decisions.json").write_text(json.dumps(decisions, indent=1, sort_keys=True))
     summary = summarise(runs)
     for s in summary:
         print(json.dumps({"kind": "portable", **s}))
+    if profiles:
+        print(json.dumps({"kind": "portable_profile", "config": "lstm-2x256",
+                          "step_ms": {isa: rows[-1].get("step_ms") if rows else None for isa, rows in profiles.items()}}))
     if a.markdown:
         say(markdown(summary))
     say(f"raw rows: {prefix}-*")

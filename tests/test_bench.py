@@ -177,7 +177,7 @@ def test_portable_report_runs_both_targets_and_summarises(tmp_path, monkeypatch,
         if args[0] == "-c":
             return json.dumps({"key": {"cpu_model": "Some CPU (R)", "llvm_cpu": isa}, "shapes": {}})
         if "step_profile" in args[0]:
-            return json.dumps({"kind": "step_profile", "config": "lstm-2x256"}) + "\n"
+            return json.dumps({"kind": "profile", "config": "lstm-2x256", "step_ms": 50.0 + len(calls)}) + "\n"
         run = sum(1 for c in calls if c == (isa, "speed.py"))
         llvm = "haswell" if isa == "avx2" else "znver4"
         return json.dumps(_speed_row("lstm-2x256", 1.0 + run / 10 + (isa == "avx2") / 100, 10.0 + run, 150.0, 0.02 * run, llvm)) + "\n"
@@ -187,11 +187,15 @@ def test_portable_report_runs_both_targets_and_summarises(tmp_path, monkeypatch,
     speed_calls = [isa for isa, what in calls if what == "speed.py"]
     assert speed_calls == ["native", "avx2", "native", "avx2"]  # alternating
     assert portable.isa_env("avx2", {})["NUMBA_CPU_NAME"] == "haswell" and "NUMBA_CPU_NAME" not in portable.isa_env("native", {})
+    wide = portable.isa_env("native-wide", {})
+    assert "NUMBA_CPU_NAME" not in wide and wide["NUMBA_CPU_FEATURES"].endswith(",-prefer-256-bit") and "+" in wide["NUMBA_CPU_FEATURES"]
     names = sorted(p.name.split("some-cpu-r-")[1] for p in tmp_path.iterdir())
     assert names == ["avx2-run1.jsonl", "avx2-run2.jsonl", "decisions.json", "native-run1.jsonl", "native-run2.jsonl",
-                     "step-profile-avx2.jsonl", "step-profile-native.jsonl"]
+                     "step-profile-avx2.jsonl", "step-profile-native-wide.jsonl", "step-profile-native.jsonl"]
     out, err = capsys.readouterr()
-    (line,) = [json.loads(l) for l in out.splitlines()]
+    line, profile = [json.loads(l) for l in out.splitlines()]
+    assert profile == {"kind": "portable_profile", "config": "lstm-2x256",
+                       "step_ms": {"native": 56.0, "avx2": 57.0, "native-wide": 58.0}}  # after the 5 calls before
     assert line["kind"] == "portable" and line["config"] == "lstm-2x256"
     assert line["train_ratio"] == {"native": [1.1, 1.2], "avx2": [1.11, 1.21]}
     assert line["sample_ratio"] == {"native": [11.0, 12.0], "avx2": [11.0, 12.0]}
