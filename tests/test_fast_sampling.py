@@ -20,10 +20,10 @@ from charnn.backend.numba import compile as numba_compile
 from charnn.backend.numba.kernels import ACTIVATION_CODES, activate_row
 from charnn.backend.numba.kernels import pick_kernel
 from charnn.backend.numba import sampler as sampler_module
-from charnn.backend.numba.sampler import (BLOCK, FIRST_BLOCK, _Chooser, chooser_for, prepare, prepare_batch,
+from charnn.backend.numba.sampler import (BLOCK, FIRST_BLOCK, chooser_for, prepare, prepare_batch,
                                           sample_batch_ids, sample_ids, warm_up)
 from charnn.sampling import pick
-from charnn.backend.numba.threads import cpus_busy
+from charnn.backend.numba.threads import Chooser, cpus_busy
 
 
 def sample_numba(model, prime_ids, length, temperature=1.0, top_k=None, argmax=False, rng=None, threads=None,
@@ -265,7 +265,7 @@ def test_unknown_models_are_not_implemented():
 def test_chooser_runs_the_faster_thread_count_and_probes_the_other_ever_less_often():
     def run(cost, calls=60):
         """The thread counts picked when a call on n threads takes cost(n, call) per step."""
-        chooser, picks = _Chooser([1, 2], first_gap=4), []
+        chooser, picks = Chooser([1, 2], first_gap=4), []
         for call in range(calls):
             n = chooser.next()
             picks.append(n)

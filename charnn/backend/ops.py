@@ -1,6 +1,6 @@
 """What a backend is: the table of functions the models and the optimizer call.
 
-Every field but the last five is a function of charnn.nn with the same name, signature, return
+Every field but the last six is a function of charnn.nn with the same name, signature, return
 values and cache types; a backend is only another way to compute them.
 """
 from __future__ import annotations
@@ -46,5 +46,8 @@ class Backend(NamedTuple):
     # measured once per machine, saying so through `say`; default=True also makes it the choice
     # outside training); it yields the choice (None for a backend with none)
     prepare: Callable
+    # () -> a context manager around one training step (train_step): the numba backend runs the
+    # step on the thread count chosen for it within prepare (threads.Pace); a no-op elsewhere
+    pace: Callable
     # () -> {shape: choice}: what `prepare` measured on this machine, and "in effect"; {} for none
     decisions: Callable

@@ -17,5 +17,6 @@ NUMPY = Backend(
     notice=lambda task, model, length=0: None,
     done=lambda task: None,
     prepare=lambda config, batch_size, seq_len, say=None, default=False: contextlib.nullcontext(),
+    pace=contextlib.nullcontext,
     decisions=dict,
 )

@@ -81,16 +81,17 @@ def train_step(model: CharModel, optimizer, x: np.ndarray, y: np.ndarray, state,
     optimizer's update at learning rate lr.
     Training, the benchmark and the compile warm-up all run this. Raises DivergedError, before
     touching the parameters, if the loss or gradient is not finite or the loss exceeds loss_limit."""
-    with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is caught just below
-        loss, cache, new_state = model.forward(x, y, state, dropout_rng)
-        grads = model.backward(cache)
-        norm = clip_grad_norm(grads, clip)
-    loss = float(loss)
-    if not (math.isfinite(loss) and math.isfinite(norm) and loss <= loss_limit):
-        raise DivergedError(f"loss {loss}, gradient norm {norm}")
-    decay_weights(model.params, lr, weight_decay)
-    optimizer.lr = lr
-    optimizer.step(model.params, grads)
+    with model.ops.pace():  # the numba backend: on as many threads as run fastest now
+        with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is caught just below
+            loss, cache, new_state = model.forward(x, y, state, dropout_rng)
+            grads = model.backward(cache)
+            norm = clip_grad_norm(grads, clip)
+        loss = float(loss)
+        if not (math.isfinite(loss) and math.isfinite(norm) and loss <= loss_limit):
+            raise DivergedError(f"loss {loss}, gradient norm {norm}")
+        decay_weights(model.params, lr, weight_decay)
+        optimizer.lr = lr
+        optimizer.step(model.params, grads)
     return StepResult(loss, norm, new_state)
 
 

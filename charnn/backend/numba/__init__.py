@@ -9,7 +9,7 @@
     policy    the answers, remembered in the user's cache folder, and the one in effect
     scratch   recycled scratch arrays (no page faults per step)
     sampler   sampling, a whole block of characters per kernel call (one stream or a batch)
-    threads   how many threads a parallel kernel should use here
+    threads   how many threads a parallel kernel (or a training step) should use here
     compile   compiling explicitly (`charnn compile`), and knowing whether it is done
 
 Nothing outside this package imports numba; the rest of charnn reaches it as
@@ -18,6 +18,7 @@ charnn.backend.get_backend("numba").
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numba
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 from ..ops import LAYER_OPS, Backend
 from . import compile as _compile
 from . import calibrate, gemm, kernels, layers, policy, sampler
-from .threads import fast_threading, numba_threads
+from .threads import Pace, fast_threading, numba_threads
 
 # A sample this short, on a machine where the sampler is not compiled yet, is quicker to compute
 # with the numpy reference (the same characters) than to compile for (`charnn compile` does that).
@@ -89,11 +90,15 @@ def notice(task: str, model, length: int | None = 0) -> str | None:
     return "\n".join(lines) or None
 
 
+_PACE: list = [None]  # the Pace of the training in progress (prepare), or None
+
+
 @contextlib.contextmanager
 def prepare(config, batch_size: int, seq_len: int, say=None, default: bool = False):
     """Within the block, the products are computed as this machine trains the shape fastest
-    (calibrate.choose, measuring it the first time); afterwards as before. Yields the choice."""
-    previous = policy.TABLE.active
+    (calibrate.choose, measuring it the first time), and each training step (pace) runs on the
+    thread count its Pace chooses; afterwards as before. Yields the choice."""
+    previous, previous_pace = policy.TABLE.active, _PACE[0]
     try:
         if gemm.MODE != "auto":
             choice = gemm.MODE
@@ -102,9 +107,28 @@ def prepare(config, batch_size: int, seq_len: int, say=None, default: bool = Fal
             shape = calibrate.Shape(config.model, batch_size, seq_len, D, config.hidden, config.layers, config.vocab_size)
             choice = calibrate.choose(shape, default=default, say=say)
         with numba_threads(1 if choice == "blas" else numba.get_num_threads()):  # BLAS has the cores
+            threads = numba.get_num_threads()
+            _PACE[0] = Pace(threads, say) if choice == "tiles" and threads > 1 else None  # BLAS: its own threads
             yield choice
     finally:
-        policy.TABLE.active = previous
+        policy.TABLE.active, _PACE[0] = previous, previous_pace
+
+
+@contextlib.contextmanager
+def pace():
+    """Around one training step (train_step): the step runs on the thread count the Pace of the
+    training in progress chooses (all of numba's threads unless other tasks want the CPUs), and
+    its time is told to that Pace; outside prepare, as is."""
+    steps = _PACE[0]
+    if steps is None:
+        yield
+        return
+    n = steps.next()
+    with numba_threads(n):
+        t0 = time.perf_counter()
+        yield  # a step that raises is not timed
+        seconds = time.perf_counter() - t0
+    steps.record(n, seconds)
 
 
 NUMBA = Backend(
@@ -115,5 +139,6 @@ NUMBA = Backend(
     notice=notice,
     done=_compile.mark_compiled,
     prepare=prepare,
+    pace=pace,
     decisions=gemm.decisions,
 )

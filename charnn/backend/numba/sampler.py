@@ -43,7 +43,7 @@ import numpy as np
 
 from .kernels import (ACTIVATION_CODES, CELL_CODES, batch_matvec, mlp_batch_sample_kernel, mlp_sample_kernel,
                       recurrent_batch_sample_kernel, recurrent_sample_kernel)
-from .threads import cpus_busy, parallel_threads
+from .threads import Chooser, cpus_busy, parallel_threads
 
 FIRST_BLOCK = 8  # characters in the first kernel call, so the first output appears at once
 BLOCK = 64  # characters per kernel call after that
@@ -182,7 +182,7 @@ def thread_counts(model, threads: int | None = None) -> tuple[int, ...]:
     if threads is not None:
         return (max(1, int(threads)),)
     # whether the parallel blocks pay depends on the weights' size against this CPU's caches and on
-    # its parallel regions' cost: not guessed, but timed as the sample runs (_Chooser)
+    # its parallel regions' cost: not guessed, but timed as the sample runs (Chooser)
     n = min(parallel_threads(), max(1, model.config.hidden // 64))
     # a parallel region waits for a time slice of every busy CPU it needs: ~100x slower
     return (1, n) if n > 1 and not cpus_busy(n) else (1,)
@@ -265,56 +265,18 @@ class _Layouts(dict):
         return layout
 
 
-class _Chooser:
-    """Run the thread count with the lower measured time per step, and now and then try each other
-    count on a short block: first at the third call (the first may compile, the second times the
-    default), then at intervals that double while it stays slower, so that the probes cost little.
-    A count's cost is the lower of its last two timings: one block held up by a stray time slice
-    (a parallel region stalls for a scheduler tick, ~4 ms, whenever either of its CPUs is taken)
-    does not condemn it, but when the best slows down for good (another process takes a core:
-    every parallel region then waits, ~100x slower) the switch comes after two blocks."""
-
-    def __init__(self, counts, first_gap: int = 8, max_gap: int = 1024):
-        self.counts, self.best = list(counts), counts[0]
-        self.first_gap, self.max_gap = first_gap, max_gap
-        self.cost = {}  # seconds per step: the lower of the last two timings
-        self.last = {}  # the last timing of each count
-        self.gap = {n: first_gap for n in self.counts}  # calls between probes of n
-        self.wait = {n: 3 for n in self.counts}  # calls until n is probed
-
-    def next(self) -> int:
-        for n in self.counts:
-            if n != self.best:
-                self.wait[n] -= 1
-                if self.wait[n] <= 0:
-                    return n
-        return self.best
-
-    def record(self, n: int, seconds: float, steps: int) -> None:
-        new = seconds / steps
-        self.cost[n] = min(new, self.last.get(n, new))
-        self.last[n] = new
-        fastest = min(self.cost, key=self.cost.get)
-        if fastest != self.best:  # a probe beat the best, or the best slowed down: switch
-            self.wait[self.best], self.gap[self.best] = self.first_gap, self.first_gap
-            self.best = fastest
-        elif n != self.best:  # a probe that lost: probe it ever less often
-            self.wait[n] = self.gap[n]
-            self.gap[n] = min(2 * self.gap[n], self.max_gap)
+_CHOOSERS: dict[tuple, Chooser] = {}  # what sample_ids has timed in this process, per shape
 
 
-_CHOOSERS: dict[tuple, _Chooser] = {}  # what sample_ids has timed in this process, per shape
-
-
-def chooser_for(model, counts) -> _Chooser:
-    """The _Chooser of this process for a model's shape and thread counts: the timings of every
+def chooser_for(model, counts) -> Chooser:
+    """The Chooser of this process for a model's shape and thread counts: the timings of every
     earlier sample of that shape carry over (they depend on the shape, not on the weights), so a
     series of short samples runs at the faster count from its first block instead of relearning
     it in each (a 500-character sample is only 8 blocks)."""
     cfg = model.config
     key = (cfg.model, cfg.activation, cfg.layers, cfg.hidden, cfg.vocab_size, tuple(counts))
     if key not in _CHOOSERS:
-        _CHOOSERS[key] = _Chooser(list(counts))
+        _CHOOSERS[key] = Chooser(list(counts))
     return _CHOOSERS[key]
 
 
@@ -353,7 +315,7 @@ def sample_ids(model, prime_ids, length: int | None, temperature: float = 1.0, t
 
     Each block draws its uniforms at once (`rng.random(n)`, none if argmax), so when the iterator
     is exhausted rng is where n single draws would have left it; in between it runs ahead by up to
-    one block. threads: see prepare; with a choice, the process's _Chooser for the shape
+    one block. threads: see prepare; with a choice, the process's Chooser for the shape
     (chooser_for) picks by timing the blocks (a probe of the other choice is a whole block). The
     choice never changes the ids: every layout computes each logit with the same float32
     operations in the same order."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import time
 
@@ -92,3 +93,75 @@ def cpus_busy(threads: int, window: float = 1e-3) -> bool:
                 return True
     except (OSError, ValueError, IndexError, AttributeError):
         return False
+
+
+class Chooser:
+    """Run the thread count with the lower measured time per step, and now and then try each other
+    count on a short block: first at the third call (the first may compile, the second times the
+    default, counts[0]), then at intervals that double while it stays slower, so that the probes
+    cost little. Used by the sampler (per block of characters) and by training (Pace, per step).
+    A count's cost is the lower of its last two timings: one block held up by a stray time slice
+    (a parallel region stalls for a scheduler tick, ~4 ms, whenever either of its CPUs is taken)
+    does not condemn it, but when the best slows down for good (another process takes a core:
+    every parallel region then waits, ~100x slower) the switch comes after two blocks."""
+
+    def __init__(self, counts, first_gap: int = 8, max_gap: int = 1024):
+        self.counts, self.best = list(counts), counts[0]
+        self.first_gap, self.max_gap = first_gap, max_gap
+        self.cost = {}  # seconds per step: the lower of the last two timings
+        self.last = {}  # the last timing of each count
+        self.gap = {n: first_gap for n in self.counts}  # calls between probes of n
+        self.wait = {n: 3 for n in self.counts}  # calls until n is probed
+
+    def next(self) -> int:
+        for n in self.counts:
+            if n != self.best:
+                self.wait[n] -= 1
+                if self.wait[n] <= 0:
+                    return n
+        return self.best
+
+    def record(self, n: int, seconds: float, steps: int) -> None:
+        new = seconds / steps
+        self.cost[n] = min(new, self.last.get(n, new))
+        self.last[n] = new
+        fastest = min(self.cost, key=self.cost.get)
+        if fastest != self.best:  # a probe beat the best, or the best slowed down: switch
+            self.wait[self.best], self.gap[self.best] = self.first_gap, self.first_gap
+            self.best = fastest
+        elif n != self.best:  # a probe that lost: probe it ever less often
+            self.wait[n] = self.gap[n]
+            self.gap[n] = min(2 * self.gap[n], self.max_gap)
+
+
+class Pace:
+    """Training's thread count, step by step: all `threads` while this machine's other tasks leave
+    the CPUs free; while they do not (another training, a build), whichever of `threads` and one
+    the Chooser times faster per step. Two LSTM 2x256 trainings side by side on two cores ran 1.7x
+    faster on one thread each than on two (bench/README.md, 2026-12-06). The count changes no
+    result: every product block and batch row is computed the same way on any thread. The machine
+    is looked at (cpus_busy) at most every LOOK_S seconds; on a quiet one that is all it costs."""
+
+    LOOK_S = 0.5
+
+    def __init__(self, threads: int, say=None):
+        self.threads, self.say = threads, say
+        self.chooser = Chooser((threads, 1))  # the timings of busy spells only
+        self.busy, self.looked, self.steps, self.told = False, -math.inf, 0, False
+
+    def next(self) -> int:
+        """The thread count of the next step."""
+        now = time.perf_counter()
+        if now - self.looked >= self.LOOK_S:
+            self.busy, self.looked = cpus_busy(self.threads), now
+        n = self.chooser.next() if self.busy else self.threads
+        if n == 1 and not self.told and self.say is not None and self.chooser.best == 1:
+            self.say(f"other tasks are using the CPUs: training runs on 1 thread instead of {self.threads} while that is faster")
+            self.told = True
+        return n
+
+    def record(self, n: int, seconds: float) -> None:
+        """A step ran on n threads in `seconds`."""
+        self.steps += 1
+        if self.busy and self.steps > 1:  # the first step may include compiling
+            self.chooser.record(n, seconds, 1)
