@@ -77,7 +77,7 @@ def cpus_busy(threads: int, window: float = 1e-3) -> bool:
     would need (Linux: the runnable tasks of /proc/loadavg less this process's own); False where
     unknown. Busy only if the CPUs look taken at every look for `window` seconds: right after
     this process's own parallel region another task is often runnable for a few hundred
-    microseconds (a quarter of the looks on an idle machine), and that is not competition."""
+    microseconds, even on an idle machine (bench/README.md), and that is not competition."""
     try:
         cpus = len(os.sched_getaffinity(0))
         end = time.perf_counter() + window
@@ -137,10 +137,10 @@ class Chooser:
 class Pace:
     """Training's thread count, step by step: all `threads` while this machine's other tasks leave
     the CPUs free; while they do not (another training, a build), whichever of `threads` and one
-    the Chooser times faster per step. Two LSTM 2x256 trainings side by side on two cores ran 1.7x
-    faster on one thread each than on two (bench/README.md, 2026-12-06). The count changes no
-    result: every product block and batch row is computed the same way on any thread. The machine
-    is looked at (cpus_busy) at most every LOOK_S seconds; on a quiet one that is all it costs."""
+    the Chooser times faster per step (two trainings side by side on two cores each run faster on
+    one thread: bench/README.md, "2026-12-06 (fourth session)"). The count changes no result: every
+    product block and batch row is computed the same way on any thread. The machine is looked at
+    (cpus_busy) at most every LOOK_S seconds; on a quiet one that is all it costs."""
 
     LOOK_S = 0.5
 
