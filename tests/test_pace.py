@@ -24,15 +24,15 @@ def steps(p, seconds, n_steps):
 
 def test_a_quiet_machine_trains_on_every_thread_and_is_looked_at_rarely(monkeypatch):
     looks = []
-    monkeypatch.setattr(threads, "cpus_busy", lambda n: looks.append(n) or False)
+    monkeypatch.setattr(threads, "free_cpus", lambda n: looks.append(n) or n)
     p = Pace(2)
     assert steps(p, lambda n, step: 0.05, 50) == [2] * 50
     assert looks == [2]  # once: the next look is LOOK_S (0.5 s) of wall time later
-    assert p.chooser.cost == {}  # quiet steps are not the busy spells' timings
+    assert p.choosers == {}  # quiet steps are not the busy spells' timings
 
 
 def test_a_busy_machine_moves_to_one_thread_where_that_is_faster_and_says_so_once(monkeypatch):
-    monkeypatch.setattr(threads, "cpus_busy", lambda n: True)
+    monkeypatch.setattr(threads, "free_cpus", lambda n: 1)
     said = []
     p = Pace(2, say=said.append)
     p.LOOK_S = 0.0
@@ -43,7 +43,7 @@ def test_a_busy_machine_moves_to_one_thread_where_that_is_faster_and_says_so_onc
 
 
 def test_a_busy_look_keeps_every_thread_where_one_is_slower(monkeypatch):
-    monkeypatch.setattr(threads, "cpus_busy", lambda n: True)
+    monkeypatch.setattr(threads, "free_cpus", lambda n: 1)
     p = Pace(2, say=lambda text: pytest.fail("said it moved to one thread"))
     p.LOOK_S = 0.0
     used = steps(p, lambda n, step: {1: 0.10, 2: 0.06}[n], 40)  # a light load: two threads still win
@@ -51,14 +51,34 @@ def test_a_busy_look_keeps_every_thread_where_one_is_slower(monkeypatch):
 
 
 def test_the_machine_going_quiet_gives_the_threads_back(monkeypatch):
-    busy = [True]
-    monkeypatch.setattr(threads, "cpus_busy", lambda n: busy[0])
+    free = [1]
+    monkeypatch.setattr(threads, "free_cpus", lambda n: free[0])
     p = Pace(2)
     p.LOOK_S = 0.0
     steps(p, lambda n, step: {1: 0.11, 2: 0.18}[n], 10)
-    assert p.chooser.best == 1
-    busy[0] = False
+    assert p.choosers[1].best == 1
+    free[0] = 2
     assert steps(p, lambda n, step: 0.05, 5) == [2] * 5
+
+
+def test_on_many_cores_the_other_count_is_what_other_tasks_leave_free(monkeypatch):
+    monkeypatch.setattr(threads, "free_cpus", lambda n: 6)  # eight threads, two CPUs taken
+    said = []
+    p = Pace(8, say=said.append)
+    p.LOOK_S = 0.0
+    used = steps(p, lambda n, step: {6: 0.10, 8: 0.16}[n], 20)
+    assert used[:3] == [8, 8, 6] and used[3:].count(6) >= 15  # six tried at the third step, then kept
+    assert said == ["other tasks are using the CPUs: training runs on 6 threads instead of 8 while that is faster"]
+
+
+def test_free_cpus_counts_the_cpus_other_processes_leave(monkeypatch):
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(threads, "own_running_threads", lambda: 2)
+    monkeypatch.setattr(threads, "_runnable_tasks", lambda: 2 + 3)  # this process's two, three others'
+    assert threads.free_cpus(8, window=0.0) == 5 and threads.cpus_busy(8, window=0.0)
+    assert threads.free_cpus(4, window=0.0) == 4 and not threads.cpus_busy(4, window=0.0)
+    monkeypatch.setattr(threads, "_runnable_tasks", lambda: 2 + 20)
+    assert threads.free_cpus(8, window=0.0) == 1  # this thread always has one
 
 
 @pytest.fixture

@@ -72,27 +72,34 @@ def _runnable_tasks() -> int:
         return int(f.read().split()[3].split("/")[0])
 
 
-def cpus_busy(threads: int, window: float = 1e-3) -> bool:
-    """Whether other processes' tasks are running on the CPUs that `threads` parallel threads
-    would need (Linux: the runnable tasks of /proc/loadavg less this process's own); False where
-    unknown. Busy only if the CPUs look taken at every look for `window` seconds: right after
-    this process's own parallel region another task is often runnable for a few hundred
-    microseconds, even on an idle machine (bench/README.md), and that is not competition."""
+def free_cpus(wanted: int, window: float = 1e-3) -> int:
+    """How many CPUs, up to `wanted`, other processes' tasks leave to this process's threads
+    (Linux: the CPUs less the runnable tasks of /proc/loadavg that are not this process's own):
+    the most seen at the looks of `window` seconds, at least 1; `wanted` where unknown. Looked at
+    again and again because right after this process's own parallel region another task is often
+    runnable for a few hundred microseconds, even on an idle machine (bench/README.md), and that is
+    not competition."""
     try:
         cpus = len(os.sched_getaffinity(0))
         end = time.perf_counter() + window
+        most = 1
         while True:
-            if _runnable_tasks() - 1 + threads <= cpus:  # this thread is one of them: idle CPUs enough
-                return False
+            if cpus - (_runnable_tasks() - 1) >= wanted:  # every task but this thread counted as another's
+                return wanted
             # own threads first: until the next parallel region they can only fall asleep, so this
             # count is never below theirs at the next look
             own = own_running_threads()
-            if _runnable_tasks() - own + threads <= cpus:
-                return False
-            if time.perf_counter() >= end:
-                return True
+            most = max(most, min(wanted, cpus - (_runnable_tasks() - own)))
+            if most >= wanted or time.perf_counter() >= end:
+                return most
     except (OSError, ValueError, IndexError, AttributeError):
-        return False
+        return wanted
+
+
+def cpus_busy(threads: int, window: float = 1e-3) -> bool:
+    """Whether other processes' tasks take some of the CPUs that `threads` parallel threads would
+    need (free_cpus); False where unknown."""
+    return free_cpus(threads, window) < threads
 
 
 class Chooser:
@@ -136,32 +143,43 @@ class Chooser:
 
 class Pace:
     """Training's thread count, step by step: all `threads` while this machine's other tasks leave
-    the CPUs free; while they do not (another training, a build), whichever of `threads` and one
-    the Chooser times faster per step (two trainings side by side on two cores each run faster on
-    one thread: bench/README.md, "2026-12-06 (fourth session)"). The count changes no result: every
-    product block and batch row is computed the same way on any thread. The machine is looked at
-    (cpus_busy) at most every LOOK_S seconds; on a quiet one that is all it costs."""
+    the CPUs free; while they take some, whichever of `threads` and the CPUs they leave
+    (free_cpus) the Chooser times faster per step (two trainings side by side on two cores each run
+    faster on one thread: bench/README.md, "2026-12-06 (fourth session)"). The count changes no
+    result: every product block and batch row is computed the same way on any thread. The machine
+    is looked at at most every LOOK_S seconds; on a quiet one that is all it costs."""
 
     LOOK_S = 0.5
 
     def __init__(self, threads: int, say=None):
         self.threads, self.say = threads, say
-        self.chooser = Chooser((threads, 1))  # the timings of busy spells only
-        self.busy, self.looked, self.steps, self.told = False, -math.inf, 0, False
+        self.free = threads  # CPUs left free at the last look
+        self.choosers = {}  # free CPUs -> the Chooser of (threads, free): the timings of such spells
+        self.looked, self.steps, self.told = -math.inf, 0, False
 
     def next(self) -> int:
         """The thread count of the next step."""
         now = time.perf_counter()
         if now - self.looked >= self.LOOK_S:
-            self.busy, self.looked = cpus_busy(self.threads), now
-        n = self.chooser.next() if self.busy else self.threads
-        if n == 1 and not self.told and self.say is not None and self.chooser.best == 1:
-            self.say(f"other tasks are using the CPUs: training runs on 1 thread instead of {self.threads} while that is faster")
+            self.free, self.looked = free_cpus(self.threads), now
+        chooser = self._chooser()
+        n = self.threads if chooser is None else chooser.next()
+        if n < self.threads and n == chooser.best and not self.told and self.say is not None:
+            self.say(f"other tasks are using the CPUs: training runs on {n} thread{'s' * (n > 1)} "
+                     f"instead of {self.threads} while that is faster")
             self.told = True
         return n
 
     def record(self, n: int, seconds: float) -> None:
         """A step ran on n threads in `seconds`."""
         self.steps += 1
-        if self.busy and self.steps > 1:  # the first step may include compiling
-            self.chooser.record(n, seconds, 1)
+        chooser = self._chooser()
+        if chooser is not None and self.steps > 1:  # the first step may include compiling
+            chooser.record(n, seconds, 1)
+
+    def _chooser(self):
+        if self.free >= self.threads:
+            return None
+        if self.free not in self.choosers:
+            self.choosers[self.free] = Chooser((self.threads, self.free))
+        return self.choosers[self.free]
