@@ -23,7 +23,7 @@ from charnn.backend.numba import sampler as sampler_module
 from charnn.backend.numba.sampler import (BLOCK, FIRST_BLOCK, chooser_for, prepare, prepare_batch,
                                           sample_batch_ids, sample_ids, warm_up)
 from charnn.sampling import pick
-from charnn.backend.numba.threads import Chooser, cpus_busy
+from charnn.backend.numba.threads import Chooser, free_cpus
 
 
 def sample_numba(model, prime_ids, length, temperature=1.0, top_k=None, argmax=False, rng=None, threads=None,
@@ -305,15 +305,15 @@ def test_the_thread_choice_carries_over_between_samples_of_one_shape(monkeypatch
     assert np.array_equal(ids, serial)
 
 
-def test_cpus_busy_counts_the_threads_asked_for():
+def test_free_cpus_counts_the_threads_asked_for():
     if not os.path.exists("/proc/loadavg"):
-        pytest.skip("no /proc/loadavg: cpus_busy answers False")
-    assert cpus_busy(10_000)  # more threads than CPUs can never find them idle
+        pytest.skip("no /proc/loadavg: free_cpus answers what is asked")
+    assert 1 <= free_cpus(10_000) <= len(os.sched_getaffinity(0))  # never more CPUs than there are
 
 
-def test_cpus_busy_waits_out_a_task_that_runs_for_an_instant(monkeypatch):
+def test_free_cpus_waits_out_a_task_that_runs_for_an_instant(monkeypatch):
     """Another task runnable for a few looks (as one often is right after this process's own
-    parallel region) does not make the CPUs busy; one that stays for the whole window does."""
+    parallel region) does not take a CPU; one that stays for the whole window does."""
     from charnn.backend.numba import threads
 
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
@@ -327,21 +327,21 @@ def test_cpus_busy_waits_out_a_task_that_runs_for_an_instant(monkeypatch):
         return read
 
     monkeypatch.setattr(threads, "_runnable_tasks", runnable(5))
-    assert not threads.cpus_busy(2, window=10.0) and len(looks) == 6  # idle at the 6th look
+    assert threads.free_cpus(2, window=10.0) == 2 and len(looks) == 6  # idle at the 6th look
     looks.clear()
     monkeypatch.setattr(threads, "_runnable_tasks", runnable(10**9))
-    assert threads.cpus_busy(2, window=0.01)
-    assert not threads.cpus_busy(1, window=0.01)  # one thread needs no other CPU
+    assert threads.free_cpus(2, window=0.01) == 1
+    assert threads.free_cpus(1, window=0.01) == 1  # one thread needs no other CPU
 
 
-def test_cpus_busy_does_not_count_an_own_thread_falling_asleep(monkeypatch):
-    """A worker of this process that goes to sleep while cpus_busy looks is not another task:
+def test_free_cpus_does_not_count_an_own_thread_falling_asleep(monkeypatch):
+    """A worker of this process that goes to sleep while free_cpus looks is not another task:
     its own threads are counted before the machine's runnable tasks are read again. (Counted
     the other way round, the worker could be in the machine's count and gone from its own.)"""
     from charnn.backend.numba import threads
 
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    awake = [True]  # the worker: running until cpus_busy counts this process's threads
+    awake = [True]  # the worker: running until free_cpus counts this process's threads
 
     def own():
         awake[0] = False  # it falls asleep just then (its spin after a parallel region ends)
@@ -349,7 +349,16 @@ def test_cpus_busy_does_not_count_an_own_thread_falling_asleep(monkeypatch):
 
     monkeypatch.setattr(threads, "own_running_threads", own)
     monkeypatch.setattr(threads, "_runnable_tasks", lambda: 1 + awake[0])  # this process alone
-    assert not threads.cpus_busy(2, window=10.0)
+    assert threads.free_cpus(2, window=10.0) == 2
+
+
+def test_sampling_threads_are_the_cpus_other_tasks_leave(monkeypatch):
+    monkeypatch.setattr(sampler_module, "parallel_threads", lambda: 8)
+    model = make_model("rnn", "tanh", 8, 1, 512)
+    for free, counts in ((8, (1, 8)), (6, (1, 6)), (1, (1,))):
+        monkeypatch.setattr(sampler_module, "free_cpus", lambda n, free=free: min(n, free))
+        assert sampler_module.thread_counts(model) == counts
+    assert sampler_module.thread_counts(make_model("rnn", "tanh", 8, 1, 128)) == (1,)  # two blocks of 64 at least
 
 
 def test_is_compiled_follows_charnns_own_stamp(monkeypatch, tmp_path):
@@ -411,9 +420,9 @@ def test_sampling_and_training_start_no_process(monkeypatch, corpus_file, tmp_pa
 
 def test_own_threads_are_not_counted_as_other_load():
     """A busy thread of this process (as BLAS workers are after a product) is counted by
-    own_running_threads, so cpus_busy does not mistake it for another process's load."""
+    own_running_threads, so free_cpus does not mistake it for another process's load."""
     if not os.path.exists("/proc/self/task"):
-        pytest.skip("no /proc/self/task: cpus_busy answers False")
+        pytest.skip("no /proc/self/task: free_cpus answers what is asked")
     import threading
     import time
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from .kernels import (ACTIVATION_CODES, CELL_CODES, batch_matvec, mlp_batch_sample_kernel, mlp_sample_kernel,
                       recurrent_batch_sample_kernel, recurrent_sample_kernel)
-from .threads import Chooser, cpus_busy, parallel_threads
+from .threads import Chooser, free_cpus, parallel_threads
 
 FIRST_BLOCK = 8  # characters in the first kernel call, so the first output appears at once
 BLOCK = 64  # characters per kernel call after that
@@ -184,8 +184,10 @@ def thread_counts(model, threads: int | None = None) -> tuple[int, ...]:
     # whether the parallel blocks pay depends on the weights' size against this CPU's caches and on
     # its parallel regions' cost: not guessed, but timed as the sample runs (Chooser)
     n = min(parallel_threads(), max(1, model.config.hidden // 64))
-    # a parallel region waits for a time slice of every busy CPU it needs: ~100x slower
-    return (1, n) if n > 1 and not cpus_busy(n) else (1,)
+    # a parallel region waits for a time slice of every busy CPU it needs (~100x slower): only the
+    # CPUs other tasks leave free
+    n = free_cpus(n) if n > 1 else 1
+    return (1, n) if n > 1 else (1,)
 
 
 def prepare(model, threads: int | None = None):

@@ -96,12 +96,6 @@ def free_cpus(wanted: int, window: float = 1e-3) -> int:
         return wanted
 
 
-def cpus_busy(threads: int, window: float = 1e-3) -> bool:
-    """Whether other processes' tasks take some of the CPUs that `threads` parallel threads would
-    need (free_cpus); False where unknown."""
-    return free_cpus(threads, window) < threads
-
-
 class Chooser:
     """Run the thread count with the lower measured time per step, and now and then try each other
     count on a short block: first at the third call (the first may compile, the second times the
