@@ -197,8 +197,8 @@ def prepare(model, threads: int | None = None):
 
     threads: 1 serial; n > 1 each recurrent layer's hidden units in n blocks run on parallel threads;
     None: serial and, for recurrent models of at least two blocks of 64 units when numba has a fast
-    threading layer and no other task is running on the CPUs, also parallel, to be chosen between
-    as they run (see sample_ids). The MLP always runs serially.
+    threading layer and other tasks leave at least two CPUs free, also parallel on those CPUs
+    (thread_counts), to be chosen between as they run (see sample_ids). The MLP always runs serially.
     Raises NotImplementedError for a model or activation no kernel covers."""
     _check(model)
     cfg = model.config
