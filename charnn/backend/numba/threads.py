@@ -1,8 +1,8 @@
 """How many threads a parallel kernel (or a training step) should run on, decided from what this
 machine reports and from timing the choices as they run (Chooser; Pace for training).
 
-Linux only where it reads /proc; elsewhere free_cpus answers that every CPU asked for is free, and
-the timings alone decide.
+Linux only where it reads /proc; elsewhere free_cpus answers that every CPU asked for is free:
+training then runs on all threads, and the sampler still times one thread against several.
 """
 from __future__ import annotations
 
