@@ -1,6 +1,6 @@
 """The portable-speed report in one command: bench/speed.py natively and on an AVX2-only target,
---runs times each, alternating; bench/step_profile.py of LSTM 2x256 both ways and once more natively
-with LLVM's vectoriser allowed 512-bit vectors; the products the calibration chose on each target;
+--runs times each, alternating; bench/step_profile.py of LSTM 2x256 both ways and natively with
+LLVM's vectoriser allowed 512-bit vectors, --runs times each, alternating; the products the calibration chose on each target;
 then one JSON line per configuration on stdout with every run's ratios, and one with the step
 profiles' times (and, with --markdown, the ratios as a table on stderr, for a note).
 
@@ -9,7 +9,7 @@ profiles' times (and, with --markdown, the ratios as a table on stderr, for a no
 
 The AVX2 target is what a laptop without AVX-512 runs: numba's target forced to haswell, OpenBLAS
 to its Haswell kernels, PyTorch held to AVX2 (AVX2_ENV). Raw rows go to --out-dir as
-<date>-<cpu>-<isa>-run<r>.jsonl, <date>-<cpu>-step-profile-<isa>.jsonl and
+<date>-<cpu>-<isa>-run<r>.jsonl, <date>-<cpu>-step-profile-<isa>[-run<r>].jsonl and
 <date>-<cpu>-decisions.json. Nothing else may run while it times: each row records the CPU time
 other processes took.
 
@@ -128,12 +128,13 @@ def main(argv=None) -> None:
             out = _run(speed, isa, say)
             Path(f"{prefix}-{isa}-run{run}.jsonl").write_text(out)
             runs[(isa, run)] = _rows(out)
-    profiles = {}
+    profiles = {}  # isa -> the step profile's rows, run by run (alternating: the VM drifts by ~10%)
     if not a.no_profile:
-        for isa in PROFILES:
-            out = _run([str(HERE / "step_profile.py"), "--configs", "lstm-2x256", "--steps", "40"], isa, say)
-            Path(f"{prefix}-step-profile-{isa}.jsonl").write_text(out)
-            profiles[isa] = [r for r in _rows(out) if r.get("kind") == "profile"]
+        for run in range(1, a.runs + 1):
+            for isa in PROFILES:
+                out = _run([str(HERE / "step_profile.py"), "--configs", "lstm-2x256", "--steps", "40"], isa, say)
+                Path(f"{prefix}-step-profile-{isa}" + (f"-run{run}" if a.runs > 1 else "") + ".jsonl").write_text(out)
+                profiles.setdefault(isa, []).extend(r for r in _rows(out) if r.get("kind") == "profile")
     decisions = {isa: json.loads(_run(["-c", DECISIONS], isa, say)) for isa in ISAS}
     Path(f"{prefix}-decisions.json").write_text(json.dumps(decisions, indent=1, sort_keys=True))
     summary = summarise(runs)
@@ -141,7 +142,7 @@ def main(argv=None) -> None:
         print(json.dumps({"kind": "portable", **s}))
     if profiles:
         print(json.dumps({"kind": "portable_profile", "config": "lstm-2x256",
-                          "step_ms": {isa: rows[-1].get("step_ms") if rows else None for isa, rows in profiles.items()}}))
+                          "step_ms": {isa: [r.get("step_ms") for r in rows] for isa, rows in profiles.items()}}))
     if a.markdown:
         say(markdown(summary))
     say(f"raw rows: {prefix}-*")

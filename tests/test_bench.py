@@ -191,11 +191,12 @@ def test_portable_report_runs_both_targets_and_summarises(tmp_path, monkeypatch,
     assert "NUMBA_CPU_NAME" not in wide and wide["NUMBA_CPU_FEATURES"].endswith(",-prefer-256-bit") and "+" in wide["NUMBA_CPU_FEATURES"]
     names = sorted(p.name.split("some-cpu-r-")[1] for p in tmp_path.iterdir())
     assert names == ["avx2-run1.jsonl", "avx2-run2.jsonl", "decisions.json", "native-run1.jsonl", "native-run2.jsonl",
-                     "step-profile-avx2.jsonl", "step-profile-native-wide.jsonl", "step-profile-native.jsonl"]
+                     "step-profile-avx2-run1.jsonl", "step-profile-avx2-run2.jsonl", "step-profile-native-run1.jsonl",
+                     "step-profile-native-run2.jsonl", "step-profile-native-wide-run1.jsonl", "step-profile-native-wide-run2.jsonl"]
     out, err = capsys.readouterr()
     line, profile = [json.loads(l) for l in out.splitlines()]
-    assert profile == {"kind": "portable_profile", "config": "lstm-2x256",
-                       "step_ms": {"native": 56.0, "avx2": 57.0, "native-wide": 58.0}}  # after the 5 calls before
+    assert profile == {"kind": "portable_profile", "config": "lstm-2x256",  # alternating, after the 5 calls before
+                       "step_ms": {"native": [56.0, 59.0], "avx2": [57.0, 60.0], "native-wide": [58.0, 61.0]}}
     assert line["kind"] == "portable" and line["config"] == "lstm-2x256"
     assert line["train_ratio"] == {"native": [1.1, 1.2], "avx2": [1.11, 1.21]}
     assert line["sample_ratio"] == {"native": [11.0, 12.0], "avx2": [11.0, 12.0]}
