@@ -34,6 +34,8 @@ temporary NUMBA_CACHE_DIR, so no cache of the user's is touched.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import glob
 import json
 import math
@@ -181,6 +183,27 @@ def _train_row(times: list[float], losses: list[float], warmup_steps: int, confi
     return row
 
 
+def count_step_threads(model: CharModel) -> collections.Counter:
+    """Count the thread count each training step of `model` runs on from now on (numba's, inside
+    the backend's pace: fewer than all while other tasks take CPUs), so that a benchmark row says
+    what ran. Empty for the numpy backend."""
+    used = collections.Counter()
+    if model.backend != "numba":
+        return used
+    import numba
+
+    inner = model.ops.pace
+
+    @contextlib.contextmanager
+    def pace():
+        with inner():
+            used[numba.get_num_threads()] += 1
+            yield
+
+    model.ops = model.ops._replace(pace=pace)
+    return used
+
+
 def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, backend: str | None = "numba",
                          seed: int = 0) -> dict:
     """Time `steps` training steps of charnn (after `warmup_steps` untimed ones), each alone.
@@ -196,8 +219,11 @@ def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, b
     cpe = streams.chunks_per_epoch
     state = model.initial_state(B)
     times, losses = [], []
+    threads = count_step_threads(model)
     with model.ops.prepare(model.config, B, T) as products:  # as charnn.train does: tiles or BLAS, measured once
         for step in range(warmup_steps + steps):
+            if step == warmup_steps:
+                threads.clear()  # the timed steps only
             t0 = time.perf_counter()
             chunk = step % cpe
             if chunk == 0:
@@ -211,7 +237,8 @@ def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, b
     row = _train_row(times, losses, warmup_steps, config, "charnn")
     row["charnn_params"] = int(sum(p.size for p in model.params.values()))
     row["charnn_dtype"] = str(model.dtype)
-    row.update(backend=backend, backend_effective=model.backend, charnn_products=products)
+    row.update(backend=backend, backend_effective=model.backend, charnn_products=products,
+               charnn_step_threads={str(n): k for n, k in sorted(threads.items())})
     return row
 
 
@@ -605,6 +632,11 @@ def _merge_rounds(rows: list[dict], prefix: str, config: dict) -> dict:
     merged[f"{prefix}_train_gflop_per_s_median"] = train_flops_per_char(config) * B * T / merged[f"{prefix}_train_step_s_median"] / 1e9
     merged[f"{prefix}_train_rounds"] = len(rows)
     merged[f"{prefix}_train_chars_per_s_by_round"] = [row[f"{prefix}_train_chars_per_s_median"] for row in rows]
+    if f"{prefix}_step_threads" in merged:  # summed over the rounds
+        total = collections.Counter()
+        for row in rows:
+            total.update(row[f"{prefix}_step_threads"])
+        merged[f"{prefix}_step_threads"] = dict(sorted(total.items(), key=lambda kv: int(kv[0])))
     return merged
 
 

@@ -136,6 +136,7 @@ def profile(config: dict, steps: int, warmup: int) -> dict:
     saved = {name: getattr(K, name) for name in LOOPS}
     for name in LOOPS:  # layers.py calls them as K.<name>
         setattr(K, name, timers.wrap(name, saved[name]))
+    threads = harness.count_step_threads(model)  # after the table's copy: it wraps the copy's pace
     optimizer = make_optimizer("adam", model.params, config["lr"], model.ops)
     streams = harness._streams(config)
     state = model.initial_state(B)
@@ -150,6 +151,7 @@ def profile(config: dict, steps: int, warmup: int) -> dict:
                     timers.end_step(total)
                 else:
                     timers.per_step.clear()
+                    threads.clear()
             parts = _loop_parts(model, B, T)
     finally:
         for name in LOOPS:
@@ -159,6 +161,7 @@ def profile(config: dict, steps: int, warmup: int) -> dict:
     accounted = sum(v for k, v in ms.items() if k not in LOOPS)  # the loops are inside the layer functions
     flops = harness.train_flops_per_char(config) * B * T
     return {"kind": "profile", "config": config["name"], "products": products, "step_ms": step_ms,
+            "step_threads": {str(n): k for n, k in sorted(threads.items())},
             "gflop_per_s": round(flops / step_ms / 1e6, 1), "ms_by_function": dict(sorted(ms.items(), key=lambda kv: -kv[1])),
             "ms_outside_backend_functions": round(step_ms - accounted, 3), "loop_parts": parts,
             "env": harness.environment()}

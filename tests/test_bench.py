@@ -95,6 +95,15 @@ def test_both_backends_give_a_row_each():
     assert [r["backend"] for r in rows] == ["numba", "numpy"]
 
 
+def test_the_row_says_how_many_threads_each_timed_step_ran_on():
+    import numba
+
+    row = run_benchmarks([tiny("lstm")], torch=False, backend="numba", **dict(FAST, steps=5), rounds=2)[0]
+    steps = row["charnn_step_threads"]
+    assert sum(steps.values()) == 5 and all(1 <= int(n) <= numba.get_num_threads() for n in steps)  # summed over rounds
+    assert run_benchmarks([tiny("lstm")], torch=False, backend="numpy", **FAST)[0]["charnn_step_threads"] == {}
+
+
 def test_torch_twin_does_the_same_work():
     pytest.importorskip("torch")
     config = tiny("lstm", layers=2)
