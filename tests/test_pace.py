@@ -1,6 +1,6 @@
 """Training's thread count, step by step (threads.Pace, the numba backend's pace): all of numba's
-threads while the machine is quiet, the faster of all and one while other tasks want the CPUs,
-and the same numbers whichever count a step ran on."""
+threads while the machine is quiet, the faster of all and as many as are left free while other
+tasks take CPUs, and the same numbers whichever count a step ran on."""
 import numba
 import numpy as np
 import pytest
