@@ -61,7 +61,7 @@ class Embedded(NamedTuple):
         return self.table.dtype
 
 
-def _slot_weights(x: Embedded, W: np.ndarray) -> np.ndarray:
+def slot_weights(x: Embedded, W: np.ndarray) -> np.ndarray:
     """W (K*D, G) -> (K, D, G): W_k, the rows that multiply slot k's table row."""
     return W.reshape(x.ids.shape[-1], x.table.shape[1], W.shape[1])
 
@@ -69,7 +69,7 @@ def _slot_weights(x: Embedded, W: np.ndarray) -> np.ndarray:
 def input_projection(x, W: np.ndarray) -> np.ndarray:
     """xa = x @ W for every row at once: x (..., D) or Embedded, W (D, G) -> xa (..., G)."""
     if isinstance(x, Embedded):
-        P = x.table @ _slot_weights(x, W)  # (K, V, G): P[k] = table @ W_k
+        P = x.table @ slot_weights(x, W)  # (K, V, G): P[k] = table @ W_k
         return sum(P[k][x.ids[..., k]] for k in range(len(P)))  # (..., G): x @ W = sum_k table[ids_k] @ W_k
     return (x.reshape(-1, x.shape[-1]) @ W).reshape(x.shape[:-1] + W.shape[1:])  # one GEMM for all rows
 
@@ -82,7 +82,7 @@ def input_projection_backward(dxa: np.ndarray, x, W: np.ndarray):
         ids2, V = x.ids.reshape(len(dxa2), -1), x.table.shape[0]  # (N, K)
         # forward: xa = sum_k P[k][ids_k], so P[k] collects the rows of dxa by slot k's ids
         dP = np.stack([embedding_backward(dxa2, EmbeddingCache(ids2[:, k], V)) for k in range(ids2.shape[1])])  # (K, V, G)
-        Wk = _slot_weights(x, W)  # (K, D, G)
+        Wk = slot_weights(x, W)  # (K, D, G)
         dtable = sum(dP[k] @ Wk[k].T for k in range(len(dP)))  # (V, D); forward: P[k] = table @ W_k
         return dtable, (x.table.T @ dP).reshape(W.shape)  # dW_k = table.T @ dP[k]
     D = x.shape[-1]

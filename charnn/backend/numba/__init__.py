@@ -119,16 +119,16 @@ def pace():
     """Around one training step (train_step): the step runs on the thread count the Pace of the
     training in progress chooses (all of numba's threads unless other tasks want the CPUs), and
     its time is told to that Pace; outside prepare, as is."""
-    steps = _PACE[0]
-    if steps is None:
+    current = _PACE[0]
+    if current is None:
         yield
         return
-    n = steps.next()
+    n = current.next()
     with numba_threads(n):
         t0 = time.perf_counter()
         yield  # a step that raises is not timed
         seconds = time.perf_counter() - t0
-    steps.record(n, seconds)
+    current.record(n, seconds)
 
 
 NUMBA = Backend(

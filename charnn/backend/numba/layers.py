@@ -26,7 +26,7 @@ import numpy as np
 
 from ...nn.activations import get_activation
 from ...nn.gru import GRUCache
-from ...nn.layers import DenseCache, Embedded, EmbeddingCache, LinearCache, SoftmaxCECache
+from ...nn.layers import DenseCache, Embedded, EmbeddingCache, LinearCache, SoftmaxCECache, slot_weights
 from ...nn.layers import embedding_forward  # noqa: F401  not worth a kernel: one gather
 from ...nn.lstm import LSTMCache
 from ...nn.rnn import RNNCache
@@ -43,10 +43,10 @@ def _rows_of_ids(x: Embedded) -> np.ndarray:
 
 def _slot_tables(x: Embedded, W) -> np.ndarray:
     """P (K, V, G): P[k] = table @ W_k, W_k = W's rows for slot k (layers.input_projection)."""
-    K_, D = x.ids.shape[-1], x.table.shape[1]
-    P = scratch.empty((K_, x.table.shape[0], W.shape[1]), np.result_type(x.dtype, W.dtype))
-    for k in range(K_):
-        matmul(x.table, W[k * D : (k + 1) * D], out=P[k])
+    Wk = slot_weights(x, W)  # (K, D, G)
+    P = scratch.empty((len(Wk), x.table.shape[0], W.shape[1]), np.result_type(x.dtype, W.dtype))
+    for k in range(len(Wk)):
+        matmul(x.table, Wk[k], out=P[k])
     return P
 
 
@@ -90,16 +90,16 @@ def _input_gradients(x, dxa2, W, dxa2p=None):
     dtable (V, D)), dW (D, G). dxa2p: dxa2 packed, where the caller packed it already."""
     if isinstance(x, Embedded):
         ids = _rows_of_ids(x)  # (N, K)
-        (V, D), G = x.table.shape, dxa2.shape[1]
-        dP = scratch.zeros((ids.shape[1], V, G), dxa2.dtype)  # (K, V, G)
+        Wk = slot_weights(x, W)  # (K, D, G)
+        dP = scratch.zeros((len(Wk), x.table.shape[0], dxa2.shape[1]), dxa2.dtype)  # (K, V, G)
         K.scatter_rows_kernel(ids, np.ascontiguousarray(dxa2), dP)  # forward: xa = sum_k P[k][ids_k]
-        dtable = matmul(dP[0], W[:D].T)  # (V, D); forward: P[k] = table @ W_k
+        dtable = matmul(dP[0], Wk[0].T)  # (V, D); forward: P[k] = table @ W_k
         for k in range(1, len(dP)):
-            dtable += matmul(dP[k], W[k * D : (k + 1) * D].T)
-        dW = np.empty(W.shape, dxa2.dtype)  # (K*D, G)
+            dtable += matmul(dP[k], Wk[k].T)
+        dW = np.empty(Wk.shape, dxa2.dtype)  # (K, D, G)
         for k in range(len(dP)):
-            matmul(x.table.T, dP[k], out=dW[k * D : (k + 1) * D])
-        return dtable, dW
+            matmul(x.table.T, dP[k], out=dW[k])
+        return dtable, dW.reshape(W.shape)
     dx = matmul(dxa2, W.T).reshape(x.shape)  # forward: xa = x @ W
     return dx, matmul(x.reshape(-1, x.shape[-1]).T, dxa2 if dxa2p is None else dxa2p)
 
