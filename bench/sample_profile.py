@@ -5,7 +5,8 @@
 For an untrained model of each configuration (the speed benchmark's), in microseconds a
 character, medians of 5 runs of `--chars` characters in one compiled loop each:
 - "whole": recurrent_sample_kernel, serial and on numba's threads (what sample_ids runs);
-- "layers": recurrent_step_kernel alone (every layer's step), serial and parallel;
+- "layers": recurrent_sample_kernel stepping through a prime (every layer's step, no head), serial
+  and parallel;
 - "head": head_kernel (h @ head.W + head.b), "pick": pick_kernel (temperature, softmax, draw).
 "weight_mb" is what one character reads (every recurrent weight and the head), and
 "layers_gb_per_s" what the serial layers read per second: compare it with bench/peak.py's
@@ -30,21 +31,6 @@ from charnn.backend.numba import kernels as K  # noqa: E402
 from charnn.backend.numba import sampler  # noqa: E402
 from charnn.backend.numba.target import describe  # noqa: E402
 from charnn.backend.numba.threads import parallel_threads  # noqa: E402
-
-
-@njit
-def _layers(net, h, c, n):
-    """recurrent_step_kernel n times on input id 0, with recurrent_sample_kernel's scratch."""
-    L, Hp = h.shape
-    NB, GB = net.Wh.shape[1], net.Wh.shape[3]
-    h_next = np.empty(Hp, dtype=np.float32)
-    xa = np.empty((NB, GB), dtype=np.float32)
-    ha = np.empty((NB, GB), dtype=np.float32)
-    zero = np.zeros(GB, dtype=np.float32)
-    gates = np.empty((NB, GB), dtype=np.float32)
-    aux = np.empty((NB, Hp // NB), dtype=np.float32)
-    for _ in range(n):
-        K.recurrent_step_kernel(net, h, c, 0, h_next, xa, ha, zero, gates, aux)
 
 
 @njit
@@ -89,8 +75,10 @@ def profile(name: str, chars: int) -> dict:
             K.recurrent_sample_kernel(net, h, c, np.zeros(1, np.int64), rng.random(n), 1.0, 0, 1.0, False,
                                       np.empty(n, np.int64))
 
-        def layers(n, net=net):
-            _layers(net, np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), n)
+        def layers(n, net=net):  # steps that only read a prime: every layer, no head, no draw
+            h, c = np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32)
+            K.recurrent_sample_kernel(net, h, c, np.zeros(n + 1, np.int64), np.empty(0), 1.0, 0, 1.0, False,
+                                      np.empty(0, np.int64))
 
         row[f"whole_us_{n_threads}_threads"] = _median_us(whole, chars)
         row[f"layers_us_{n_threads}_threads"] = _median_us(layers, chars)

@@ -9,8 +9,10 @@ import os
 from functools import partial
 from types import SimpleNamespace
 
+import numba
 import numpy as np
 import pytest
+from numba import njit, prange
 
 from charnn import sampling
 from charnn.nn.activations import ACTIVATIONS
@@ -18,7 +20,7 @@ from charnn.data.text import Vocab
 from charnn import CharModel, ModelConfig
 from charnn.backend.numba import compile as numba_compile
 from charnn.backend.numba.kernels import ACTIVATION_CODES, activate_row
-from charnn.backend.numba.kernels import pick_kernel
+from charnn.backend.numba.kernels import atomic_add, claim, pick_kernel
 from charnn.backend.numba import sampler as sampler_module
 from charnn.backend.numba.sampler import (BLOCK, FIRST_BLOCK, chooser_for, prepare, prepare_batch,
                                           sample_batch_ids, sample_ids, warm_up)
@@ -465,3 +467,86 @@ def test_one_layout_run_serially_or_in_parallel_gives_the_same_logits(spec):
         logits.append(recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.zeros(1), 1.0, 0, 1.0, True,
                                               np.empty(1, dtype=np.int64)))
     assert np.array_equal(logits[0], logits[1])
+
+
+# ---------------------------------------------------------------- threads sharing one parallel region
+@njit(parallel=True)
+def _count_together(counter, claims, units, adds):
+    """On every numba thread: atomic_add counter[0] `adds` times, and claim each of `units` units
+    (claims[u * 8] from 0 to 1), marking in taken[u] how many threads got it."""
+    taken = np.zeros(units, dtype=np.int64)
+    for tid in prange(numba.get_num_threads()):
+        for _ in range(adds):
+            atomic_add(counter, 0, 1)
+        for u in range(units):
+            if claim(claims, u * 8, 0):
+                taken[u] += 1  # one writer per unit, if claim is what it says
+    return taken
+
+
+def test_counters_are_atomic_and_a_unit_is_claimed_once():
+    """Two threads hammering one counter lose no addition, and each unit goes to exactly one of
+    them: what the sampler's threads rely on to share a step's work (sample_steps)."""
+    counter, claims = np.zeros(8, dtype=np.int64), np.zeros(8 * 20000, dtype=np.int64)
+    taken = _count_together(counter, claims, 20000, 200000)
+    assert counter[0] == 200000 * numba.get_num_threads()
+    assert (taken == 1).all() and (claims[::8] == 1).all()
+
+
+@pytest.mark.parametrize("spec", [("lstm", "tanh", 8, 2, 12), ("gru", "tanh", 0, 2, 10), ("rnn", "relu", 8, 1, 12)],
+                         ids=spec_id)
+def test_a_thread_that_starts_late_or_never_changes_nothing(spec):
+    """The threads of a call claim its units of work: one thread alone does all of it, and a thread
+    that arrives after the work is done writes nothing. Three blocks (more than threads), a prime."""
+    from charnn.backend.numba import kernels as K
+    from charnn.backend.numba.sampler import recurrent_net
+
+    model = make_model(*spec)
+    net = recurrent_net(model, 3)
+    L, NB, Hp, GB = model.config.layers, net.Wh.shape[1], net.Wh.shape[2], net.Wh.shape[3]
+    feed, u = np.array([3, 1, 4, 1]), np.random.default_rng(5).random(30)
+
+    def serial():
+        h, c, out = np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), np.empty(30, np.int64)
+        K.recurrent_sample_kernel(net, h, c, feed, u, 1.0, 0, 1.0, False, out)
+        return out, h, c
+
+    expected = serial()
+    hs, c, out = np.zeros((2, L, Hp), np.float32), np.zeros((L, Hp), np.float32), np.empty(30, np.int64)
+    scratch = [np.empty((NB, GB), np.float32), np.empty((NB, GB), np.float32), np.zeros(GB, np.float32),
+               np.empty((NB, GB), np.float32), np.empty((NB, Hp // NB), np.float32), np.empty(len(VOCAB), np.float32)]
+    sync = np.zeros((NB + 2) * K.SYNC_LINE, dtype=np.int64)
+    for tid in (2, 0):  # thread 2 alone does everything; thread 0 comes when all is done
+        K.sample_steps(tid, net._replace(threads=3), hs, c, feed, u, 1.0, 0, 1.0, False, out, sync, *scratch)
+        S = len(feed) - 1 + len(out)
+        assert np.array_equal(out, expected[0]) and np.array_equal(hs[S % 2], expected[1])
+        assert np.array_equal(c, expected[2])
+
+
+def test_parallel_sampling_on_fewer_threads_than_blocks_neither_waits_forever_nor_changes_the_ids():
+    """numba's parallel region runs its iterations on one thread when it has only one: the sampler's
+    threads then run one after another, and the first does all the work. In a child process, with a
+    time limit, so that a wait that never ends fails the test instead of hanging it."""
+    code = """
+import numba, numpy as np
+from charnn.backend.numba import kernels as K
+from charnn.backend.numba.sampler import recurrent_net
+from tests.test_fast_sampling import make_model
+net = recurrent_net(make_model("lstm", "tanh", 8, 2, 12), 2)
+L, Hp = net.Wh.shape[0], net.Wh.shape[2]
+runs = []
+for threads, numba_threads in ((1, 2), (2, 1), (2, 2)):
+    numba.set_num_threads(numba_threads)
+    h, c, out = np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), np.empty(40, np.int64)
+    K.recurrent_sample_kernel(net._replace(threads=threads), h, c, np.array([2, 5]), np.linspace(0, 0.99, 40),
+                              1.0, 0, 1.0, False, out)
+    runs.append(out.tolist() + h.ravel().tolist())
+assert runs[0] == runs[1] == runs[2], runs
+print("same")
+"""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]

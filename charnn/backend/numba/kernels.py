@@ -19,8 +19,10 @@ Conventions:
   that runs ~10x slower than the vectorised loop; sigmoid is computed from it.
 - Parallel loops (prange) only where every iteration writes its own slice: the recurrent step
   kernels over batch rows, the matrix product over output tiles, Adam over elements, a first
-  layer's lookups over rows, one sampling kernel over weight blocks. The scatter-adds (embedding gradients) split the columns, never the
-  rows: rows repeat, and adds into the same row from two threads would race.
+  layer's lookups over rows. The scatter-adds (embedding gradients) split the columns, never the
+  rows: rows repeat, and adds into the same row from two threads would race. One exception: the
+  batch-1 sampler's threads share a parallel region for a whole call and claim its units of work
+  through atomic counters (sample_steps), so each unit is still written by one thread.
 - Shapes: B batch, T steps, H hidden width, G gate width (4H lstm, 3H gru, H rnn), V vocabulary,
   N rows, S sampled streams; each kernel's docstring gives its arrays' shapes.
 - The products and the row kernels of the cells use fastmath, and only its "contract" flag
@@ -32,6 +34,7 @@ Conventions:
 from __future__ import annotations
 
 import math
+import platform
 
 import numpy as np
 from numba import njit, prange, types
@@ -909,6 +912,66 @@ def nucleus_kernel(z, kth, zmax, mass, w, cdf):
     return total
 
 
+# ---------------------------------------------------------------- kernels: threads waiting for each other
+# Atomic operations on int64 counters, for threads that share one parallel region (sample_steps):
+# numba has none on the CPU, so they are LLVM's own instructions. Acquire / release order: what a
+# thread wrote before it adds to a counter is seen by a thread that has read the sum.
+@intrinsic
+def atomic_load(typingctx, a, i):
+    """a[i], read atomically (acquire)."""
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_pointer(context, builder, signature.args[0], args[0], [args[1]]), "acquire", 8)
+    return types.int64(a, i), codegen
+
+
+@intrinsic
+def atomic_add(typingctx, a, i, n):
+    """a[i] += n atomically (acquire and release); returns the old a[i]."""
+    def codegen(context, builder, signature, args):
+        ptr = _pointer(context, builder, signature.args[0], args[0], [args[1]])
+        return builder.atomic_rmw("add", ptr, args[2], "acq_rel")
+    return types.int64(a, i, types.int64), codegen
+
+
+@intrinsic
+def _compare_exchange(typingctx, a, i, expected):
+    """a[i] = expected + 1 if a[i] == expected, atomically; whether it was."""
+    def codegen(context, builder, signature, args):
+        ptr = _pointer(context, builder, signature.args[0], args[0], [args[1]])
+        swapped = builder.cmpxchg(ptr, args[2], builder.add(args[2], ir.Constant(args[2].type, 1)), "acq_rel", "acquire")
+        return builder.extract_value(swapped, 1)
+    return types.boolean(a, i, types.int64), codegen
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+@intrinsic
+def _pause(typingctx):
+    """x86's pause: a spinning core yields its pipeline to the other hardware thread and leaves the
+    loop without a memory-order stall when the value changes; nothing on other CPUs."""
+    def codegen(context, builder, signature, args):
+        if _X86:
+            builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                        "llvm.x86.sse2.pause"), [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@njit(inline="always")
+def claim(a, i, n):
+    """Take unit i, whose a[i] counts its claims so far, for its (n+1)-th run: True for the one
+    thread that moves a[i] from n to n + 1."""
+    return atomic_load(a, i) == n and _compare_exchange(a, i, n)
+
+
+@njit(inline="always")
+def wait_until(a, i, n):
+    """Spin until a[i] >= n."""
+    while atomic_load(a, i) < n:
+        _pause()
+
+
 # ---------------------------------------------------------------- kernels: whole blocks
 @njit(**JIT)
 def lstm_block_forward(xa, ha, c, h_next):
@@ -926,47 +989,85 @@ def lstm_block_forward(xa, ha, c, h_next):
 
 
 @njit(**JIT)
-def layer_block_kernel(net, l, x_id, blk, h, c, h_next, xa, ha, zero, gates, aux):
+def layer_block_kernel(net, l, x_id, blk, below, prev, c, h_next, xa, ha, zero, gates, aux):
     """Layer l's step for the units of block blk: its xa[blk], ha[blk] (GB,), then the cell's row
     kernel on the block (bias already in xa: zero (GB,) stands in; gates (NB, GB) and aux (NB, w)
-    take the cache values training keeps). h, c (L, Hp) hold the state, h[l - 1] already stepped;
-    writes the block's units of h_next (Hp,) and c[l]."""
+    take the cache values training keeps). below (Hp,) is layer l - 1's new state (unused at
+    l = 0: the input is id x_id), prev (Hp,) layer l's previous one; writes the block's units of
+    h_next (Hp,) and of c[l] (L, Hp)."""
     xa_b, ha_b = xa[blk], ha[blk]  # (GB,)
     if l == 0:
         xa_b[:] = net.x0[blk, x_id]  # embed.W[x_id] @ Wx0 + b0, tabulated
     else:
-        matvec(h[l - 1], net.Wx[l - 1, blk], xa_b)  # the layer below, already stepped
+        matvec(below, net.Wx[l - 1, blk], xa_b)  # the layer below, already stepped
         for j in range(xa_b.shape[0]):
             xa_b[j] += net.b[l - 1, blk, j]
-    matvec(h[l], net.Wh[l, blk], ha_b)  # h_prev @ Wh
+    matvec(prev, net.Wh[l, blk], ha_b)  # h_prev @ Wh
     w = aux.shape[1]
     j0, j1 = blk * w, (blk + 1) * w  # the block's units
     if net.cell == LSTM:
         lstm_block_forward(xa_b, ha_b, c[l, j0:j1], h_next[j0:j1])
     elif net.cell == GRU:
-        gru_row_forward(xa_b, zero, ha_b, h[l, j0:j1], h_next[j0:j1], gates[blk], aux[blk])
+        gru_row_forward(xa_b, zero, ha_b, prev[j0:j1], h_next[j0:j1], gates[blk], aux[blk])
     else:
         rnn_row_forward(xa_b, zero, ha_b, h_next[j0:j1], net.act)
 
 
-@njit(parallel=True, **JIT)
-def recurrent_step_kernel(net, h, c, x_id, h_next, xa, ha, zero, gates, aux):
-    """Advance every layer one step on input id x_id: h, c (L, Hp) in place. The NB unit blocks
-    of a layer (xa, ha, gates (NB, GB), aux (NB, w) scratch, h_next (Hp,)) run one after another if
-    net.threads is 1, else on parallel threads."""
+# The blocks of a step run on threads that stay in one parallel region for the whole call, and
+# wait for each other at shared counters: starting a parallel region per layer and step cost ~3 us
+# each (bench/README.md), as much as a small layer's work. Every unit of work (a layer's block, or
+# a step's head and draw) is claimed by exactly one thread, whichever gets it first (each starts
+# with its own block, so its share of the weights stays in its core's cache); a thread that finds
+# nothing left to claim waits until every unit of the phase is done. So the ids never depend on
+# which thread ran what, and a thread that starts late, or not at all, only leaves more to the
+# others: nothing waits on a thread that has not claimed work.
+SYNC_LINE = 8  # int64 counters 64 bytes apart: one cache line each, no false sharing
+DONE = 0  # sync[DONE]: units finished in this call, all phases together
+
+
+@njit(**JIT)
+def sample_steps(tid, net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
+                 logits):
+    """One thread's part of recurrent_sample_kernel: for each step s of S = M - 1 + N (feed (M,),
+    out (N,)), each layer's NB blocks, then (once feed is used up) the head and the draw of
+    out[s - M + 1]. hs (2, L, Hp): step s reads hs[s % 2] and writes hs[(s + 1) % 2]. sync: DONE,
+    then at (k + 1) * SYNC_LINE the claims of unit k (block k < NB, the head k = NB) so far.
+    tid: the thread's first block to try."""
+    L = hs.shape[1]
     NB = xa.shape[0]
-    for l in range(h.shape[0]):
-        if net.threads == 1 or NB == 1:  # no parallel region to start
-            for blk in range(NB):
-                layer_block_kernel(net, l, x_id, np.int64(blk), h, c, h_next, xa, ha, zero, gates, aux)
-        else:
-            # safe in parallel: block blk writes only its rows of xa, ha, gates, aux and its own
-            # units of h_next and c[l]; it reads h[l - 1] (stepped before this loop) and h[l],
-            # which no block writes (h_next is copied into h[l] after the loop).
-            for blk in prange(NB):
-                layer_block_kernel(net, l, x_id, np.int64(blk), h, c, h_next, xa, ha, zero, gates, aux)  # int64: one compile
-        for j in range(h.shape[1]):  # a loop, not h[l, :] = h_next: parallel=True would make that
-            h[l, j] = h_next[j]  # slice copy a parallel region of its own
+    M = feed.shape[0]
+    V = logits.shape[0]
+    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
+    head = (NB + 1) * SYNC_LINE
+    for s in range(M - 1 + out.shape[0]):
+        x_id = feed[s] if s < M else out[s - M]  # read after the wait that follows the draw
+        new, old = hs[(s + 1) % 2], hs[s % 2]
+        done = s * L * NB + max(0, s - (M - 1))  # units of the steps before this one
+        for l in range(L):
+            for k in range(NB):
+                blk = (tid + k) % NB
+                if claim(sync, (blk + 1) * SYNC_LINE, s * L + l):
+                    layer_block_kernel(net, l, x_id, np.int64(blk), new[max(l - 1, 0)], old[l], c, new[l], xa, ha,
+                                       zero, gates, aux)
+                    atomic_add(sync, DONE, 1)
+            done += NB
+            wait_until(sync, DONE, done)
+        if s >= M - 1:
+            t = s - (M - 1)
+            if claim(sync, head, t):
+                head_kernel(new[L - 1], net.head_W, net.head_b, logits)
+                out[t] = pick_kernel(logits, u[t], temperature, top_k, top_p, argmax, z, top, cdf)
+                atomic_add(sync, DONE, 1)
+            wait_until(sync, DONE, done + 1)
+
+
+@njit(parallel=True, **JIT)
+def sample_threads(net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
+                   logits):
+    """sample_steps on net.threads threads in one parallel region."""
+    for tid in prange(net.threads):
+        sample_steps(tid, net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
+                     logits)
 
 
 @njit(**JIT)
@@ -975,26 +1076,27 @@ def recurrent_sample_kernel(net, h, c, feed, u, temperature, top_k, top_p, argma
     previous step's output; u (N,) float64 holds one uniform per sampled id (unused if argmax).
     feed[:-1] only warms the state (prime text); the first id sampled follows feed[-1].
     h, c (L, Hp) float32 are the carried state, updated in place (c unused but for the lstm).
-    Returns the logits (V,) of the last step."""
+    The NB unit blocks of a layer run one after another if net.threads is 1, else on net.threads
+    threads (sample_steps). Returns the logits (V,) of the last step."""
     L, Hp = h.shape
     NB, GB = net.Wh.shape[1], net.Wh.shape[3]
     V = net.head_b.shape[0]
-    h_next = np.empty(Hp, dtype=np.float32)
+    hs = np.empty((2, L, Hp), dtype=np.float32)  # the state before and after a step
+    hs[0] = h
     xa = np.empty((NB, GB), dtype=np.float32)
     ha = np.empty((NB, GB), dtype=np.float32)
     zero = np.zeros(GB, dtype=np.float32)  # the bias the row kernels add: already in xa
     gates = np.empty((NB, GB), dtype=np.float32)
     aux = np.empty((NB, Hp // NB), dtype=np.float32)
     logits = np.empty(V, dtype=np.float32)
-    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
-    for t in range(feed.shape[0] - 1):
-        recurrent_step_kernel(net, h, c, feed[t], h_next, xa, ha, zero, gates, aux)
-    current = feed[feed.shape[0] - 1]
-    for t in range(out.shape[0]):
-        recurrent_step_kernel(net, h, c, current, h_next, xa, ha, zero, gates, aux)
-        head_kernel(h[L - 1], net.head_W, net.head_b, logits)
-        current = pick_kernel(logits, u[t], temperature, top_k, top_p, argmax, z, top, cdf)
-        out[t] = current
+    sync = np.zeros((NB + 2) * SYNC_LINE, dtype=np.int64)
+    if net.threads == 1 or NB == 1:  # no parallel region to start
+        sample_steps(0, net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
+                     logits)
+    else:
+        sample_threads(net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
+                       logits)
+    h[:] = hs[(feed.shape[0] - 1 + out.shape[0]) % 2]
     return logits
 
 

@@ -31,7 +31,7 @@ call with one product and layer 0 needs no input matvec:
 The kernels live with every other @njit function in kernels.py (section "batch-1 sampling");
 this module lays a model's weights out for them, chooses the thread count and streams the ids.
 Weights and state are float32 (float64 models are cast on the way in). One kernel is parallel:
-`recurrent_step_kernel` can split a layer's hidden units over threads (see RecurrentNet, prepare
+`recurrent_sample_kernel` can split a layer's hidden units over threads (see RecurrentNet, prepare
 and sample_ids for when it pays).
 """
 from __future__ import annotations
