@@ -7,7 +7,7 @@ character, medians of 5 runs of `--chars` characters in one compiled loop each:
 - "whole": recurrent_sample_kernel, serial and on numba's threads (what sample_ids runs);
 - "layers": recurrent_sample_kernel stepping through a prime (every layer's step, no head), serial
   and parallel;
-- "head": head_kernel (h @ head.W + head.b), "pick": pick_kernel (temperature, softmax, draw).
+- "head": head_block_kernel over every block, one thread (h @ head.W + head.b), "pick": pick_kernel (temperature, softmax, draw).
 "weight_mb" is what one character reads (every recurrent weight and the head), and
 "layers_gb_per_s" what the serial layers read per second: compare it with bench/peak.py's
 "memory" rows at that size to see whether sampling is bound by the read rate.
@@ -35,9 +35,10 @@ from charnn.backend.numba.threads import parallel_threads  # noqa: E402
 
 @njit
 def _head(net, h_top, n):
-    logits = np.empty(net.head_b.shape[0], dtype=np.float32)
+    logits = np.empty(net.head_W.shape[0] * net.head_W.shape[2], dtype=np.float32)
     for _ in range(n):
-        K.head_kernel(h_top, net.head_W, net.head_b, logits)
+        for blk in range(net.head_W.shape[0]):
+            K.head_block_kernel(h_top, net, blk, logits)
 
 
 @njit
@@ -83,7 +84,7 @@ def profile(name: str, chars: int) -> dict:
         row[f"whole_us_{n_threads}_threads"] = _median_us(whole, chars)
         row[f"layers_us_{n_threads}_threads"] = _median_us(layers, chars)
     h_top = rng.standard_normal(Hp).astype(np.float32)
-    logits = (h_top @ net1.head_W + net1.head_b).astype(np.float32)
+    logits = (h_top[: model.config.hidden] @ model.params["head.W"] + net1.head_b).astype(np.float32)
     u = rng.random(1024)
     row["head_us"] = _median_us(lambda n: _head(net1, h_top, n), chars)
     row["pick_us"] = _median_us(lambda n: _pick(logits, u, n), chars)

@@ -503,7 +503,7 @@ def test_a_thread_that_starts_late_or_never_changes_nothing(spec):
 
     model = make_model(*spec)
     net = recurrent_net(model, 3)
-    L, NB, Hp, GB = model.config.layers, net.Wh.shape[1], net.Wh.shape[2], net.Wh.shape[3]
+    L, Hp = model.config.layers, net.Wh.shape[2]
     feed, u = np.array([3, 1, 4, 1]), np.random.default_rng(5).random(30)
 
     def serial():
@@ -513,11 +513,9 @@ def test_a_thread_that_starts_late_or_never_changes_nothing(spec):
 
     expected = serial()
     hs, c, out = np.zeros((2, L, Hp), np.float32), np.zeros((L, Hp), np.float32), np.empty(30, np.int64)
-    scratch = [np.empty((NB, GB), np.float32), np.empty((NB, GB), np.float32), np.zeros(GB, np.float32),
-               np.empty((NB, GB), np.float32), np.empty((NB, Hp // NB), np.float32), np.empty(len(VOCAB), np.float32)]
-    sync = np.zeros((NB + 2) * K.SYNC_LINE, dtype=np.int64)
+    scratch = K.sample_scratch(net)
     for tid in (2, 0):  # thread 2 alone does everything; thread 0 comes when all is done
-        K.sample_steps(tid, net._replace(threads=3), hs, c, feed, u, 1.0, 0, 1.0, False, out, sync, *scratch)
+        K.sample_steps(tid, net._replace(threads=3), hs, c, feed, u, 1.0, 0, 1.0, False, out, *scratch)
         S = len(feed) - 1 + len(out)
         assert np.array_equal(out, expected[0]) and np.array_equal(hs[S % 2], expected[1])
         assert np.array_equal(c, expected[2])

@@ -1026,23 +1026,34 @@ DONE = 0  # sync[DONE]: units finished in this call, all phases together
 
 
 @njit(**JIT)
+def head_block_kernel(h, net, blk, logits):
+    """logits[blk*Vb : (blk+1)*Vb] = h @ net.head_W[blk] + head.b (the bias on the columns < V):
+    head column block blk of RecurrentNet, h (Hp,), logits (NB * Vb,)."""
+    Vb, V = net.head_W.shape[2], net.head_b.shape[0]
+    part = logits[blk * Vb : (blk + 1) * Vb]
+    matvec(h, net.head_W[blk], part)
+    for j in range(min(Vb, V - blk * Vb)):
+        part[j] += net.head_b[blk * Vb + j]
+
+
+@njit(**JIT)
 def sample_steps(tid, net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
                  logits):
     """One thread's part of recurrent_sample_kernel: for each step s of S = M - 1 + N (feed (M,),
-    out (N,)), each layer's NB blocks, then (once feed is used up) the head and the draw of
-    out[s - M + 1]. hs (2, L, Hp): step s reads hs[s % 2] and writes hs[(s + 1) % 2]. sync: DONE,
-    then at (k + 1) * SYNC_LINE the claims of unit k (block k < NB, the head k = NB) so far.
-    tid: the thread's first block to try."""
+    out (N,)), each layer's NB blocks, then (once feed is used up) the head's NB column blocks and
+    the draw of out[s - M + 1], made by the thread that finishes the head's last block.
+    hs (2, L, Hp): step s reads hs[s % 2] and writes hs[(s + 1) % 2]. sync (SYNC_LINE * (2NB + 1),):
+    DONE, then at (k + 1) * SYNC_LINE the claims so far of unit k (layer block k < NB, head block
+    k - NB). logits (NB * Vb,). tid: the thread's first block to try."""
     L = hs.shape[1]
     NB = xa.shape[0]
     M = feed.shape[0]
-    V = logits.shape[0]
+    V = net.head_b.shape[0]
     z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
-    head = (NB + 1) * SYNC_LINE
     for s in range(M - 1 + out.shape[0]):
         x_id = feed[s] if s < M else out[s - M]  # read after the wait that follows the draw
         new, old = hs[(s + 1) % 2], hs[s % 2]
-        done = s * L * NB + max(0, s - (M - 1))  # units of the steps before this one
+        done = s * L * NB + max(0, s - (M - 1)) * (NB + 1)  # units of the steps before this one
         for l in range(L):
             for k in range(NB):
                 blk = (tid + k) % NB
@@ -1054,11 +1065,26 @@ def sample_steps(tid, net, hs, c, feed, u, temperature, top_k, top_p, argmax, ou
             wait_until(sync, DONE, done)
         if s >= M - 1:
             t = s - (M - 1)
-            if claim(sync, head, t):
-                head_kernel(new[L - 1], net.head_W, net.head_b, logits)
-                out[t] = pick_kernel(logits, u[t], temperature, top_k, top_p, argmax, z, top, cdf)
-                atomic_add(sync, DONE, 1)
-            wait_until(sync, DONE, done + 1)
+            for k in range(NB):
+                blk = (tid + k) % NB
+                if claim(sync, (NB + blk + 1) * SYNC_LINE, t):
+                    head_block_kernel(new[L - 1], net, np.int64(blk), logits)
+                    if atomic_add(sync, DONE, 1) == done + NB - 1:  # the head's last block: every logit is in
+                        out[t] = pick_kernel(logits[:V], u[t], temperature, top_k, top_p, argmax, z, top, cdf)
+                        atomic_add(sync, DONE, 1)
+            wait_until(sync, DONE, done + NB + 1)
+
+
+@njit(**JIT)
+def sample_scratch(net):
+    """sample_steps' shared arrays for a RecurrentNet of NB blocks of GB gate columns and w units:
+    sync (SYNC_LINE * (2NB + 1),) zeros, xa, ha, gates (NB, GB), zero (GB,) zeros, aux (NB, w),
+    logits (NB * Vb,)."""
+    NB, Hp, GB = net.Wh.shape[1], net.Wh.shape[2], net.Wh.shape[3]
+    sync = np.zeros((2 * NB + 1) * SYNC_LINE, dtype=np.int64)
+    zero = np.zeros(GB, dtype=np.float32)  # the bias the row kernels add: already in xa
+    xa, ha, gates = np.empty((NB, GB), np.float32), np.empty((NB, GB), np.float32), np.empty((NB, GB), np.float32)
+    return sync, xa, ha, zero, gates, np.empty((NB, Hp // NB), np.float32), np.empty(NB * net.head_W.shape[2], np.float32)
 
 
 @njit(parallel=True, **JIT)
@@ -1079,25 +1105,17 @@ def recurrent_sample_kernel(net, h, c, feed, u, temperature, top_k, top_p, argma
     The NB unit blocks of a layer run one after another if net.threads is 1, else on net.threads
     threads (sample_steps). Returns the logits (V,) of the last step."""
     L, Hp = h.shape
-    NB, GB = net.Wh.shape[1], net.Wh.shape[3]
-    V = net.head_b.shape[0]
     hs = np.empty((2, L, Hp), dtype=np.float32)  # the state before and after a step
     hs[0] = h
-    xa = np.empty((NB, GB), dtype=np.float32)
-    ha = np.empty((NB, GB), dtype=np.float32)
-    zero = np.zeros(GB, dtype=np.float32)  # the bias the row kernels add: already in xa
-    gates = np.empty((NB, GB), dtype=np.float32)
-    aux = np.empty((NB, Hp // NB), dtype=np.float32)
-    logits = np.empty(V, dtype=np.float32)
-    sync = np.zeros((NB + 2) * SYNC_LINE, dtype=np.int64)
-    if net.threads == 1 or NB == 1:  # no parallel region to start
+    sync, xa, ha, zero, gates, aux, logits = sample_scratch(net)
+    if net.threads == 1 or net.Wh.shape[1] == 1:  # no parallel region to start
         sample_steps(0, net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
                      logits)
     else:
         sample_threads(net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
                        logits)
     h[:] = hs[(feed.shape[0] - 1 + out.shape[0]) % 2]
-    return logits
+    return logits[: net.head_b.shape[0]]
 
 
 @njit(**JIT)
@@ -1180,13 +1198,13 @@ def batch_matvec(X, W, out):
 
 
 @njit(**JIT)
-def batch_pick(net, h_top, ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out):
-    """The head and the draw for every stream: logits (S, V) = h_top (S, H) @ head.W + head.b, then
-    ids[s] = out[s, t] = pick with uniform u[s, t]."""
-    batch_matvec(h_top, net.head_W, logits)
+def batch_pick(head_W, head_b, h_top, ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out):
+    """The head and the draw for every stream: logits (S, V) = h_top (S, H) @ head_W (H, V) + head_b,
+    then ids[s] = out[s, t] = pick with uniform u[s, t]."""
+    batch_matvec(h_top, head_W, logits)
     for s in range(ids.shape[0]):
         for j in range(logits.shape[1]):
-            logits[s, j] += net.head_b[j]
+            logits[s, j] += head_b[j]
         ids[s] = pick_kernel(logits[s], u[s, t], temperature, top_k, top_p, argmax, z, top, cdf)
         out[s, t] = ids[s]
 
@@ -1229,7 +1247,7 @@ def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p
             for s in range(S):
                 for j in range(Hp):
                     h[l, s, j] = h_next[s, j]
-        batch_pick(net, h[L - 1], ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out)
+        batch_pick(net.head_W[0], net.head_b, h[L - 1], ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out)
 
 
 @njit(**JIT)
@@ -1252,4 +1270,4 @@ def mlp_batch_sample_kernel(net, window, first, u, temperature, top_k, top_p, ar
                 for m in range(H):
                     a[s, m] += net.b[l, m]
                 activate_row(a[s], h[s], net.act)
-        batch_pick(net, h, ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out)
+        batch_pick(net.head_W, net.head_b, h, ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out)

@@ -68,7 +68,7 @@ class RecurrentNet(NamedTuple):
     Wx: np.ndarray  # (L-1, NB, Hp, GB) input weights of layers 1..L-1
     b: np.ndarray  # (L-1, NB, GB) biases of layers 1..L-1
     Wh: np.ndarray  # (L, NB, Hp, GB) recurrent weights
-    head_W: np.ndarray  # (Hp, V)
+    head_W: np.ndarray  # (NB, Hp, Vb) the head's columns in NB blocks of Vb = ceil(V / NB), zero-padded
     head_b: np.ndarray  # (V,)
     threads: int = 1  # 1: the blocks of a layer run one after another; > 1: on parallel threads
 
@@ -138,8 +138,10 @@ def recurrent_net(model, n_blocks: int = 1, Hp: int | None = None) -> RecurrentN
         if l > 0:
             _unit_blocks(p[f"layer{l}.Wx"], gates, n_blocks, Hp, Wx[l - 1])
             _unit_blocks(p[f"layer{l}.b"][None], gates, n_blocks, Hp, b[l - 1, :, None])  # one row
-    head_W = np.zeros((Hp, V), dtype=np.float32)
-    head_W[:H] = p["head.W"]
+    Vb = -(-V // n_blocks)
+    head_W = np.zeros((Hp, n_blocks * Vb), dtype=np.float32)
+    head_W[:H, :V] = p["head.W"]
+    head_W = np.ascontiguousarray(head_W.reshape(Hp, n_blocks, Vb).transpose(1, 0, 2))  # (NB, Hp, Vb)
     return RecurrentNet(
         cell=CELL_CODES[cfg.model],
         act=ACTIVATION_CODES[cfg.activation],
