@@ -548,3 +548,26 @@ print("same")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
+
+
+def test_the_layout_is_kept_while_the_parameters_stay_the_same_and_rebuilt_when_they_change():
+    """kept_recurrent_net reuses the model's layout between samples, and an edit of a parameter in
+    place, however small, is seen at the next sample: its characters are a fresh model's."""
+    from charnn.backend.numba.sampler import _same_bits, kept_recurrent_net
+
+    model = make_model("lstm", "tanh", 8, 2, 12)
+    first = kept_recurrent_net(model, 2)
+    assert kept_recurrent_net(model, 2) is first
+    before = "".join(sample_numba(model, np.array([0]), 40, rng=np.random.default_rng(3), threads=2))
+    model.params["layer1.Wh"][3, 5] = np.nextafter(model.params["layer1.Wh"][3, 5], np.float32(np.inf))
+    model.params["embed.W"][2] *= -1.0  # layer 0's tabulated input changes too
+    rebuilt = kept_recurrent_net(model, 2)
+    assert rebuilt is not first and rebuilt.Wh[1, 0, 3, 5] == model.params["layer1.Wh"][3, 5]
+    fresh = make_model("lstm", "tanh", 8, 2, 12)
+    for k, v in model.params.items():
+        fresh.params[k][...] = v
+    after = "".join(sample_numba(model, np.array([0]), 40, rng=np.random.default_rng(3), threads=2))
+    assert after == "".join(sample_numba(fresh, np.array([0]), 40, rng=np.random.default_rng(3), threads=2))
+    assert after != before
+    nan, zero = np.array([np.nan, 0.0], np.float32), np.array([np.nan, -0.0], np.float32)
+    assert _same_bits({"a": nan}, {"a": nan.copy()}) and not _same_bits({"a": nan}, {"a": zero})

@@ -1015,12 +1015,13 @@ def layer_block_kernel(net, l, x_id, blk, below, prev, c, h_next, xa, ha, zero, 
 
 # The blocks of a step run on threads that stay in one parallel region for the whole call, and
 # wait for each other at shared counters: starting a parallel region per layer and step cost ~3 us
-# each (bench/README.md), as much as a small layer's work. Every unit of work (a layer's block, or
-# a step's head and draw) is claimed by exactly one thread, whichever gets it first (each starts
-# with its own block, so its share of the weights stays in its core's cache); a thread that finds
-# nothing left to claim waits until every unit of the phase is done. So the ids never depend on
-# which thread ran what, and a thread that starts late, or not at all, only leaves more to the
-# others: nothing waits on a thread that has not claimed work.
+# each (bench/README.md), as much as a small layer's work. Every unit of work (a layer's block of
+# units, or a block of the head's columns) is claimed by exactly one thread, whichever gets it
+# first (each starts with its own block, so its share of the weights stays in its core's cache); a
+# thread that finds nothing left to claim waits until every unit of the phase is done, and the
+# thread that finishes the head's last block makes the draw. So the ids never depend on which
+# thread ran what, and a thread that starts late, or not at all, only leaves more to the others:
+# nothing waits on a thread that has not claimed work.
 SYNC_LINE = 8  # int64 counters 64 bytes apart: one cache line each, no false sharing
 DONE = 0  # sync[DONE]: units finished in this call, all phases together
 
