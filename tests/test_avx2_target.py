@@ -1,7 +1,8 @@
 """The compiled fast path on a CPU without AVX-512, whatever CPU runs the tests: a child process
 with numba's target forced to Haswell (AVX2, FMA; NUMBA_CPU_FEATURES="" so that none of the
 host's own features are added) compiles the kernels for it and checks them against the numpy
-reference. The product kernels then use 8-lane vectors and their 4 x 24 tile.
+reference. The product kernels then use 8-lane vectors and their 4 x 24 tile. Batch-1 sampling
+runs there too, serially and on two threads (its atomic counters compiled for that target).
 """
 import json
 import os
@@ -53,6 +54,35 @@ CHILD = textwrap.dedent("""
         out.setdefault("ids_errors", {})[name] = [float(np.abs(got - want).max()),
                                                   float(np.abs(dtable - dtable_ref).max() / np.abs(dtable_ref).max())]
     out["cell_forward_errors"] = cells
+    # batch-1 sampling: the serial run, and the two-thread one (one parallel region, atomic counters)
+    from charnn import CharModel, ModelConfig
+    from charnn.data.text import Vocab
+    from charnn.backend.numba.sampler import recurrent_net
+    vocab = Vocab(list("abcdefgh ij.\\n"))
+    sampled = {}
+    for cell in ("lstm", "gru", "rnn"):
+        config = ModelConfig(model=cell, vocab_size=len(vocab), hidden=40, layers=2, embed=8)
+        model = CharModel.create(config, vocab, seed=1, backend="numpy")
+        for p in model.params.values():
+            p += rng.normal(0.0, 0.3, p.shape).astype(p.dtype)
+        ids = rng.integers(0, len(vocab), 9)
+        state = model.initial_state(1)
+        for i in ids:
+            want, state = model.step(np.array([i]), state)
+        net = recurrent_net(model, 2)
+        runs = []
+        for threads in (1, 2):
+            L, Hp = net.Wh.shape[0], net.Wh.shape[2]
+            h, c, ids_out = np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), np.empty(60, np.int64)
+            logits = K.recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.linspace(0, 0.99, 60), 1.0, 0,
+                                               1.0, False, ids_out)
+            runs.append(ids_out.tolist())
+            if threads == 1:  # the logits after the prime, checked against the model's own step
+                first = K.recurrent_sample_kernel(net, np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), ids,
+                                                  np.zeros(1), 1.0, 0, 1.0, True, np.empty(1, np.int64))
+                error = float(np.abs(first - want[0]).max() / np.abs(want[0]).max())
+        sampled[cell] = {"logits_error": error, "threads_same_ids": runs[0] == runs[1]}
+    out["sampling"] = sampled
     asm = "".join(K.gemm_kernel.inspect_asm().values())
     out["zmm_in_gemm"] = "zmm" in asm
     out["ymm_in_gemm"] = "ymm" in asm
@@ -94,3 +124,9 @@ def test_cells_reading_ids_agree_with_the_reference(haswell):
 
 def test_the_row_split_loops_compute_the_same_bits(haswell):
     assert haswell["rows_split_equal"] == {"lstm": True, "gru": True, "rnn": True}
+
+
+def test_batch_1_sampling_agrees_with_the_model_and_two_threads_sample_the_same_ids(haswell):
+    assert set(haswell["sampling"]) == {"lstm", "gru", "rnn"}
+    for cell, result in haswell["sampling"].items():
+        assert result["logits_error"] < 1e-5 and result["threads_same_ids"], cell
