@@ -7,7 +7,8 @@ character, medians of 5 runs of `--chars` characters in one compiled loop each:
 - "whole": recurrent_sample_kernel, serial and on numba's threads (what sample_ids runs);
 - "layers": recurrent_sample_kernel stepping through a prime (every layer's step, no head), serial
   and parallel;
-- "head": head_block_kernel over every block, one thread (h @ head.W + head.b), "pick": pick_kernel (temperature, softmax, draw).
+- "head": head_block_kernel over every block on one thread (h @ head.W + head.b), "pick":
+  pick_kernel (temperature, softmax, draw).
 "weight_mb" is what one character reads (every recurrent weight and the head), and
 "layers_gb_per_s" what the serial layers read per second: compare it with bench/peak.py's
 "memory" rows at that size to see whether sampling is bound by the read rate.

@@ -74,8 +74,8 @@ CHILD = textwrap.dedent("""
         for threads in (1, 2):
             L, Hp = net.Wh.shape[0], net.Wh.shape[2]
             h, c, ids_out = np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), np.empty(60, np.int64)
-            logits = K.recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.linspace(0, 0.99, 60), 1.0, 0,
-                                               1.0, False, ids_out)
+            K.recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.linspace(0, 0.99, 60), 1.0, 0, 1.0,
+                                      False, ids_out)
             runs.append(ids_out.tolist())
             if threads == 1:  # the logits after the prime, checked against the model's own step
                 first = K.recurrent_sample_kernel(net, np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), ids,
