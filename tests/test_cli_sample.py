@@ -125,3 +125,22 @@ def test_ctrl_c_ends_an_endless_stream_cleanly(ckpt):
     generated = out[2:-1]
     assert generated == model.sample(len(generated), prime="ab", seed=1)[2:]
     assert b"Traceback" not in err and f"interrupted after {len(generated):,} characters" in err.decode()
+
+
+def test_sample_threads_can_be_forced_and_a_bad_value_is_one_line(ckpt, monkeypatch):
+    """CHARNN_SAMPLE_THREADS sets batch-1 sampling's thread count instead of timing the choice
+    (at most numba's threads); a value that is no count is one line, whichever code would sample."""
+    import numba
+    from charnn.backend.numba import sampler
+
+    model = load("m.npz", backend="numba")
+    monkeypatch.setenv("CHARNN_SAMPLE_THREADS", "1")
+    assert sampler.thread_counts(model) == (1,)
+    monkeypatch.setenv("CHARNN_SAMPLE_THREADS", "64")
+    assert sampler.thread_counts(model) == (numba.get_num_threads(),)
+    for value in ("auto", ""):  # the default: timed as it samples (sampler.thread_counts)
+        monkeypatch.setenv("CHARNN_SAMPLE_THREADS", value)
+        assert sampler.forced_threads() is None
+    monkeypatch.setenv("CHARNN_SAMPLE_THREADS", "two")
+    r = CliRunner().invoke(main, ["sample", "-c", "m.npz", "--backend", "numba", "-n", "20"])
+    assert_clean_error(r, "CHARNN_SAMPLE_THREADS must be auto or a whole number")

@@ -45,6 +45,7 @@ def sample_blocks(model, work: int | None, streams: int = 1):
     sample (work: the characters to step through, prime and sample of every stream; None: without
     end) before the sampling kernels are compiled."""
     family = sample_family(streams)
+    sampler.forced_threads()  # a bad CHARNN_SAMPLE_THREADS is an error whichever code samples
     if work is not None and work <= COLD_NUMPY_MAX and not _compile.is_compiled(family):
         return None
 

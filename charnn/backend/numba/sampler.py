@@ -36,12 +36,15 @@ and sample_ids for when it pays).
 """
 from __future__ import annotations
 
+import os
 import weakref
 from time import perf_counter
 from typing import Iterator, NamedTuple
 
+import numba
 import numpy as np
 
+from ...errors import CharnnError
 from .kernels import (ACTIVATION_CODES, CELL_CODES, batch_matvec, mlp_batch_sample_kernel, mlp_sample_kernel,
                       recurrent_batch_sample_kernel, recurrent_sample_kernel)
 from .threads import Chooser, free_cpus, parallel_threads
@@ -213,8 +216,20 @@ def _check(model) -> None:
         raise NotImplementedError(f"no numba sampling kernel for model type {cfg.model!r}")
 
 
+def forced_threads() -> int | None:
+    """CHARNN_SAMPLE_THREADS: the thread count batch-1 sampling runs on without timing the choice
+    (at most numba's), or None for "auto" or unset (the choice is timed: thread_counts)."""
+    value = os.environ.get("CHARNN_SAMPLE_THREADS", "auto").strip() or "auto"
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise CharnnError(f"CHARNN_SAMPLE_THREADS must be auto or a whole number of threads (1, 2, ...), not {value!r}")
+    return min(int(value), max(1, numba.get_num_threads()))
+
+
 def thread_counts(model, threads: int | None = None) -> tuple[int, ...]:
     """The thread counts a recurrent model's batch-1 sampling may run on (see prepare)."""
+    threads = forced_threads() if threads is None else threads
     if threads is not None:
         return (max(1, int(threads)),)
     # whether the parallel blocks pay depends on the weights' size against this CPU's caches and on
