@@ -242,6 +242,15 @@ def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, b
     return row
 
 
+def _sample_threads(model: CharModel) -> dict[int, int]:
+    """{thread count: characters} the numba sampler has stepped through for the model's shape in
+    this process; empty for the numpy backend."""
+    if model.backend != "numba":
+        return {}
+    from charnn.backend.numba.sampler import steps_by_threads
+    return steps_by_threads(model)
+
+
 def time_charnn_sampling(config: dict, length: int = 500, repeats: int = 5, backend: str | None = "numba",
                          seed: int = 0) -> dict:
     """Time `repeats` calls of "".join(model.generate(length, seed=r)) after one untimed call."""
@@ -249,6 +258,7 @@ def time_charnn_sampling(config: dict, length: int = 500, repeats: int = 5, back
     "".join(model.generate(min(length, 50), seed=12345))  # warm-up (iter_benchmarks compiled the kernels first)
     # which code samples: the compiled sampler, or the numpy reference loop (charnn.sampling)
     path = "reference" if model.ops.sampler(model, length) is None else "compiled"
+    before = _sample_threads(model)
     times = []
     for r in range(repeats):
         t0 = time.perf_counter()
@@ -258,6 +268,9 @@ def time_charnn_sampling(config: dict, length: int = 500, repeats: int = 5, back
     row = _median_summary(times, length, "charnn_sample", "call")
     row["charnn_sample_length"] = length
     row["charnn_sample_path"] = path
+    after = _sample_threads(model)
+    row["charnn_sample_threads"] = {str(n): k - before.get(n, 0) for n, k in sorted(after.items())
+                                    if k > before.get(n, 0)}
     return row
 
 

@@ -104,6 +104,16 @@ def test_the_row_says_how_many_threads_each_timed_step_ran_on():
     assert run_benchmarks([tiny("lstm")], torch=False, backend="numpy", **FAST)[0]["charnn_step_threads"] == {}
 
 
+def test_the_row_says_how_many_characters_the_sampler_stepped_on_how_many_threads(monkeypatch):
+    monkeypatch.setenv("CHARNN_SAMPLE_THREADS", "1")  # no timed choice: every character on one thread
+    row = run_benchmarks([tiny("lstm")], torch=False, backend="numba", **FAST)[0]
+    if row["charnn_sample_path"] == "compiled":
+        assert row["charnn_sample_threads"] == {"1": FAST["sample_length"] * FAST["sample_repeats"]}
+    else:  # a cold cache: the numpy loop sampled, and no thread count is claimed
+        assert row["charnn_sample_threads"] == {}
+    assert run_benchmarks([tiny("lstm")], torch=False, backend="numpy", **FAST)[0]["charnn_sample_threads"] == {}
+
+
 def test_torch_twin_does_the_same_work():
     pytest.importorskip("torch")
     config = tiny("lstm", layers=2)

@@ -333,6 +333,20 @@ def chooser_for(model, counts) -> Chooser:
     return _CHOOSERS[key]
 
 
+def steps_by_threads(model) -> dict[int, int]:
+    """{thread count: characters} that batch-1 samples of the model's shape have stepped through on
+    that many threads in this process (prime and sample, after the warm-up of a long prime), so
+    that a benchmark can say what ran."""
+    cfg = model.config
+    shape = (cfg.model, cfg.activation, cfg.layers, cfg.hidden, cfg.vocab_size)
+    total: dict[int, int] = {}
+    for key, chooser in _CHOOSERS.items():
+        if key[:5] == shape:
+            for n, k in chooser.ran.items():
+                total[n] = total.get(n, 0) + k
+    return total
+
+
 def _draw_args(model, temperature, top_k, top_p, argmax) -> tuple:
     """The kernels' (temperature, top_k, top_p, argmax): top_k 0 for none (as pick for k >= V),
     top_p 1.0 for none."""
@@ -390,6 +404,7 @@ def sample_ids(model, prime_ids, length: int | None, temperature: float = 1.0, t
         out = np.empty(n, dtype=np.int64)
         t0 = perf_counter()
         kernel(net, *state, feed, u, *draw, out)
+        chooser.ran[threads_now] += len(feed) - 1 + n
         if calls > 0:  # the first call may include compiling
             chooser.record(threads_now, perf_counter() - t0, len(feed) - 1 + n)
         yield out

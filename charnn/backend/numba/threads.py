@@ -115,6 +115,7 @@ class Chooser:
         self.last = {}  # the last timing of each count
         self.gap = {n: first_gap for n in self.counts}  # calls between probes of n
         self.wait = {n: 3 for n in self.counts}  # calls until n is probed
+        self.ran = {n: 0 for n in self.counts}  # steps run on n threads so far, timed or not (for reports)
 
     def next(self) -> int:
         for n in self.counts:
