@@ -321,13 +321,18 @@ class _Layouts(dict):
 _CHOOSERS: dict[tuple, Chooser] = {}  # what sample_ids has timed in this process, per shape
 
 
+def _shape(model) -> tuple:
+    """What a sample's timings depend on: the model's kind and sizes, not its weights."""
+    cfg = model.config
+    return cfg.model, cfg.activation, cfg.layers, cfg.hidden, cfg.vocab_size
+
+
 def chooser_for(model, counts) -> Chooser:
     """The Chooser of this process for a model's shape and thread counts: the timings of every
     earlier sample of that shape carry over (they depend on the shape, not on the weights), so a
     series of short samples runs at the faster count from its first block instead of relearning
     it in each (a 500-character sample is only 8 blocks)."""
-    cfg = model.config
-    key = (cfg.model, cfg.activation, cfg.layers, cfg.hidden, cfg.vocab_size, tuple(counts))
+    key = (*_shape(model), tuple(counts))
     if key not in _CHOOSERS:
         _CHOOSERS[key] = Chooser(list(counts))
     return _CHOOSERS[key]
@@ -337,11 +342,9 @@ def steps_by_threads(model) -> dict[int, int]:
     """{thread count: characters} that batch-1 samples of the model's shape have stepped through on
     that many threads in this process (prime and sample, after the warm-up of a long prime), so
     that a benchmark can say what ran."""
-    cfg = model.config
-    shape = (cfg.model, cfg.activation, cfg.layers, cfg.hidden, cfg.vocab_size)
     total: dict[int, int] = {}
     for key, chooser in _CHOOSERS.items():
-        if key[:5] == shape:
+        if key[:-1] == _shape(model):
             for n, k in chooser.ran.items():
                 total[n] = total.get(n, 0) + k
     return total
