@@ -105,12 +105,16 @@ def test_the_row_says_how_many_threads_each_timed_step_ran_on():
 
 
 def test_the_row_says_how_many_characters_the_sampler_stepped_on_how_many_threads(monkeypatch):
+    from charnn.backend.numba import compile as numba_compile
+
     monkeypatch.setenv("CHARNN_SAMPLE_THREADS", "1")  # no timed choice: every character on one thread
+    monkeypatch.setattr(numba_compile, "is_compiled", lambda family: True)  # the compiled sampler runs
     row = run_benchmarks([tiny("lstm")], torch=False, backend="numba", **FAST)[0]
-    if row["charnn_sample_path"] == "compiled":
-        assert row["charnn_sample_threads"] == {"1": FAST["sample_length"] * FAST["sample_repeats"]}
-    else:  # a cold cache: the numpy loop sampled, and no thread count is claimed
-        assert row["charnn_sample_threads"] == {}
+    assert row["charnn_sample_path"] == "compiled"
+    assert row["charnn_sample_threads"] == {"1": FAST["sample_length"] * FAST["sample_repeats"]}
+    monkeypatch.setattr(numba_compile, "is_compiled", lambda family: False)  # a cold cache: the numpy loop
+    row = run_benchmarks([tiny("lstm")], torch=False, backend="numba", **FAST)[0]
+    assert row["charnn_sample_path"] == "reference" and row["charnn_sample_threads"] == {}  # no count claimed
     assert run_benchmarks([tiny("lstm")], torch=False, backend="numpy", **FAST)[0]["charnn_sample_threads"] == {}
 
 

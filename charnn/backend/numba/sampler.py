@@ -182,11 +182,10 @@ def _same_bits(params: dict, copies: dict) -> bool:
         return False
     for k, a in params.items():
         b = copies[k]
-        a = np.asarray(a)
         if a.shape != b.shape or a.dtype != b.dtype:
             return False
-        as_int = f"i{a.itemsize}" if a.itemsize in (1, 2, 4, 8) else None
-        if not (np.array_equal(a.view(as_int), b.view(as_int)) if as_int else np.array_equal(a, b)):
+        as_int = f"i{a.itemsize}"  # float32 or float64, compared as integers of their width
+        if not np.array_equal(a.view(as_int), b.view(as_int)):
             return False
     return True
 
