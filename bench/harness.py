@@ -251,10 +251,20 @@ def _sample_threads(model: CharModel) -> dict[int, int]:
     return steps_by_threads(model)
 
 
+def _stored_sample_threads(model: CharModel) -> int | None:
+    """The thread count the numba sampler starts from for the model's shape, as measured on this
+    machine (`charnn compile`, earlier samples); None for the numpy backend or if never measured."""
+    if model.backend != "numba":
+        return None
+    from charnn.backend.numba.sampler import stored_threads
+    return stored_threads(model)
+
+
 def time_charnn_sampling(config: dict, length: int = 500, repeats: int = 5, backend: str | None = "numba",
                          seed: int = 0) -> dict:
     """Time `repeats` calls of "".join(model.generate(length, seed=r)) after one untimed call."""
     model = make_model(config, backend, seed)
+    prior = _stored_sample_threads(model)
     "".join(model.generate(min(length, 50), seed=12345))  # warm-up (iter_benchmarks compiled the kernels first)
     # which code samples: the compiled sampler, or the numpy reference loop (charnn.sampling)
     path = "reference" if model.ops.sampler(model, length) is None else "compiled"
@@ -271,6 +281,7 @@ def time_charnn_sampling(config: dict, length: int = 500, repeats: int = 5, back
     after = _sample_threads(model)
     row["charnn_sample_threads"] = {str(n): k - before.get(n, 0) for n, k in sorted(after.items())
                                     if k > before.get(n, 0)}
+    row["charnn_sample_threads_stored"] = prior
     return row
 
 

@@ -36,7 +36,8 @@ AVX2_ENV = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "OPENBLAS_COR
             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 ISAS = {"native": {}, "avx2": AVX2_ENV}
 # what the calibration chose, printed by a child in the target's environment
-DECISIONS = "import json; from charnn.backend.numba import policy; print(json.dumps({'key': policy.key(), 'shapes': policy.TABLE.known()}))"
+DECISIONS = ("import json; from charnn.backend.numba import policy; "
+             "print(json.dumps({'key': policy.key(), 'shapes': policy.TABLE.known(), 'sampling': policy.TABLE.sampling()}))")
 
 
 PROFILES = ("native", "avx2", "native-wide")  # the step profile's targets: ISAS and the 512-bit vectoriser

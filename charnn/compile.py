@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from .backend import get_backend
+from .checkpoint import load
 from .config import ModelConfig
 from .data.corpora import find_corpus, DEFAULT_CORPUS
 from .data.text import Vocab, read_corpus
@@ -79,6 +80,20 @@ def calibrate_products(config: TrainConfig | None = None, vocab_size: int | None
         return choice
 
 
+def calibrate_sampling(checkpoint=None, backend: str = "numba") -> tuple[str, dict] | None:
+    """Measure, for this machine, the thread count batch-1 sampling of a checkpoint's model shape
+    runs fastest on (default: the checkpoint a plain `charnn sample` reads), and keep it as the
+    count its samples start from (charnn.backend.numba.sampler.measure_threads). Returns (the
+    model's description, the measurement), or None where there is no checkpoint or no choice."""
+    try:
+        model = load(checkpoint, backend=backend)
+    except CharnnError:
+        return None
+    row = model.ops.calibrate_sampling(model)
+    cfg = model.config
+    return (f"{cfg.model} {cfg.layers}x{cfg.hidden}", row) if row else None
+
+
 def compile_kernels(say=None, backend: str = "numba") -> float:
     """Compile every kernel of the backend for this machine and record it; returns the seconds taken.
     say: receives a line before and after each family."""
@@ -96,4 +111,11 @@ def compile_kernels(say=None, backend: str = "numba") -> float:
     choice = calibrate_products(backend=backend, say=say)
     if choice:
         say(f"  products: {'register tiles' if choice == 'tiles' else 'BLAS'} ({time.perf_counter() - t:.1f} s)")
+    t = time.perf_counter()
+    found = calibrate_sampling(backend=backend)
+    if found:
+        name, row = found
+        times = ", ".join(f"{us:.1f} us a character on {n}" for n, us in row["us_per_char"].items())
+        say(f"  sampling {name}: {row['threads']} thread{'s' * (row['threads'] > 1)} ({times}; "
+            f"{time.perf_counter() - t:.1f} s)")
     return time.perf_counter() - t0

@@ -17,6 +17,13 @@ def pytest_unconfigure(config):
     if _TEST_CACHE:
         shutil.rmtree(_TEST_CACHE, ignore_errors=True)
 
+
+@pytest.fixture(autouse=True)
+def _own_working_folder(tmp_path_factory, monkeypatch):
+    """Every test runs in an empty folder of its own: what the CLI writes under the working folder
+    (checkpoints/, checkpoints/.latest, which a plain `charnn sample` reads) never lands in the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex "
          "jumbo vexing pangrams and shakespeare writes: to be, or not to be!").split()
 

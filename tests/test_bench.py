@@ -112,6 +112,11 @@ def test_the_row_says_how_many_characters_the_sampler_stepped_on_how_many_thread
     row = run_benchmarks([tiny("lstm")], torch=False, backend="numba", **FAST)[0]
     assert row["charnn_sample_path"] == "compiled"
     assert row["charnn_sample_threads"] == {"1": FAST["sample_length"] * FAST["sample_repeats"]}
+    assert row["charnn_sample_threads_stored"] is None  # never measured here
+    from charnn.backend.numba import sampler
+    monkeypatch.setattr(sampler, "stored_threads", lambda model, counts=None: 1)  # as if measured
+    row = run_benchmarks([tiny("lstm")], torch=False, backend="numba", **FAST)[0]
+    assert row["charnn_sample_threads_stored"] == 1  # what the sampler started from
     monkeypatch.setattr(numba_compile, "is_compiled", lambda family: False)  # a cold cache: the numpy loop
     row = run_benchmarks([tiny("lstm")], torch=False, backend="numba", **FAST)[0]
     assert row["charnn_sample_path"] == "reference" and row["charnn_sample_threads"] == {}  # no count claimed

@@ -571,3 +571,78 @@ def test_the_layout_is_kept_while_the_parameters_stay_the_same_and_rebuilt_when_
     assert after != before
     nan, zero = np.array([np.nan, 0.0], np.float32), np.array([np.nan, -0.0], np.float32)
     assert _same_bits({"a": nan}, {"a": nan.copy()}) and not _same_bits({"a": nan}, {"a": zero})
+
+
+@pytest.fixture
+def sampling_table(tmp_path, monkeypatch):
+    """A fresh calibration table (policy.py) in a folder of its own, as the sampler consults it,
+    and no Chooser of this process yet."""
+    from charnn.backend.numba import policy
+
+    monkeypatch.setenv("CHARNN_CACHE_DIR", str(tmp_path))
+    fresh = policy.Table()
+    monkeypatch.setattr(policy, "TABLE", fresh)
+    monkeypatch.setattr(sampler_module, "TABLE", fresh)
+    monkeypatch.setattr(sampler_module, "_CHOOSERS", {})
+    monkeypatch.setattr(sampler_module, "thread_counts", lambda model, threads=None: (1, 2) if threads is None else (threads,))
+    return fresh
+
+
+def test_a_sample_starts_from_the_thread_count_this_machine_measured_and_keeps_what_it_learns(sampling_table):
+    """The count measured best (kept in the cache folder) is where a new process's samples start;
+    a chooser that has timed both counts and found otherwise replaces it, once, for the next process."""
+    from charnn.backend.numba import policy
+    from charnn.backend.numba.sampler import remember, sample_name, stored_threads
+
+    model = make_model("lstm", "tanh", 8, 2, 128)
+    name = sample_name(model, (1, 2))
+    assert name == "lstm tanh 2x128, threads 1/2" and stored_threads(model) is None
+    assert chooser_for(model, [1, 2]).best == 1  # nothing measured: serial first
+    sampling_table.record_sampling(name, {"threads": 2, "us_per_char": {"1": 9.0, "2": 5.0}})
+    sampler_module._CHOOSERS.clear()  # a new process
+    chooser = chooser_for(model, [1, 2])
+    assert chooser.best == 2 and stored_threads(model) == 2
+    assert chooser_for(make_model("lstm", "tanh", 8, 2, 128, vocab=VOCAB_NO_NEWLINE), [1, 2]).best == 2  # any vocabulary
+    assert chooser_for(make_model("gru", "tanh", 8, 2, 128), [1, 2]).best == 1  # another shape: its own
+
+    writes = []
+    record = sampling_table.record_sampling
+    sampling_table.record_sampling = lambda n, row: (writes.append(row), record(n, row))
+    chooser.record(2, 1.0, 1)
+    remember(model, chooser)
+    assert writes == []  # one count timed: nothing learnt yet
+    chooser.record(1, 0.5, 1)  # serial won after all
+    remember(model, chooser)
+    remember(model, chooser)
+    assert writes == [{"threads": 1, "us_per_char": {"1": 500000.0, "2": 1000000.0}}]  # written once
+    assert policy.Table().sampling()[name]["threads"] == 1  # on disk, for the next process
+    sampler_module._CHOOSERS.clear()
+    assert chooser_for(model, [1, 2]).best == 1
+    assert chooser_for(model, [1]).best == 1 and chooser_for(model, [2]).best == 2  # a forced count is kept
+
+
+def test_measure_threads_times_each_count_and_keeps_the_faster(sampling_table, monkeypatch):
+    from charnn.backend.numba.sampler import measure_threads, sample_name
+
+    model = make_model("lstm", "tanh", 8, 2, 128)
+    calls = []
+    kernel = sampler_module.recurrent_sample_kernel
+    monkeypatch.setattr(sampler_module, "recurrent_sample_kernel", lambda net, *a: (calls.append(net.threads), kernel(net, *a))[1])
+    row = measure_threads(model)
+    rounds = sampler_module.CALIBRATION_ROUNDS + 1
+    assert calls == [1, 2] * rounds  # alternating, the first round untimed
+    assert row["threads"] in (1, 2) and sorted(row["us_per_char"]) == ["1", "2"]
+    assert row["threads"] == min((1, 2), key=lambda n: row["us_per_char"][str(n)])
+    assert sampling_table.sampling()[sample_name(model, (1, 2))] == row
+    assert measure_threads(make_model("mlp", "tanh", 5, 2, 12)) is None  # the MLP samples serially: no choice
+
+
+def test_charnn_compile_measures_the_sampling_threads_of_the_default_checkpoint(sampling_table, tmp_path):
+    from charnn.compile import calibrate_sampling
+
+    model = make_model("gru", "tanh", 8, 2, 128)
+    path = tmp_path / "m.npz"
+    model.save(str(path))
+    name, row = calibrate_sampling(str(path))
+    assert name == "gru 2x128" and row["threads"] in (1, 2)
+    assert calibrate_sampling(str(tmp_path / "missing.npz")) is None

@@ -1,6 +1,6 @@
 """What a backend is: the table of functions the models and the optimizer call.
 
-Every field but the last six is a function of charnn.nn with the same name, signature, return
+Every field but the last seven is a function of charnn.nn with the same name, signature, return
 values and cache types; a backend is only another way to compute them.
 """
 from __future__ import annotations
@@ -51,3 +51,7 @@ class Backend(NamedTuple):
     pace: Callable
     # () -> {shape: choice}: what `prepare` measured on this machine, and "in effect"; {} for none
     decisions: Callable
+    # (model) -> the thread count batch-1 sampling of the model's shape runs best on, measured now
+    # (~0.1-1 s) and kept for this machine as the count its samples start from: {"threads",
+    # "us_per_char"}; None for a backend or machine with no choice
+    calibrate_sampling: Callable

@@ -19,4 +19,5 @@ NUMPY = Backend(
     prepare=lambda config, batch_size, seq_len, say=None, default=False: contextlib.nullcontext(),
     pace=contextlib.nullcontext,
     decisions=dict,
+    calibrate_sampling=lambda model: None,
 )

@@ -142,4 +142,5 @@ NUMBA = Backend(
     prepare=prepare,
     pace=pace,
     decisions=gemm.decisions,
+    calibrate_sampling=sampler.measure_threads,
 )

@@ -8,6 +8,11 @@ never a mix: numba's worker threads and OpenBLAS's spin while they wait for work
 with few cores a step that alternates between them waits for the scheduler at every switch
 (bench/README.md, "Tiles or BLAS"). `charnn compile` measures the default model's shape, which is
 also the choice outside training (evaluation); CHARNN_GEMM=tiles or =blas overrides it (gemm.py).
+
+The same file keeps the thread count batch-1 sampling runs on best, per model shape ("sampling":
+serial, or a layer's units split over threads), as `charnn compile` measured it for the default
+model and later samples found it (sampler.py): a sample starts from it, so a short one runs at the
+better count from its first block. CHARNN_SAMPLE_THREADS overrides it.
 """
 from __future__ import annotations
 
@@ -59,10 +64,12 @@ def key() -> dict:
 class Table:
     """The measured choices {shape name: {"choice", "tiles_ms", "blas_ms", "splits"}}, loaded from
     and saved to `path()`; and the one in effect in this process (`active`). "splits" maps each
-    of the shape's time loops (loop_name) to the split that ran it faster, with its timings."""
+    of the shape's time loops (loop_name) to the split that ran it faster, with its timings.
+    Beside them, the sampling choices {sample shape name: {"threads", "us_per_char"}} (sampling())."""
 
     def __init__(self):
         self.shapes: dict[str, dict] | None = None
+        self.samples: dict[str, dict] | None = None
         self.active: str | None = None  # the shape whose choice applies now; None: DEFAULT
         self.forced_split: str | None = None  # set while calibrate.py times one split against the other
 
@@ -77,23 +84,43 @@ class Table:
         sections = saved.get("sections") if isinstance(saved, dict) else None
         return [s for s in sections if isinstance(s, dict) and isinstance(s.get("shapes"), dict)] if isinstance(sections, list) else []
 
-    def known(self) -> dict:
+    def _load(self) -> None:
         if self.shapes is None:
-            self.shapes = {}
+            self.shapes, self.samples = {}, {}
             for section in self._sections():
                 if section.get("key") == key():
                     self.shapes = {name: row for name, row in section["shapes"].items()
                                    if isinstance(row, dict) and row.get("choice") in CHOICES}
+                    samples = section.get("sampling")
+                    self.samples = {name: row for name, row in samples.items() if isinstance(row, dict)
+                                    and isinstance(row.get("threads"), int) and row["threads"] >= 1} if isinstance(samples, dict) else {}
+
+    def known(self) -> dict:
+        self._load()
         return self.shapes
+
+    def sampling(self) -> dict:
+        """{sample shape name: {"threads", "us_per_char"}}: batch-1 sampling's measured thread counts."""
+        self._load()
+        return self.samples
 
     def record(self, name: str, row: dict) -> None:
         """Keep a measurement, in memory and (quietly nothing where the cache folder is not
         writable: the choice then holds for this process only) on disk."""
         self.known()[name] = row
+        self._save()
+
+    def record_sampling(self, name: str, row: dict) -> None:
+        """Keep a sampling choice ({"threads": n, "us_per_char": {count: microseconds}}), as record."""
+        self.sampling()[name] = row
+        self._save()
+
+    def _save(self) -> None:
         others = [s for s in self._sections() if s.get("key") != key()]
+        mine = {"key": key(), "shapes": self.known(), "sampling": self.sampling()}
         try:
             with atomic_write(path(), "w", encoding="utf-8") as f:
-                json.dump({"sections": others + [{"key": key(), "shapes": self.known()}]}, f, indent=1, sort_keys=True)
+                json.dump({"sections": others + [mine]}, f, indent=1, sort_keys=True)
         except OSError:
             pass
 
@@ -116,7 +143,7 @@ class Table:
 
     def forget(self) -> None:
         """Drop what is in memory (the file stays)."""
-        self.shapes, self.active = None, None
+        self.shapes, self.samples, self.active = None, None, None
 
 
 TABLE = Table()

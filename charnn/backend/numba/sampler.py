@@ -47,6 +47,7 @@ import numpy as np
 from ...errors import CharnnError
 from .kernels import (ACTIVATION_CODES, CELL_CODES, batch_matvec, mlp_batch_sample_kernel, mlp_sample_kernel,
                       recurrent_batch_sample_kernel, recurrent_sample_kernel)
+from .policy import TABLE
 from .threads import Chooser, free_cpus, parallel_threads
 
 FIRST_BLOCK = 8  # characters in the first kernel call, so the first output appears at once
@@ -326,15 +327,73 @@ def _shape(model) -> tuple:
     return cfg.model, cfg.activation, cfg.layers, cfg.hidden, cfg.vocab_size
 
 
+def sample_name(model, counts) -> str:
+    """How policy.py's table names a batch-1 sampling choice: what the thread count's speed depends
+    on (the layers' sizes; not the vocabulary, whose head is a small part of a step) and the
+    counts chosen between, e.g. "lstm tanh 2x512, threads 1/2"."""
+    cfg = model.config
+    return f"{cfg.model} {cfg.activation} {cfg.layers}x{cfg.hidden}, threads {'/'.join(map(str, counts))}"
+
+
+def stored_threads(model, counts=None) -> int | None:
+    """The thread count batch-1 sampling of the model's shape starts from, as measured on this
+    machine (measure_threads, or earlier samples) and kept by policy.py; None if never measured."""
+    counts = thread_counts(model) if counts is None else counts
+    row = TABLE.sampling().get(sample_name(model, counts))
+    return row["threads"] if row is not None and row["threads"] in counts else None
+
+
 def chooser_for(model, counts) -> Chooser:
     """The Chooser of this process for a model's shape and thread counts: the timings of every
     earlier sample of that shape carry over (they depend on the shape, not on the weights), so a
     series of short samples runs at the faster count from its first block instead of relearning
-    it in each (a 500-character sample is only 8 blocks)."""
+    it in each (a 500-character sample is only 8 blocks). A new one starts from the count this
+    machine measured best (stored_threads)."""
     key = (*_shape(model), tuple(counts))
     if key not in _CHOOSERS:
-        _CHOOSERS[key] = Chooser(list(counts))
+        _CHOOSERS[key] = Chooser(list(counts), best=stored_threads(model, counts) if len(counts) > 1 else None)
     return _CHOOSERS[key]
+
+
+def remember(model, chooser: Chooser) -> None:
+    """Keep the chooser's best count for the model's shape (policy.py) once it has timed every
+    count, where that differs from what is kept: the next process starts from it."""
+    if len(chooser.counts) < 2 or len(chooser.cost) < len(chooser.counts):
+        return
+    if stored_threads(model, chooser.counts) != chooser.best:
+        us = {str(n): round(chooser.cost[n] * 1e6, 3) for n in chooser.counts}
+        TABLE.record_sampling(sample_name(model, chooser.counts), {"threads": chooser.best, "us_per_char": us})
+
+
+CALIBRATION_CHARS = 512  # characters per timed call of measure_threads
+CALIBRATION_ROUNDS = 5  # timed calls per thread count, alternating
+
+
+def measure_threads(model) -> dict | None:
+    """Time batch-1 sampling of the model's shape on each thread count it may run on (thread_counts),
+    alternating, CALIBRATION_ROUNDS calls of CALIBRATION_CHARS greedy characters each after an
+    untimed round (on the model's weights: the time depends on the sizes only), and keep the count
+    with the lower median time per character (policy.py) as the one its samples start from; the
+    chooser still times both as a sample runs. Returns the kept row, or None where there is no
+    choice (one thread, or a busy machine)."""
+    kernel, nets, state = prepare(model)
+    counts = sorted(nets)
+    if len(counts) < 2:
+        return None
+    feed, u, out = np.zeros(1, dtype=np.int64), np.zeros(CALIBRATION_CHARS), np.empty(CALIBRATION_CHARS, dtype=np.int64)
+    times = {n: [] for n in counts}
+    for r in range(CALIBRATION_ROUNDS + 1):
+        for n in counts:
+            net = nets[n]
+            t0 = perf_counter()
+            kernel(net, *state, feed, u, 1.0, 0, 1.0, True, out)
+            if r > 0:  # the first round may load the kernel
+                times[n].append((perf_counter() - t0) / CALIBRATION_CHARS)
+            feed[0] = out[-1]
+    median = {n: sorted(ts)[len(ts) // 2] for n, ts in times.items()}
+    row = {"threads": min(counts, key=median.get), "us_per_char": {str(n): round(median[n] * 1e6, 3) for n in counts}}
+    TABLE.record_sampling(sample_name(model, counts), row)
+    return row
 
 
 def steps_by_threads(model) -> dict[int, int]:
@@ -413,6 +472,7 @@ def sample_ids(model, prime_ids, length: int | None, temperature: float = 1.0, t
         feed = out[-1:]  # the next block continues from the last id sampled
         done += n
         calls += 1
+    remember(model, chooser)
 
 
 def sample_batch_ids(model, warm_ids, first_ids, length: int | None, temperature: float = 1.0,

@@ -101,15 +101,17 @@ def free_cpus(wanted: int, window: float = 1e-3) -> int:
 class Chooser:
     """Run the thread count with the lower measured time per step, and now and then try each other
     count on a short block: first at the third call (the first may compile, the second times the
-    default, counts[0]), then at intervals that double while it stays slower, so that the probes
+    count it starts from), then at intervals that double while it stays slower, so that the probes
     cost little. Used by the sampler (per block of characters) and by training (Pace, per step).
     A count's cost is the lower of its last two timings: one block held up by a stray time slice
     (a parallel region stalls for a scheduler tick, ~4 ms, whenever either of its CPUs is taken)
     does not condemn it, but when the best slows down for good (another process takes a core:
-    every parallel region then waits, ~100x slower) the switch comes after two blocks."""
+    every parallel region then waits, ~100x slower) the switch comes after two blocks.
+    best: the count to start from (one measured earlier, kept by policy.py), else counts[0]."""
 
-    def __init__(self, counts, first_gap: int = 8, max_gap: int = 1024):
-        self.counts, self.best = list(counts), counts[0]
+    def __init__(self, counts, first_gap: int = 8, max_gap: int = 1024, best: int | None = None):
+        self.counts = list(counts)
+        self.best = best if best in self.counts else self.counts[0]
         self.first_gap, self.max_gap = first_gap, max_gap
         self.cost = {}  # seconds per step: the lower of the last two timings
         self.last = {}  # the last timing of each count
