@@ -8,7 +8,10 @@ character, medians of 5 runs of `--chars` characters in one compiled loop each:
 - "layers": recurrent_sample_kernel stepping through a prime (every layer's step, no head), serial
   and parallel;
 - "head": head_block_kernel over every block on one thread (h @ head.W + head.b), "pick":
-  pick_kernel (temperature, softmax, draw).
+  pick_kernel (temperature, softmax, draw);
+- with --streams S (S > 1): "batch": recurrent_batch_sample_kernel stepping S streams together
+  (what `charnn sample --num-samples S` runs), on one thread and in groups on numba's threads,
+  microseconds a character of one stream (the call's time / (S x chars)).
 "weight_mb" is what one character reads (every recurrent weight and the head), and
 "layers_gb_per_s" what the serial layers read per second: compare it with bench/peak.py's
 "memory" rows at that size to see whether sampling is bound by the read rate.
@@ -62,7 +65,7 @@ def _median_us(run, n: int, repeats: int = 5) -> float:
     return round(sorted(times)[len(times) // 2] / n * 1e6, 3)
 
 
-def profile(name: str, chars: int) -> dict:
+def profile(name: str, chars: int, streams: int = 1) -> dict:
     config = harness.config_by_name(name)
     model = harness.make_model(config)
     threads = min(parallel_threads(), max(1, model.config.hidden // 64))  # as sampler.thread_counts, busy CPUs or not
@@ -84,6 +87,16 @@ def profile(name: str, chars: int) -> dict:
 
         row[f"whole_us_{n_threads}_threads"] = _median_us(whole, chars)
         row[f"layers_us_{n_threads}_threads"] = _median_us(layers, chars)
+    if streams > 1:  # the layout and state of sample_batch_ids (one unit block of the same Hp)
+        batch_net = sampler.recurrent_net(model, 1, Hp)
+        row["streams"] = streams
+        for parts in sorted({1, min(parallel_threads(), streams)}):
+            def batch(n, parts=parts):
+                h, c = np.zeros((L, streams, Hp), np.float32), np.zeros((L, streams, Hp), np.float32)
+                K.recurrent_batch_sample_kernel(batch_net, h, c, np.zeros(streams, np.int64), rng.random((streams, n)),
+                                                1.0, 0, 1.0, False, np.empty((streams, n), np.int64), parts)
+
+            row[f"batch_us_{parts}_threads"] = round(_median_us(batch, max(1, chars // streams)) / streams, 3)
     h_top = rng.standard_normal(Hp).astype(np.float32)
     logits = (h_top[: model.config.hidden] @ model.params["head.W"] + net1.head_b).astype(np.float32)
     u = rng.random(1024)
@@ -100,9 +113,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="lstm-2x128,lstm-2x256,lstm-2x512,gru-2x256,rnn-1x512")
     ap.add_argument("--chars", type=int, default=20000, help="characters per timed run")
+    ap.add_argument("--streams", type=int, default=1, help="also time S streams sampled together (S > 1)")
     args = ap.parse_args(argv)
+    if args.chars < 1 or args.streams < 1:
+        ap.exit(2, "Error: --chars and --streams must be at least 1\n")
     for name in args.configs.split(","):
-        print(json.dumps(profile(name, args.chars)), flush=True)
+        print(json.dumps(profile(name, args.chars, args.streams)), flush=True)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,21 @@ CHILD = textwrap.dedent("""
                 first = K.recurrent_sample_kernel(net, np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), ids,
                                                   np.zeros(1), 1.0, 0, 1.0, True, np.empty(1, np.int64))
                 error = float(np.abs(first - want[0]).max() / np.abs(want[0]).max())
-        sampled[cell] = {"logits_error": error, "threads_same_ids": runs[0] == runs[1]}
+        # three streams together, on one thread and in two groups: each stream a batch-1 run
+        bnet, u3, first3 = recurrent_net(model, 1, Hp), rng.random((3, 30)), np.array([1, 4, 7])
+        batch_runs = []
+        for parts in (1, 2):
+            hb, cb, out3 = np.zeros((L, 3, Hp), np.float32), np.zeros((L, 3, Hp), np.float32), np.empty((3, 30), np.int64)
+            K.recurrent_batch_sample_kernel(bnet, hb, cb, first3, u3, 1.0, 0, 1.0, False, out3, parts)
+            batch_runs.append(out3.tolist())
+        singles = []
+        for s_ in range(3):
+            o = np.empty(30, np.int64)
+            K.recurrent_sample_kernel(net, np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), first3[s_:s_ + 1],
+                                      u3[s_], 1.0, 0, 1.0, False, o)
+            singles.append(o.tolist())
+        sampled[cell] = {"logits_error": error, "threads_same_ids": runs[0] == runs[1],
+                         "batch_same_ids": batch_runs[0] == batch_runs[1] == singles}
     out["sampling"] = sampled
     asm = "".join(K.gemm_kernel.inspect_asm().values())
     out["zmm_in_gemm"] = "zmm" in asm
@@ -130,3 +144,4 @@ def test_batch_1_sampling_agrees_with_the_model_and_two_threads_sample_the_same_
     assert set(haswell["sampling"]) == {"lstm", "gru", "rnn"}
     for cell, result in haswell["sampling"].items():
         assert result["logits_error"] < 1e-5 and result["threads_same_ids"], cell
+        assert result["batch_same_ids"], cell  # streams together, serially or in groups on threads

@@ -230,3 +230,12 @@ def test_portable_report_runs_both_targets_and_summarises(tmp_path, monkeypatch,
     assert line["sample_ratio"] == {"native": [11.0, 12.0], "avx2": [11.0, 12.0]}
     assert line["llvm_cpu"] == {"native": "znver4", "avx2": "haswell"} and line["max_other_cpu_fraction"] == 0.04
     assert "| lstm-2x256 | 1.10 / 1.20 | 150 / 136 | 1.11 / 1.21 | 11.00 / 12.00 | 11.00 / 12.00 |" in err
+
+
+def test_sample_profile_times_streams_together_on_one_thread_and_in_groups(capsys):
+    import sample_profile
+
+    sample_profile.main(["--configs", "gru-2x256", "--chars", "60", "--streams", "3"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["streams"] == 3 and positive(row["batch_us_1_threads"])
+    assert all(positive(v) for k, v in row.items() if k.startswith("batch_us_"))

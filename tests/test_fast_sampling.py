@@ -168,16 +168,18 @@ def test_kernel_pick_equals_pick_with_top_k_top_p_and_ties():
 BATCH_SPECS = [s for s in MODELS if s[1] in ("tanh", "relu")]
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("spec", BATCH_SPECS, ids=spec_id)
-def test_batch_streams_are_the_single_runs(spec):
-    """sample_batch_ids: stream s gives sample_ids' ids with its own generator; a stream set not
-    alive stops there and the others go on unchanged."""
+def test_batch_streams_are_the_single_runs(spec, threads):
+    """sample_batch_ids: stream s gives sample_ids' ids with its own generator, whether the streams
+    run on one thread or in groups on several; a stream set not alive stops there and the others
+    go on unchanged."""
     model = make_model(*spec)
     warm, first = np.array([1, 2, 3]), np.array([4, 0, 4, 7])
     draw = dict(temperature=0.9, top_k=8, top_p=0.9)
     alive, got = np.ones(4, dtype=bool), [[] for _ in range(4)]
     rngs = [np.random.default_rng(20 + s) for s in range(4)]
-    for n, block in enumerate(sample_batch_ids(model, warm, first, 150, rngs=rngs, alive=alive, **draw)):
+    for n, block in enumerate(sample_batch_ids(model, warm, first, 150, rngs=rngs, alive=alive, threads=threads, **draw)):
         assert block.shape[0] == 4 and (block[2] < 0).all() == (n > 1)
         for s in range(4):
             got[s].extend(block[s][block[s] >= 0].tolist())
@@ -189,15 +191,17 @@ def test_batch_streams_are_the_single_runs(spec):
         assert got[s] == np.concatenate(list(ids)).tolist(), s
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3, 4])
 @pytest.mark.parametrize("spec", [s for s in BATCH_SPECS if s[0] != "mlp"], ids=spec_id)
-def test_batch_kernel_steps_every_stream_as_the_batch_1_kernel_bit_for_bit(spec):
+def test_batch_kernel_steps_every_stream_as_the_batch_1_kernel_bit_for_bit(spec, parts):
+    """Alone or in groups of streams on parallel threads (4 groups of 3 streams: one is empty)."""
     model = make_model(*spec)
     batch = prepare_batch(model)
     first = np.array([3, 1, 5], dtype=np.int64)
     warm_up(batch.kernel, batch.net, batch.state, np.array([1, 2, 0, 6]))
     h, c = (np.ascontiguousarray(np.repeat(a[:, None], 3, axis=1)) for a in batch.state)  # (L, S, Hp)
     out = np.empty((3, 20), dtype=np.int64)
-    batch.batch_kernel(batch.net, h, c, first, np.zeros((3, 20)), 1.0, 0, 1.0, True, out)
+    batch.batch_kernel(batch.net, h, c, first, np.zeros((3, 20)), 1.0, 0, 1.0, True, out, parts)
     kernel, nets, _ = prepare(model, 1)
     for s in range(3):
         h1, c1 = batch.state[0].copy(), batch.state[1].copy()
@@ -646,3 +650,26 @@ def test_charnn_compile_measures_the_sampling_threads_of_the_default_checkpoint(
     name, row = calibrate_sampling(str(path))
     assert name == "gru 2x128" and row["threads"] in (1, 2)
     assert calibrate_sampling(str(tmp_path / "missing.npz")) is None
+
+
+def test_batch_sampling_times_one_thread_against_groups_of_streams_and_obeys_the_variable(monkeypatch):
+    """With a choice, sample_batch_ids runs both counts (the Chooser's probe) and gives the ids of a
+    serial run; CHARNN_SAMPLE_THREADS fixes the count; never more groups than streams."""
+    from charnn.backend.numba.sampler import batch_thread_counts
+
+    monkeypatch.setattr(sampler_module, "_BATCH_CHOOSERS", {})
+    monkeypatch.setattr(sampler_module, "batch_thread_counts", lambda streams, threads=None: (1, 2) if threads is None else (threads,))
+    model = make_model("lstm", "tanh", 8, 2, 12)
+
+    def run(threads):
+        rngs = [np.random.default_rng(s) for s in range(3)]
+        blocks = sample_batch_ids(model, np.array([1, 2]), np.array([0, 3, 5]), 600, rngs=rngs, threads=threads)
+        return np.concatenate(list(blocks), axis=1)
+
+    assert np.array_equal(run(None), run(1))
+    (chooser,) = [c for key, c in sampler_module._BATCH_CHOOSERS.items() if key[-1] == (1, 2)]
+    assert chooser.ran[1] > 0 and chooser.ran[2] > 0 and sum(chooser.ran.values()) == 3 * 600
+    monkeypatch.setenv("CHARNN_SAMPLE_THREADS", "2")  # the function itself, imported before it was replaced
+    assert batch_thread_counts(4) == (2,) and batch_thread_counts(1) == (1,)
+    monkeypatch.setenv("CHARNN_SAMPLE_THREADS", "1")
+    assert batch_thread_counts(4) == (1,)

@@ -358,3 +358,24 @@ def test_blas_runs_numba_on_one_thread_and_restores(table, monkeypatch):
             assert chosen == choice and gemm.use_tiles() == (choice == "tiles")
             assert numba.get_num_threads() == (1 if choice == "blas" else before)
         assert numba.get_num_threads() == before and table.active is None
+
+
+def test_sampling_choices_are_kept_beside_the_products_and_damaged_ones_ignored(table):
+    """policy.Table keeps batch-1 sampling's thread counts in the same section as the products'
+    choices; writing either keeps the other; a damaged sampling entry is dropped, not trusted."""
+    product = {"choice": "tiles", "tiles_ms": 1.0, "blas_ms": 2.0}
+    sample = {"threads": 2, "us_per_char": {"1": 9.0, "2": 5.0}}
+    table.record(SHAPE.name, product)
+    table.record_sampling("lstm tanh 2x16, threads 1/2", sample)
+    table.record(SHAPE.name, product)
+    again = policy.Table()
+    assert again.known() == {SHAPE.name: product} and again.sampling() == {"lstm tanh 2x16, threads 1/2": sample}
+    with open(policy.path(), encoding="utf-8") as f:
+        saved = json.load(f)
+    for damaged in ([1, 2], {"a": {"threads": "two"}, "b": {"threads": 0}, "c": 3, "d": {"threads": 1}}):
+        saved["sections"][0]["sampling"] = damaged
+        with open(policy.path(), "w", encoding="utf-8") as f:
+            json.dump(saved, f)
+        again = policy.Table()
+        assert again.known() == {SHAPE.name: product}
+        assert again.sampling() == ({"d": {"threads": 1}} if isinstance(damaged, dict) else {})

@@ -1174,7 +1174,8 @@ def mlp_sample_kernel(net, window, feed, u, temperature, top_k, top_p, argmax, o
 # S streams sampled together: each weight row is read once per step for all of them (batch_matvec),
 # and every stream's numbers are those of the batch-1 kernels above, bit for bit: the same sums in
 # the same order, the same row kernels, the same pick. They take the layout with one unit block
-# (NB = 1), run serially.
+# (NB = 1). With parts > 1 the streams run in that many groups on parallel threads, one region
+# per call, each group on its own copy of its state: a stream's numbers do not depend on the group.
 @njit(**JIT)
 def batch_matvec(X, W, out):
     """out[s] = X[s] @ W for every stream s: X (S, D), W (D, M) -> out (S, M), float32. Each row is
@@ -1210,11 +1211,28 @@ def batch_pick(head_W, head_b, h_top, ids, logits, u, t, temperature, top_k, top
         out[s, t] = ids[s]
 
 
-@njit(**JIT)
-def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p, argmax, out):
+@njit(parallel=True, **JIT)
+def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p, argmax, out, parts):
     """Sample n = out.shape[1] ids for each of S streams into out (S, n), stream s continuing from
     input id first[s] (S,); u (S, n) float64 one uniform per sampled id (unused if argmax).
-    h, c (L, S, Hp) float32 are the streams' carried states, updated in place. net: one unit block."""
+    h, c (L, S, Hp) float32 are the streams' carried states, updated in place. net: one unit block.
+    parts: the streams in this many groups on parallel threads (1: all on this thread)."""
+    if parts <= 1:
+        recurrent_batch_steps(net, h, c, first, u, temperature, top_k, top_p, argmax, out)
+        return
+    S = h.shape[1]
+    for p in prange(parts):
+        s0, s1 = p * S // parts, (p + 1) * S // parts
+        if s1 > s0:
+            hg, cg = np.ascontiguousarray(h[:, s0:s1]), np.ascontiguousarray(c[:, s0:s1])
+            recurrent_batch_steps(net, hg, cg, first[s0:s1], u[s0:s1], temperature, top_k, top_p, argmax, out[s0:s1])
+            h[:, s0:s1] = hg
+            c[:, s0:s1] = cg
+
+
+@njit(**JIT)
+def recurrent_batch_steps(net, h, c, first, u, temperature, top_k, top_p, argmax, out):
+    """recurrent_batch_sample_kernel's streams on this thread: h, c (L, S, Hp), out (S, n)."""
     L, S, Hp = h.shape
     G = net.Wh.shape[3]
     V = net.head_b.shape[0]
@@ -1251,9 +1269,24 @@ def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p
         batch_pick(net.head_W[0], net.head_b, h[L - 1], ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out)
 
 
-@njit(**JIT)
-def mlp_batch_sample_kernel(net, window, first, u, temperature, top_k, top_p, argmax, out):
+@njit(parallel=True, **JIT)
+def mlp_batch_sample_kernel(net, window, first, u, temperature, top_k, top_p, argmax, out, parts):
     """`recurrent_batch_sample_kernel` for the MLP: the carried states are window (S, K) int64."""
+    if parts <= 1:
+        mlp_batch_steps(net, window, first, u, temperature, top_k, top_p, argmax, out)
+        return
+    S = window.shape[0]
+    for p in prange(parts):
+        s0, s1 = p * S // parts, (p + 1) * S // parts
+        if s1 > s0:
+            wg = np.ascontiguousarray(window[s0:s1])
+            mlp_batch_steps(net, wg, first[s0:s1], u[s0:s1], temperature, top_k, top_p, argmax, out[s0:s1])
+            window[s0:s1] = wg
+
+
+@njit(**JIT)
+def mlp_batch_steps(net, window, first, u, temperature, top_k, top_p, argmax, out):
+    """mlp_batch_sample_kernel's streams on this thread: window (S, K), out (S, n)."""
     S = window.shape[0]
     H = net.b.shape[1]
     V = net.head_b.shape[0]

@@ -30,9 +30,10 @@ call with one product and layer 0 needs no input matvec:
 
 The kernels live with every other @njit function in kernels.py (section "batch-1 sampling");
 this module lays a model's weights out for them, chooses the thread count and streams the ids.
-Weights and state are float32 (float64 models are cast on the way in). One kernel is parallel:
+Weights and state are float32 (float64 models are cast on the way in). Three kernels are parallel:
 `recurrent_sample_kernel` can split a layer's hidden units over threads (see RecurrentNet, prepare
-and sample_ids for when it pays).
+and sample_ids for when it pays), and the batch kernels can run groups of streams on threads of
+their own (batch_thread_counts, sample_batch_ids).
 """
 from __future__ import annotations
 
@@ -269,6 +270,19 @@ def prepare(model, threads: int | None = None):
     return mlp_sample_kernel, {1: mlp_net(model)}, (np.full(cfg.context, cfg.vocab_size, dtype=np.int64),)
 
 
+def batch_thread_counts(streams: int, threads: int | None = None) -> tuple[int, ...]:
+    """The thread counts S streams sampled together may run on: 1 (one after another) and, where
+    numba has a fast threading layer and other tasks leave CPUs free, one group of streams on each
+    of up to S of those CPUs, to be chosen between as they run (sample_batch_ids). threads: a
+    count to run on without a choice (default CHARNN_SAMPLE_THREADS, if set)."""
+    threads = forced_threads() if threads is None else threads
+    if threads is not None:
+        return (max(1, min(int(threads), streams)),)
+    n = min(parallel_threads(), streams)
+    n = free_cpus(n) if n > 1 else 1
+    return (1, n) if n > 1 else (1,)
+
+
 class Batch(NamedTuple):
     """What sample_batch_ids runs: the batch-1 kernel and state for the shared warm-up, the batch
     kernel, the layout both take, and the axis of the streams in the batch kernel's state arrays."""
@@ -475,23 +489,31 @@ def sample_ids(model, prime_ids, length: int | None, temperature: float = 1.0, t
     remember(model, chooser)
 
 
+_BATCH_CHOOSERS: dict[tuple, Chooser] = {}  # sample_batch_ids' timings in this process, per shape and streams
+
+
 def sample_batch_ids(model, warm_ids, first_ids, length: int | None, temperature: float = 1.0,
                      top_k: int | None = None, top_p: float | None = None, argmax: bool = False, rngs=(),
                      alive: np.ndarray | None = None, progress=None, first_block: int = FIRST_BLOCK,
-                     block: int = BLOCK) -> Iterator[np.ndarray]:
+                     block: int = BLOCK, threads: int | None = None) -> Iterator[np.ndarray]:
     """S streams sampled together: yield blocks (S, n) int64 of up to `length` ids per stream (None:
     without end), stream s continuing first_ids[s] (S,) after the shared warm_ids (M,) and drawing
     its uniforms from rngs[s], as sample_ids would with first_ids[s] appended to warm_ids.
     alive (S,) bool is read before each block: a stream set False there is stepped no more, draws
-    no more, and its row of the blocks is -1. The iterator ends when no stream is alive."""
+    no more, and its row of the blocks is -1. The iterator ends when no stream is alive.
+    threads: see batch_thread_counts; with a choice, a Chooser of this process for the shape and S
+    times the blocks (per stream character) and runs the faster. The choice never changes the ids."""
     batch = prepare_batch(model)
     warm_up(batch.kernel, batch.net, batch.state, warm_ids, progress)
     S = len(first_ids)
+    counts = batch_thread_counts(S, threads)
+    key = (*_shape(model), S, counts)
+    chooser = _BATCH_CHOOSERS.setdefault(key, Chooser(list(counts)))
     states = [np.ascontiguousarray(np.repeat(np.expand_dims(a, batch.axis), S, axis=batch.axis)) for a in batch.state]
     alive = np.ones(S, dtype=bool) if alive is None else alive
     draw = _draw_args(model, temperature, top_k, top_p, argmax)
     current = np.asarray(first_ids, dtype=np.int64).copy()  # (S,) each stream's next input
-    done = 0
+    done, calls = 0, 0
     while length is None or done < length:
         rows = np.flatnonzero(alive)
         if rows.size == 0:
@@ -500,17 +522,24 @@ def sample_batch_ids(model, warm_ids, first_ids, length: int | None, temperature
         n = n if length is None else min(n, length - done)
         u = np.zeros((rows.size, n)) if argmax else np.stack([rngs[s].random(n) for s in rows])  # (A, n)
         out = np.empty((rows.size, n), dtype=np.int64)
+        threads_now = chooser.next()
+        parts = min(threads_now, rows.size)
+        t0 = perf_counter()
         if rows.size == S:
-            batch.batch_kernel(batch.net, *states, current, u, *draw, out)
+            batch.batch_kernel(batch.net, *states, current, u, *draw, out, parts)
         else:  # the live streams' states, stepped, then put back
             live = [np.ascontiguousarray(np.take(a, rows, axis=batch.axis)) for a in states]
-            batch.batch_kernel(batch.net, *live, current[rows], u, *draw, out)
+            batch.batch_kernel(batch.net, *live, current[rows], u, *draw, out, parts)
             for a, b in zip(states, live):
                 index = [slice(None)] * a.ndim
                 index[batch.axis] = rows
                 a[tuple(index)] = b
+        chooser.ran[threads_now] += rows.size * n
+        if calls > 0:  # the first call may include compiling
+            chooser.record(threads_now, perf_counter() - t0, rows.size * n)
         full = np.full((S, n), -1, dtype=np.int64)
         full[rows] = out
         current[rows] = out[:, -1]
         yield full
         done += n
+        calls += 1
