@@ -291,6 +291,22 @@ def test_chooser_runs_the_faster_thread_count_and_probes_the_other_ever_less_oft
     assert set(picks[20:30]) == {2}  # is forgiven
 
 
+def test_a_chooser_starting_from_a_measured_count_probes_the_other_only_after_a_while():
+    def run(cost, best, calls=60):
+        chooser, picks = Chooser([1, 2], first_gap=4, best=best), []
+        for call in range(calls):
+            n = chooser.next()
+            picks.append(n)
+            chooser.record(n, cost(n, call), 1)
+        return picks
+
+    picks = run(lambda n, call: {1: 2.0, 2: 1.0}[n], best=2)  # the measured count is right
+    assert [i for i, n in enumerate(picks) if n == 1] == [7, 11, 19, 35]  # first probe after 2 x first_gap calls
+    picks = run(lambda n, call: {1: 1.0, 2: 2.0}[n], best=2)  # the machine changed since
+    assert picks[:7] == [2] * 7 and picks[7:11] == [1] * 4  # the probe finds it, and the chooser moves
+    assert Chooser([1, 2], best=3).best == 1 and Chooser([1, 2], best=3).wait[2] == 3  # not a count here: ignored
+
+
 def test_the_thread_choice_carries_over_between_samples_of_one_shape(monkeypatch):
     """What one sample timed decides the next sample's first blocks (a 500-character sample is 8
     blocks: too few to learn it again each time); another shape has its own timings."""

@@ -107,16 +107,19 @@ class Chooser:
     (a parallel region stalls for a scheduler tick, ~4 ms, whenever either of its CPUs is taken)
     does not condemn it, but when the best slows down for good (another process takes a core:
     every parallel region then waits, ~100x slower) the switch comes after two blocks.
-    best: the count to start from (one measured earlier, kept by policy.py), else counts[0]."""
+    best: a count measured best earlier (kept by policy.py): it starts there, and the first probe
+    of another waits 2 x first_gap calls instead of three (the sampler's 16 blocks: about 1,000
+    characters), so a short sample runs on it throughout."""
 
     def __init__(self, counts, first_gap: int = 8, max_gap: int = 1024, best: int | None = None):
         self.counts = list(counts)
-        self.best = best if best in self.counts else self.counts[0]
+        known = best in self.counts
+        self.best = best if known else self.counts[0]
         self.first_gap, self.max_gap = first_gap, max_gap
         self.cost = {}  # seconds per step: the lower of the last two timings
         self.last = {}  # the last timing of each count
         self.gap = {n: first_gap for n in self.counts}  # calls between probes of n
-        self.wait = {n: 3 for n in self.counts}  # calls until n is probed
+        self.wait = {n: 2 * first_gap if known else 3 for n in self.counts}  # calls until n is probed
         self.ran = {n: 0 for n in self.counts}  # steps run on n threads so far, timed or not (for reports)
 
     def next(self) -> int:
