@@ -689,3 +689,22 @@ def test_batch_sampling_times_one_thread_against_groups_of_streams_and_obeys_the
     assert batch_thread_counts(4) == (2,) and batch_thread_counts(1) == (1,)
     monkeypatch.setenv("CHARNN_SAMPLE_THREADS", "1")
     assert batch_thread_counts(4) == (1,)
+
+
+@pytest.mark.parametrize("D, M", [(7, 5), (12, 33), (1, 3)])
+def test_batch_matvec_rows_are_matvec_bit_for_bit_for_every_count_of_streams(D, M):
+    """Streams go four, two and one at a time through batch_matvec: every row must still be the
+    lone matvec's sums, whichever group it falls in (and with D's last rows past a multiple of 4)."""
+    from charnn.backend.numba.kernels import batch_matvec, matvec
+
+    rng = np.random.default_rng(D * 100 + M)
+    W = rng.standard_normal((D, M)).astype(np.float32)
+    for S in range(1, 10):
+        X = rng.standard_normal((S, D)).astype(np.float32)
+        out = np.full((S, M), np.nan, np.float32)
+        batch_matvec(X, W, out)
+        for s in range(S):
+            lone = np.empty(M, np.float32)
+            matvec(X[s].copy(), W, lone)
+            assert np.array_equal(out[s], lone), (S, s)
+        assert np.allclose(out, X.astype(np.float64) @ W, rtol=1e-5, atol=1e-5)

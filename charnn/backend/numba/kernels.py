@@ -1180,13 +1180,39 @@ def mlp_sample_kernel(net, window, feed, u, temperature, top_k, top_p, argmax, o
 def batch_matvec(X, W, out):
     """out[s] = X[s] @ W for every stream s: X (S, D), W (D, M) -> out (S, M), float32. Each row is
     summed exactly as matvec sums it (four rows of W per pass, in the same order), so a row equals
-    matvec of it bit for bit; the four rows of W serve every stream while they are in cache."""
+    matvec of it bit for bit. The streams go four at a time (then two, then one) through one pass
+    over the four rows of W: each element of W loaded serves four streams from a register, where
+    a pass per stream re-read W's rows (32 KB at G = 2048, the L1's size) from L2 for each."""
     S = X.shape[0]
     D, M = W.shape
     out[:] = 0.0
     k = 0
     while k + 4 <= D:
-        for s in range(S):
+        w0, w1, w2, w3 = W[k], W[k + 1], W[k + 2], W[k + 3]
+        s = 0
+        while s + 4 <= S:
+            a0, a1, a2, a3 = X[s, k], X[s, k + 1], X[s, k + 2], X[s, k + 3]
+            b0, b1, b2, b3 = X[s + 1, k], X[s + 1, k + 1], X[s + 1, k + 2], X[s + 1, k + 3]
+            c0, c1, c2, c3 = X[s + 2, k], X[s + 2, k + 1], X[s + 2, k + 2], X[s + 2, k + 3]
+            d0, d1, d2, d3 = X[s + 3, k], X[s + 3, k + 1], X[s + 3, k + 2], X[s + 3, k + 3]
+            oa, ob, oc, od = out[s], out[s + 1], out[s + 2], out[s + 3]
+            for j in range(M):
+                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                oa[j] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
+                ob[j] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
+                oc[j] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
+                od[j] += d0 * v0 + d1 * v1 + d2 * v2 + d3 * v3
+            s += 4
+        if s + 2 <= S:
+            a0, a1, a2, a3 = X[s, k], X[s, k + 1], X[s, k + 2], X[s, k + 3]
+            b0, b1, b2, b3 = X[s + 1, k], X[s + 1, k + 1], X[s + 1, k + 2], X[s + 1, k + 3]
+            oa, ob = out[s], out[s + 1]
+            for j in range(M):
+                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                oa[j] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
+                ob[j] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
+            s += 2
+        if s < S:  # as the loop was before streams were grouped (one stream: matvec's loop)
             x0, x1, x2, x3 = X[s, k], X[s, k + 1], X[s, k + 2], X[s, k + 3]
             for j in range(M):
                 out[s, j] += x0 * W[k, j] + x1 * W[k + 1, j] + x2 * W[k + 2, j] + x3 * W[k + 3, j]
