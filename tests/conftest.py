@@ -24,6 +24,7 @@ def _own_working_folder(tmp_path_factory, monkeypatch):
     (checkpoints/, checkpoints/.latest, which a plain `charnn sample` reads) never lands in the checkout."""
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
+
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex "
          "jumbo vexing pangrams and shakespeare writes: to be, or not to be!").split()
 
