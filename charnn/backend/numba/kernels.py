@@ -19,7 +19,8 @@ Conventions:
   that runs ~10x slower than the vectorised loop; sigmoid is computed from it.
 - Parallel loops (prange) only where every iteration writes its own slice: the recurrent step
   kernels over batch rows, the matrix product over output tiles, Adam over elements, a first
-  layer's lookups over rows. The scatter-adds (embedding gradients) split the columns, never the
+  layer's lookups over rows, the batch sampling kernels over groups of streams (each group on a
+  copy of its own state). The scatter-adds (embedding gradients) split the columns, never the
   rows: rows repeat, and adds into the same row from two threads would race. One exception: the
   batch-1 sampler's threads share a parallel region for a whole call and claim its units of work
   through atomic counters (sample_steps), so each unit is still written by one thread.

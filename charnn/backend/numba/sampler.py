@@ -229,13 +229,20 @@ def forced_threads() -> int | None:
 
 
 def thread_counts(model, threads: int | None = None) -> tuple[int, ...]:
-    """The thread counts a recurrent model's batch-1 sampling may run on (see prepare)."""
+    """The thread counts a recurrent model's batch-1 sampling may run on (see prepare): one block
+    of at least 64 units per thread."""
+    return _thread_choice(max(1, model.config.hidden // 64), threads)
+
+
+def _thread_choice(most: int, threads: int | None) -> tuple[int, ...]:
+    """(threads,), or CHARNN_SAMPLE_THREADS's count, where one is given; else (1, n) with n up to
+    `most` threads, to be timed against each other as the sample runs (Chooser), or (1,)."""
     threads = forced_threads() if threads is None else threads
     if threads is not None:
         return (max(1, int(threads)),)
-    # whether the parallel blocks pay depends on the weights' size against this CPU's caches and on
-    # its parallel regions' cost: not guessed, but timed as the sample runs (Chooser)
-    n = min(parallel_threads(), max(1, model.config.hidden // 64))
+    # whether parallel threads pay depends on the weights' size against this CPU's caches and on
+    # its parallel regions' cost: not guessed, but timed
+    n = min(parallel_threads(), most)
     # a parallel region waits for a time slice of every busy CPU it needs (~100x slower): only the
     # CPUs other tasks leave free
     n = free_cpus(n) if n > 1 else 1
@@ -274,13 +281,8 @@ def batch_thread_counts(streams: int, threads: int | None = None) -> tuple[int, 
     """The thread counts S streams sampled together may run on: 1 (one after another) and, where
     numba has a fast threading layer and other tasks leave CPUs free, one group of streams on each
     of up to S of those CPUs, to be chosen between as they run (sample_batch_ids). threads: a
-    count to run on without a choice (default CHARNN_SAMPLE_THREADS, if set)."""
-    threads = forced_threads() if threads is None else threads
-    if threads is not None:
-        return (max(1, min(int(threads), streams)),)
-    n = min(parallel_threads(), streams)
-    n = free_cpus(n) if n > 1 else 1
-    return (1, n) if n > 1 else (1,)
+    count to run on without a choice (default CHARNN_SAMPLE_THREADS, if set), at most one a stream."""
+    return tuple(min(n, streams) for n in _thread_choice(streams, threads))
 
 
 class Batch(NamedTuple):
@@ -508,7 +510,9 @@ def sample_batch_ids(model, warm_ids, first_ids, length: int | None, temperature
     S = len(first_ids)
     counts = batch_thread_counts(S, threads)
     key = (*_shape(model), S, counts)
-    chooser = _BATCH_CHOOSERS.setdefault(key, Chooser(list(counts)))
+    if key not in _BATCH_CHOOSERS:
+        _BATCH_CHOOSERS[key] = Chooser(list(counts))
+    chooser = _BATCH_CHOOSERS[key]
     states = [np.ascontiguousarray(np.repeat(np.expand_dims(a, batch.axis), S, axis=batch.axis)) for a in batch.state]
     alive = np.ones(S, dtype=bool) if alive is None else alive
     draw = _draw_args(model, temperature, top_k, top_p, argmax)
