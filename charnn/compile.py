@@ -27,20 +27,23 @@ from .train.optim import make_optimizer
 DEFAULT_VOCAB = 65  # tiny Shakespeare's, when the default corpus is absent
 
 def warm_up_training(backend: str = "numba") -> None:
-    """One tiny float32 training step of every model family and input layout the kernels see: two
-    layers (the second's input is a strided view of the first's output, or a fresh array after
-    dropout), with and without dropout, embeddings and one-hot input. The kernels' argument types
-    depend on layouts, not sizes."""
+    """One tiny float32 training step of every model family and input layout the kernels see, in
+    every way the backend can compute it (its products on tiles or BLAS, ...: whichever the
+    calibration later chooses is compiled already): two layers (the second's input is a strided
+    view of the first's output, or a fresh array after dropout), with and without dropout,
+    embeddings and one-hot input. The kernels' argument types depend on layouts, not sizes."""
     vocab = Vocab(list("abc"))
     ids = np.array([[0, 1, 2, 1, 0]] * 2)
     configs = [ModelConfig(model=m, hidden=8, layers=2, embed=e, dropout=d, vocab_size=3)
                for m in ("lstm", "gru", "rnn") for e, d in ((4, 0.0), (4, 0.1), (0, 0.0))]
     configs.append(ModelConfig(model="mlp", hidden=8, layers=2, embed=4, context=3, vocab_size=3))
-    for config in configs:
-        model = CharModel.create(config, vocab, backend=backend)
-        optimizer = make_optimizer("adam", model.params, 1e-3, model.ops)
-        train_step(model, optimizer, ids[:, :-1], ids[:, 1:], model.initial_state(2), lr=1e-3, clip=5.0,
-                   dropout_rng=np.random.default_rng(0))
+    for way in get_backend(backend).ways():
+        with way:
+            for config in configs:
+                model = CharModel.create(config, vocab, backend=backend)
+                optimizer = make_optimizer("adam", model.params, 1e-3, model.ops)
+                train_step(model, optimizer, ids[:, :-1], ids[:, 1:], model.initial_state(2), lr=1e-3, clip=5.0,
+                           dropout_rng=np.random.default_rng(0))
 
 
 def warm_up_sampling(backend: str = "numba", streams: int = 1) -> None:

@@ -379,3 +379,43 @@ def test_sampling_choices_are_kept_beside_the_products_and_damaged_ones_ignored(
         again = policy.Table()
         assert again.known() == {SHAPE.name: product}
         assert again.sampling() == ({"d": {"threads": 1}} if isinstance(damaged, dict) else {})
+
+
+def test_a_forced_way_holds_within_its_block_only(table):
+    """calibrate.forced: the products and time loops go the forced way inside, whatever the table
+    says, and as before afterwards, also when the block raises."""
+    table.record(SHAPE.name, {"choice": "tiles", "tiles_ms": 1.0, "blas_ms": 2.0})
+    table.active = SHAPE.name
+    with calibrate.forced("blas", "rows"):
+        assert not gemm.use_tiles() and table.split("lstm_forward", 7, 16) == "rows"
+    with pytest.raises(KeyError), calibrate.forced("tiles", "rows"):
+        raise KeyError
+    assert gemm.MODE == "auto" and table.forced_split is None and gemm.use_tiles()
+    assert table.split("lstm_forward", 7, 16) == "panels"
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_the_training_warm_up_runs_every_way_a_step_can_compute(table, monkeypatch, backend):
+    """`charnn compile` runs its tiny training steps in every way the backend can compute them, so
+    that whichever the calibration chooses later (tiles or BLAS, time loops split by panels or by
+    rows) is compiled already: none compiles while it is being timed, or during a training run."""
+    import charnn.compile as warm
+
+    seen = []
+    real = warm.train_step
+
+    def recording(model, *args, **kwargs):
+        seen.append((model.config.model, gemm.use_tiles(), table.split("lstm_forward", 8, 8)))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(warm, "train_step", recording)
+    warm.warm_up_training(backend)
+    models = {"lstm", "gru", "rnn", "mlp"}
+    if backend == "numpy":  # one way: the reference
+        assert {m for m, _, _ in seen} == models and len(seen) == 10
+        return
+    ways = {(way == "tiles", split) for way, split in calibrate.WAYS}
+    assert ways == {(True, "panels"), (True, "rows"), (False, "panels")}
+    for model in models:
+        assert {(tiles, split) for m, tiles, split in seen if m == model} == ways, model
+    assert gemm.MODE == "auto" and table.forced_split is None

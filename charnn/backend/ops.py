@@ -55,3 +55,7 @@ class Backend(NamedTuple):
     # (~0.1-1 s) and kept for this machine as the count its samples start from: {"threads",
     # "us_per_char"}; None for a backend or machine with no choice
     calibrate_sampling: Callable
+    # () -> context managers, one per way this backend can compute a training step (the numba
+    # backend: products on its tiles, time loops split by panels or by rows, or on BLAS), so that
+    # a warm-up run inside each compiles whatever a later run may choose; one no-op elsewhere
+    ways: Callable

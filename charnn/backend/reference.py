@@ -20,4 +20,5 @@ NUMPY = Backend(
     pace=contextlib.nullcontext,
     decisions=dict,
     calibrate_sampling=lambda model: None,
+    ways=lambda: [contextlib.nullcontext()],
 )

@@ -143,4 +143,5 @@ NUMBA = Backend(
     pace=pace,
     decisions=gemm.decisions,
     calibrate_sampling=sampler.measure_threads,
+    ways=calibrate.every_way,
 )

@@ -15,6 +15,7 @@ the CPU. Both splits compute the same bits, so this choice changes only the spee
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import NamedTuple
 
@@ -30,6 +31,25 @@ from .policy import DEFAULT, SPLITS, TABLE, loop_name
 REPEATS = 3  # timed passes per way (and per split of a time loop)
 SETTLE_S = 0.2  # pause before a pass that follows the other way's: idle BLAS threads spin ~0.1 s
 CLEARLY = 2.0  # a way this many times slower than the other after its first pass is not timed further
+WAYS = (("tiles", "panels"), ("tiles", "rows"), ("blas", "panels"))  # (products, time loops' split): what a step can run
+
+
+@contextlib.contextmanager
+def forced(way: str, split: str):
+    """Within the block, the products go to `way` ("tiles" or "blas") and the time loops split by
+    `split`, whatever this machine's table says; afterwards as before."""
+    before = gemm.MODE, TABLE.forced_split
+    gemm.MODE, TABLE.forced_split = way, split
+    try:
+        yield
+    finally:
+        gemm.MODE, TABLE.forced_split = before
+
+
+def every_way():
+    """One context manager per way a training step can compute here (WAYS), so that a warm-up
+    run inside each compiles every kernel a later run may choose (charnn.compile)."""
+    return [forced(way, split) for way, split in WAYS]
 
 
 class Shape(NamedTuple):
@@ -97,25 +117,20 @@ def measure(shape: Shape) -> dict:
     passes were faster than all the tiles', else the tiles."""
     rng = np.random.default_rng(0)
     tiny, run = _pass(shape._replace(B=2, T=2, D=3, H=4, V=5), rng), _pass(shape, rng)
-    before = gemm.MODE
     times = {"tiles": [], "blas": []}
-    try:
-        for way, split in (("tiles", "panels"), ("tiles", "rows"), ("blas", "panels")):  # untimed, on a tiny
-            gemm.MODE, TABLE.forced_split = way, split  # copy: compiling (machine code depends on types, not sizes)
+    for way in every_way():  # untimed, on a tiny copy: compiling whatever `charnn compile` did not
+        with way:
             tiny()
-        TABLE.forced_split = "panels"  # the tiles timed as they run before their loops' splits are measured
-        for _ in range(REPEATS):
-            for way, other in (("tiles", "blas"), ("blas", "tiles")):
-                if times[way] and times[other] and times[way][0] > CLEARLY * min(times[other]):
-                    continue
-                time.sleep(SETTLE_S)  # a training run uses one way only: neither may inherit the other's spinning threads
-                gemm.MODE = way
-                with numba_threads(1 if way == "blas" else numba.get_num_threads()):  # as prepare runs them
-                    t0 = time.perf_counter()
-                    run()
-                    times[way].append(time.perf_counter() - t0)
-    finally:
-        gemm.MODE, TABLE.forced_split = before, None
+    for _ in range(REPEATS):
+        for way, other in (("tiles", "blas"), ("blas", "tiles")):
+            if times[way] and times[other] and times[way][0] > CLEARLY * min(times[other]):
+                continue
+            time.sleep(SETTLE_S)  # a training run uses one way only: neither may inherit the other's spinning threads
+            # the tiles timed as they run before their loops' splits are measured; BLAS has the cores, as prepare gives them
+            with forced(way, "panels"), numba_threads(1 if way == "blas" else numba.get_num_threads()):
+                t0 = time.perf_counter()
+                run()
+                times[way].append(time.perf_counter() - t0)
     ms = {way: _median_ms(ts) for way, ts in times.items()}
     # BLAS only when every BLAS pass beat every tiles pass: within the noise, charnn's own code,
     # whose rounding does not depend on which BLAS build numpy brought
@@ -136,9 +151,7 @@ def measure_splits(shape: Shape, rng) -> dict:
     forward, backward = getattr(layers, f"{shape.cell}_forward"), getattr(layers, f"{shape.cell}_backward")
     h0 = np.zeros((B, H), np.float32)
     found = {}
-    before = gemm.MODE
     try:
-        gemm.MODE = "tiles"
         for width in [0] if shape.L == 1 else [0, H]:  # layer 0 reads ids (loop_name's width 0), later layers h
             if width == 0:  # ids into a (V, D) table
                 D = shape.D
@@ -150,20 +163,22 @@ def measure_splits(shape: Shape, rng) -> dict:
             Wx, Wh, b = [(rng.standard_normal(s) * 0.1).astype(np.float32) for s in ((D, G), (H, G), (G,))]
             dhs = (rng.standard_normal((B, T, H)) * 0.1).astype(np.float32)
             state = (h0, h0) if shape.cell == "lstm" else (h0,)
-            cache = forward(x, *state, Wx, Wh, b)[-1]
+            with forced("tiles", "panels"):
+                cache = forward(x, *state, Wx, Wh, b)[-1]
             passes = {"forward": lambda: forward(x, *state, Wx, Wh, b), "backward": lambda: backward(dhs, cache)}
             for direction, run in passes.items():
                 times = {split: [] for split in SPLITS}
                 for _ in range(REPEATS + 1):  # the first round untimed: compiling, first touch
                     for split in SPLITS:
-                        TABLE.forced_split, layers.loop_clock = split, []
-                        run()
+                        layers.loop_clock = []
+                        with forced("tiles", split):
+                            run()
                         times[split].append(sum(layers.loop_clock))
                 ms = {split: _median_ms(ts[1:]) for split, ts in times.items()}
                 found[loop_name(f"{shape.cell}_{direction}", width, H)] = {"split": "rows" if ms["rows"] < ms["panels"] else "panels",
                                                      "panels_ms": round(ms["panels"], 3), "rows_ms": round(ms["rows"], 3)}
     finally:
-        gemm.MODE, TABLE.forced_split, layers.loop_clock = before, None, None
+        layers.loop_clock = None
     return found
 
 

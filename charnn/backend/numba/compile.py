@@ -2,8 +2,8 @@
 
 numba compiles a kernel at its first call and caches the machine code on disk (cache=True: in
 __pycache__ beside kernels.py, or NUMBA_CACHE_DIR), so only the first run after an install pays:
-10-20 s for the training kernels, 5-10 s for the sampling kernels (charnn.compile, `charnn compile`,
-pays it up front). That a family has been compiled is recorded in a stamp file of charnn's own
+about a minute for what a first training run needs, 10-20 s for the sampling kernels (charnn.compile,
+`charnn compile`, pays it all up front, every way a step can compute: about two minutes). That a family has been compiled is recorded in a stamp file of charnn's own
 beside numba's cache, keyed by everything the machine code depends on, so a run can say before it
 starts that it will compile.
 """
@@ -22,7 +22,7 @@ from ...version import __version__
 from ...files import atomic_write
 from . import kernels
 
-EXPECTED_S = {"train": "10-20 s", "sample": "5-10 s", "sample-batch": "5-10 s"}
+EXPECTED_S = {"train": "about a minute", "sample": "10-20 s", "sample-batch": "10-20 s"}
 
 
 def cache_dir() -> str:

@@ -447,10 +447,12 @@ def _pointer(context, builder, ty, array, indices):
 
 @intrinsic
 def _lanes_fma(typingctx, acc, offset, A, i, k, Bp, p, j):
-    """acc[offset : offset+LANES] += A[i, k] * Bp[p, k, j : j+LANES], as one fused multiply-add on
-    an explicit LLVM vector of LANES floats. Why explicit: LLVM's tuning for Intel cores caps its
+    """acc[offset : offset+LANES] += A[i, k] * Bp[p, k, j : j+LANES], as one multiply-add on an
+    explicit LLVM vector of LANES floats. Why explicit: LLVM's tuning for Intel cores caps its
     vectoriser at 256 bits even where AVX-512 is present, and 64 sums in 256-bit registers do not
-    fit; a vector type in the IR is kept at its width. Bp (P, K, NR) C-contiguous."""
+    fit; a vector type in the IR is kept at its width. llvm.fmuladd, not llvm.fma: fused wherever
+    the CPU has FMA (every AVX2 and AVX-512 one), a multiply and an add where it has not, instead
+    of a library call per lane. Bp (P, K, NR) C-contiguous."""
     def codegen(context, builder, signature, args):
         acc_ptr, offset, A_, i_, k_, Bp_, p_, j_ = args
         vec = _vector()
@@ -460,7 +462,7 @@ def _lanes_fma(typingctx, acc, offset, A, i, k, Bp, p, j):
         sums_ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer())
         one = builder.insert_element(ir.Constant(vec, ir.Undefined), a, ir.Constant(ir.IntType(32), 0))
         splat = builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{LANES}f32")
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{LANES}f32")
         builder.store(builder.call(fma, [splat, b, builder.load(sums_ptr, align=4)]), sums_ptr, align=4)
         return context.get_dummy_value()
     return types.void(acc, offset, A, i, k, Bp, p, j), codegen

@@ -1,8 +1,10 @@
-"""The compiled fast path on a CPU without AVX-512, whatever CPU runs the tests: a child process
-with numba's target forced to Haswell (AVX2, FMA; NUMBA_CPU_FEATURES="" so that none of the
-host's own features are added) compiles the kernels for it and checks them against the numpy
-reference. The product kernels then use 8-lane vectors and their 4 x 24 tile. Batch-1 sampling
-runs there too, serially and on two threads (its atomic counters compiled for that target).
+"""The compiled fast path on CPUs without AVX-512, whatever CPU runs the tests: a child process
+with numba's target forced to another CPU (NUMBA_CPU_FEATURES="" so that none of the host's own
+features are added) compiles the kernels for it and checks them against the numpy reference:
+Haswell (AVX2 and FMA: a laptop without AVX-512), and x86-64 itself (SSE2 only, no FMA: the
+oldest CPU numba compiles for). The product kernels then use 8-lane vectors and their 4 x 24 tile.
+Batch-1 sampling runs there too, serially and on two threads (its atomic counters compiled for
+that target).
 """
 import json
 import os
@@ -100,48 +102,56 @@ CHILD = textwrap.dedent("""
     asm = "".join(K.gemm_kernel.inspect_asm().values())
     out["zmm_in_gemm"] = "zmm" in asm
     out["ymm_in_gemm"] = "ymm" in asm
+    out["fused_in_gemm"] = "vfmadd" in asm  # FMA instructions
+    out["fmaf_in_gemm"] = "fmaf" in asm  # a library call per lane: an exact fma on a CPU without FMA
     print(json.dumps(out))
 """)
 
 
-@pytest.fixture(scope="module")
-def haswell(tmp_path_factory):
+@pytest.fixture(scope="module", params=["haswell", "x86-64"])
+def child(request, tmp_path_factory):
+    """What the child process found on one target."""
     # two numba threads even on a one-core machine, so the rows split really runs in two parts
-    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="", CHARNN_GEMM="tiles", NUMBA_NUM_THREADS="2",
-               NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("numba-haswell")))
+    env = dict(os.environ, NUMBA_CPU_NAME=request.param, NUMBA_CPU_FEATURES="", CHARNN_GEMM="tiles", NUMBA_NUM_THREADS="2",
+               NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp(f"numba-{request.param}")))
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_target_is_avx2_with_8_lanes(haswell):
-    assert haswell["target"] == {"cpu": "haswell", "features": ""}
-    assert haswell["lanes"] == 8 and haswell["tile"] == [4, 24]
-    assert haswell["ymm_in_gemm"] and not haswell["zmm_in_gemm"]  # 256-bit registers, no AVX-512
+def test_the_target_has_8_lanes_and_no_avx512(child):
+    assert child["target"]["features"] == "" and child["target"]["cpu"] in ("haswell", "x86-64")
+    assert child["lanes"] == 8 and child["tile"] == [4, 24]
+    assert not child["zmm_in_gemm"]
+    if child["target"]["cpu"] == "haswell":  # 256-bit registers and fused multiply-adds
+        assert child["ymm_in_gemm"] and child["fused_in_gemm"]
+    else:  # SSE: 128-bit registers, and a multiply and an add where there is no FMA (not fmaf, ~17x slower)
+        assert not child["ymm_in_gemm"] and not child["fused_in_gemm"]
+    assert not child["fmaf_in_gemm"]
 
 
-def test_products_agree_with_numpy(haswell):
-    for shape, error in haswell["gemm_errors"].items():
+def test_products_agree_with_numpy(child):
+    for shape, error in child["gemm_errors"].items():
         assert error < 3e-6, shape
 
 
-def test_recurrent_cells_agree_with_the_reference(haswell):
-    for cell, error in haswell["cell_forward_errors"].items():
+def test_recurrent_cells_agree_with_the_reference(child):
+    for cell, error in child["cell_forward_errors"].items():
         assert error < 2.5e-5, cell
 
 
-def test_cells_reading_ids_agree_with_the_reference(haswell):
-    assert set(haswell["ids_errors"]) == {"lstm", "gru", "rnn"}
-    for cell, (forward, dtable) in haswell["ids_errors"].items():
+def test_cells_reading_ids_agree_with_the_reference(child):
+    assert set(child["ids_errors"]) == {"lstm", "gru", "rnn"}
+    for cell, (forward, dtable) in child["ids_errors"].items():
         assert forward < 2.5e-5 and dtable < 2e-5, cell
 
 
-def test_the_row_split_loops_compute_the_same_bits(haswell):
-    assert haswell["rows_split_equal"] == {"lstm": True, "gru": True, "rnn": True}
+def test_the_row_split_loops_compute_the_same_bits(child):
+    assert child["rows_split_equal"] == {"lstm": True, "gru": True, "rnn": True}
 
 
-def test_batch_1_sampling_agrees_with_the_model_and_two_threads_sample_the_same_ids(haswell):
-    assert set(haswell["sampling"]) == {"lstm", "gru", "rnn"}
-    for cell, result in haswell["sampling"].items():
+def test_batch_1_sampling_agrees_with_the_model_and_two_threads_sample_the_same_ids(child):
+    assert set(child["sampling"]) == {"lstm", "gru", "rnn"}
+    for cell, result in child["sampling"].items():
         assert result["logits_error"] < 1e-5 and result["threads_same_ids"], cell
         assert result["batch_same_ids"], cell  # streams together, serially or in groups on threads
