@@ -6,9 +6,11 @@ profiles' times (and, with --markdown, the ratios as a table on stderr, for a no
 
     python bench/portable.py                                  # five configurations, two runs each way
     python bench/portable.py --runs 1 --configs lstm-2x256 --markdown
+    python bench/portable.py --isas native,avx2,sse4 --no-profile --markdown
 
 The AVX2 target is what a laptop without AVX-512 runs: numba's target forced to haswell, OpenBLAS
-to its Haswell kernels, PyTorch held to AVX2 (AVX2_ENV). Raw rows go to --out-dir as
+to its Haswell kernels, PyTorch held to AVX2 (AVX2_ENV). On request (--isas), sse4 is a CPU
+without AVX at all (SSE4_ENV: nehalem, OpenBLAS's Nehalem kernels, PyTorch's default ones). Raw rows go to --out-dir as
 <date>-<cpu>-<isa>-run<r>.jsonl, <date>-<cpu>-step-profile-<isa>[-run<r>].jsonl and
 <date>-<cpu>-decisions.json. Nothing else may run while it times: each row records the CPU time
 other processes took.
@@ -34,7 +36,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 AVX2_ENV = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "OPENBLAS_CORETYPE": "Haswell",
             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-ISAS = {"native": {}, "avx2": AVX2_ENV}
+# a CPU without AVX (Nehalem; today's Celeron and Pentium Silver laptops): SSE4.2, no FMA
+SSE4_ENV = {"NUMBA_CPU_NAME": "nehalem", "NUMBA_CPU_FEATURES": "", "OPENBLAS_CORETYPE": "Nehalem",
+            "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+ISAS = {"native": {}, "avx2": AVX2_ENV, "sse4": SSE4_ENV}
+DEFAULT_ISAS = ("native", "avx2")  # sse4 on request (--isas)
+LABELS = {"native": "native", "avx2": "AVX2", "sse4": "SSE4.2"}
 # what the calibration chose, printed by a child in the target's environment
 DECISIONS = ("import json; from charnn.backend.numba import policy; "
              "print(json.dumps({'key': policy.key(), 'shapes': policy.TABLE.known(), 'sampling': policy.TABLE.sampling()}))")
@@ -85,15 +92,19 @@ def _cell(values) -> str:
     return " / ".join("-" if v is None else f"{v:.2f}" for v in values or [])
 
 
-def markdown(summary: list[dict]) -> str:
-    """The summary as a table: ratios run by run, GFLOP/s of the first native run."""
-    lines = ["| config | train, native | GFLOP/s charnn / PyTorch | train, AVX2 | sample, native | sample, AVX2 |",
-             "|---|---:|---:|---:|---:|---:|"]
+def markdown(summary: list[dict], isas=DEFAULT_ISAS) -> str:
+    """The summary as a table: ratios run by run on each isa (training, then sampling), GFLOP/s
+    of the first native run after native training."""
+    heads = [f"train, {LABELS[i]}" for i in isas] + [f"sample, {LABELS[i]}" for i in isas]
+    if "native" in isas:
+        heads.insert(isas.index("native") + 1, "GFLOP/s charnn / PyTorch")
+    lines = ["| config | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     for s in summary:
-        g, t = ((s[k].get("native") or [None])[0] for k in ("charnn_gflop_per_s", "torch_gflop_per_s"))
-        gflops = "-" if g is None or t is None else f"{g:.0f} / {t:.0f}"
-        lines.append(f"| {s['config']} | {_cell(s['train_ratio'].get('native'))} | {gflops} | {_cell(s['train_ratio'].get('avx2'))} "
-                     f"| {_cell(s['sample_ratio'].get('native'))} | {_cell(s['sample_ratio'].get('avx2'))} |")
+        cells = [_cell(s["train_ratio"].get(i)) for i in isas] + [_cell(s["sample_ratio"].get(i)) for i in isas]
+        if "native" in isas:
+            g, t = ((s[k].get("native") or [None])[0] for k in ("charnn_gflop_per_s", "torch_gflop_per_s"))
+            cells.insert(isas.index("native") + 1, "-" if g is None or t is None else f"{g:.0f} / {t:.0f}")
+        lines.append(f"| {s['config']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -116,8 +127,13 @@ def main(argv=None) -> None:
     p.add_argument("--configs", default=None, help="passed to speed.py (default: its five)")
     p.add_argument("--out-dir", default=str(HERE / "results"), help="where the raw rows go")
     p.add_argument("--no-profile", action="store_true", help="skip the LSTM 2x256 step profiles")
+    p.add_argument("--isas", default=",".join(DEFAULT_ISAS),
+                   help=f"targets to time, alternating (of {', '.join(ISAS)}; sse4: a CPU without AVX)")
     p.add_argument("--markdown", action="store_true", help="also print the summary as a table on stderr")
     a = p.parse_args(argv)
+    isas = tuple(dict.fromkeys(i.strip() for i in a.isas.split(",") if i.strip()))
+    if not isas or any(i not in ISAS for i in isas):
+        p.error(f"--isas takes a comma-separated list of {', '.join(ISAS)}, not {a.isas!r}")
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     cpu = json.loads(_run(["-c", DECISIONS], "native", say))["key"]["cpu_model"]
     prefix = Path(a.out_dir) / f"{datetime.date.today().isoformat()}-{_slug(cpu)}"
@@ -125,7 +141,7 @@ def main(argv=None) -> None:
     speed = [str(HERE / "speed.py"), "--no-startup"] + (["--configs", a.configs] if a.configs else [])
     runs = {}
     for run in range(1, a.runs + 1):
-        for isa in ISAS:
+        for isa in isas:
             out = _run(speed, isa, say)
             Path(f"{prefix}-{isa}-run{run}.jsonl").write_text(out)
             runs[(isa, run)] = _rows(out)
@@ -136,7 +152,7 @@ def main(argv=None) -> None:
                 out = _run([str(HERE / "step_profile.py"), "--configs", "lstm-2x256", "--steps", "40"], isa, say)
                 Path(f"{prefix}-step-profile-{isa}" + (f"-run{run}" if a.runs > 1 else "") + ".jsonl").write_text(out)
                 profiles.setdefault(isa, []).extend(r for r in _rows(out) if r.get("kind") == "profile")
-    decisions = {isa: json.loads(_run(["-c", DECISIONS], isa, say)) for isa in ISAS}
+    decisions = {isa: json.loads(_run(["-c", DECISIONS], isa, say)) for isa in isas}
     Path(f"{prefix}-decisions.json").write_text(json.dumps(decisions, indent=1, sort_keys=True))
     summary = summarise(runs)
     for s in summary:
@@ -145,7 +161,7 @@ def main(argv=None) -> None:
         print(json.dumps({"kind": "portable_profile", "config": "lstm-2x256",
                           "step_ms": {isa: [r.get("step_ms") for r in rows] for isa, rows in profiles.items()}}))
     if a.markdown:
-        say(markdown(summary))
+        say(markdown(summary, isas))
     say(f"raw rows: {prefix}-*")
 
 

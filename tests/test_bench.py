@@ -239,3 +239,28 @@ def test_sample_profile_times_streams_together_on_one_thread_and_in_groups(capsy
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["streams"] == 3 and positive(row["batch_us_1_threads"])
     assert all(positive(v) for k, v in row.items() if k.startswith("batch_us_"))
+
+
+def test_portable_report_takes_the_targets_asked_for(tmp_path, monkeypatch, capsys):
+    """--isas: only those targets run, alternating in the order given, and the table has a column
+    each; sse4 holds every library to a CPU without AVX; an unknown target is refused."""
+    import portable
+
+    calls = []
+
+    def fake_run(args, isa, say):
+        calls.append((isa, args[0] if args[0] == "-c" else os.path.basename(args[0])))
+        if args[0] == "-c":
+            return json.dumps({"key": {"cpu_model": "Some CPU", "llvm_cpu": isa}, "shapes": {}})
+        return json.dumps(_speed_row("rnn-1x512", 1.5 if isa == "sse4" else 2.0, 9.0, 80.0, 0.0, isa)) + "\n"
+
+    monkeypatch.setattr(portable, "_run", fake_run)
+    portable.main(["--out-dir", str(tmp_path), "--isas", "native,sse4", "--no-profile", "--runs", "1", "--markdown"])
+    assert [isa for isa, what in calls if what == "speed.py"] == ["native", "sse4"]
+    sse4 = portable.isa_env("sse4", {})
+    assert sse4["NUMBA_CPU_NAME"] == "nehalem" and sse4["NUMBA_CPU_FEATURES"] == "" and sse4["ATEN_CPU_CAPABILITY"] == "default"
+    err = capsys.readouterr().err
+    assert "| config | train, native | GFLOP/s charnn / PyTorch | train, SSE4.2 | sample, native | sample, SSE4.2 |" in err
+    assert "| rnn-1x512 | 2.00 | 80 / 40 | 1.50 | 9.00 | 9.00 |" in err
+    with pytest.raises(SystemExit):
+        portable.main(["--out-dir", str(tmp_path), "--isas", "native,avx3"])
