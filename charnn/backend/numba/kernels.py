@@ -414,12 +414,13 @@ def threading_probe(x):
 # panels of NR columns, Bp (P, K, NR), so the inner loop reads it front to back; then each task
 # computes MR x NR tiles of C, keeping the sums in vector registers for the whole k loop. With
 # AVX-512 a tile is 6 x 64: 24 zmm accumulators, and per k six broadcasts of A[i, k], four vector
-# loads of Bp, 24 FMAs; with AVX2 4 x 24, 12 ymm accumulators. The vectors are explicit LLVM vectors
+# loads of Bp, 24 FMAs; with AVX2 4 x 24, 12 ymm accumulators; with SSE only 4 x 12 in 12 xmm
+# (there are 16: wider tiles spill their sums to memory every k). The vectors are explicit LLVM vectors
 # (_lanes_fma), so the width is the target's whatever LLVM's tuning prefers.
 # Why not only numpy's OpenBLAS: which of the two trains a shape faster depends on the CPU and the
 # BLAS build, so the backend measures it (calibrate.py); tests check the two agree.
-LANES = target_lanes()  # float32 lanes of one vector register of numba's target: 16 or 8
-MR, NR = (6, 64) if LANES == 16 else (4, 24)  # tile: 24 zmm accumulators of 32, or 12 ymm of 16
+LANES = target_lanes()  # float32 lanes of one vector register of numba's target: 16, 8 or 4
+MR, NR = (6, 64) if LANES == 16 else (4, 3 * LANES)  # tile: 24 zmm accumulators of 32, or 12 ymm (xmm) of 16
 MC = 64  # rows of A per task: 64 x KB floats (32 KB) stay in cache
 KB = 128  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
 

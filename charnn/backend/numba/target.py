@@ -20,11 +20,29 @@ def target() -> dict:
     return {"cpu": name, "features": features}
 
 
+# an explicit 16-float add: LLVM keeps it in one register where the target has 512-bit ones
+_PROBE = """
+define void @probe(ptr %p) {
+  %a = load <16 x float>, ptr %p, align 4
+  %b = fadd <16 x float> %a, %a
+  store <16 x float> %b, ptr %p, align 4
+  ret void
+}
+"""
+
+
+@functools.cache
 def target_lanes() -> int:
-    """float32 lanes in one vector register: 16 where the target has AVX-512, else 8 (AVX2).
-    A named CPU with no feature list counts as 8: the kernels stay correct at any width, since
-    LLVM splits a vector wider than the target's registers."""
-    return 16 if "+avx512f" in target()["features"].split(",") else 8
+    """float32 lanes in one vector register of numba's target: 16 (AVX-512), 8 (AVX, AVX2) or 4
+    (SSE; NEON elsewhere), as LLVM itself compiles a 16-float add for it (zmm, ymm or neither:
+    ~20 ms, no numba compile), so a named CPU (NUMBA_CPU_NAME) with no feature list gets its own
+    answer too."""
+    llvmlite.binding.initialize_native_target()
+    llvmlite.binding.initialize_native_asmprinter()
+    machine = llvmlite.binding.Target.from_default_triple().create_target_machine(
+        cpu=target()["cpu"], features=target()["features"], opt=2)
+    asm = machine.emit_assembly(llvmlite.binding.parse_assembly(_PROBE))
+    return 16 if "zmm" in asm else 8 if "ymm" in asm else 4
 
 
 @functools.cache
