@@ -46,8 +46,9 @@ def test_train_then_sample(runner, corpus_file):
 
 
 def test_first_run_says_it_compiles(runner, corpus_file, monkeypatch, tmp_path):
-    """The first training run after an install spends ~15 s compiling before step 1: it says so,
-    only then (charnn's stamp beside numba's cache says when), and --quiet silences it."""
+    """The first training run of a cell after an install spends up to a minute compiling before
+    step 1: it says so, only then (charnn's stamp beside numba's cache says when), and --quiet
+    silences it."""
     import charnn.backend.numba as numba_backend
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "fresh-cache"))  # no stamp there yet
@@ -58,6 +59,11 @@ def test_first_run_says_it_compiles(runner, corpus_file, monkeypatch, tmp_path):
     assert r.exit_code == 0 and "numba compiles the training kernels now" in r.output
     r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2")
     assert r.exit_code == 0 and "compiles" not in r.output and "threading layer" not in r.output
+    # another cell's kernels are not compiled by an LSTM run: that run says so too, once
+    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2", "--model", "gru")
+    assert r.exit_code == 0 and "first gru training after an install: numba compiles the training kernels now" in r.output
+    r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2", "--model", "gru")
+    assert r.exit_code == 0 and "compiles" not in r.output
     monkeypatch.setattr(numba_backend, "fast_threading", lambda: False)  # numba fell back to "workqueue"
     r = invoke(runner, "train", corpus_file, *SMALL, "--steps", "2", "--eval-every", "2")
     assert r.exit_code == 0 and "no OpenMP or TBB threading layer" in r.output

@@ -39,7 +39,8 @@ class Backend(NamedTuple):
     # "sample-batch" stepping through `length` characters, None: without end) that will take longer
     # than usual (compiling, a slow threading layer), or None
     notice: Callable
-    # (task) -> None: the task ran, so what it compiled is cached (see notice)
+    # (task, model=None) -> None: the task ran (for that model: a training run covers its cell;
+    # without one, `charnn compile` covers them all), so what it compiled is cached (see notice)
     done: Callable
     # (model_config, batch_size, seq_len, say=None, default=False) -> a context manager: within it,
     # compute as best for training that shape (the numba backend: its products with tiles or BLAS,

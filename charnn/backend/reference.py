@@ -15,7 +15,7 @@ NUMPY = Backend(
     adam_update=adam_update,
     sampler=lambda model, work, streams=1: None,
     notice=lambda task, model, length=0: None,
-    done=lambda task: None,
+    done=lambda task, model=None: None,
     prepare=lambda config, batch_size, seq_len, say=None, default=False: contextlib.nullcontext(),
     pace=contextlib.nullcontext,
     decisions=dict,

@@ -391,7 +391,7 @@ def _train(config: TrainConfig, resume: str | None = None, reporter: Reporter | 
                     kept = f"kept the last good checkpoint {out} (step {saved_step[0]})" if saved_step[0] is not None else "no checkpoint had been written yet"
                     raise DivergedError(f"training diverged at step {step + 1}: {e}; {kept}. Try a lower --lr or --clip") from None
                 if step == start_step:
-                    model.ops.done("train")  # the kernels a training step needs are compiled and cached now
+                    model.ops.done("train", model)  # the kernels this cell's training step needs are compiled and cached now
                 state = new_state
                 step += 1
                 if average is not None:

@@ -74,6 +74,17 @@ def sample_family(streams: int) -> str:
     return "sample" if streams == 1 else "sample-batch"
 
 
+def compiled_family(task: str, model=None) -> str:
+    """The stamp a task's run leaves once its kernels are compiled: a training run's covers its
+    cell only ("train-gru"); `charnn compile`'s "train" covers every cell and every way."""
+    return f"{task}-{model.config.model}" if task == "train" and model is not None else task
+
+
+def done(task: str, model=None) -> None:
+    """A run of `task` (of `model`) got past its first step: what it compiled is in numba's cache."""
+    _compile.mark_compiled(compiled_family(task, model))
+
+
 def notice(task: str, model, length: int | None = 0) -> str | None:
     """What to tell the user before `task` ("train", or "sample" / "sample-batch" stepping through
     `length` characters, None: without end) will take longer than usual."""
@@ -82,8 +93,8 @@ def notice(task: str, model, length: int | None = 0) -> str | None:
     if task.startswith("sample") and long_sample and not _compile.is_compiled(task):
         lines.append(f"numba compiles the sampling kernels first ({_compile.EXPECTED_S[task]}, once; "
                      "`charnn compile` does it ahead of time)")
-    if task == "train" and not _compile.is_compiled("train"):
-        lines.append("first run after an install: numba compiles the training kernels now "
+    if task == "train" and not (_compile.is_compiled("train") or _compile.is_compiled(compiled_family(task, model))):
+        lines.append(f"first {model.config.model} training after an install: numba compiles the training kernels now "
                      f"({_compile.EXPECTED_S['train']}, once; `charnn compile` does it ahead of time)")
     if task == "train" and not fast_threading():
         lines.append("numba has no OpenMP or TBB threading layer here (install libgomp or tbb): its fallback "
@@ -138,7 +149,7 @@ NUMBA = Backend(
     adam_update=adam_update,
     sampler=sample_blocks,
     notice=notice,
-    done=_compile.mark_compiled,
+    done=done,
     prepare=prepare,
     pace=pace,
     decisions=gemm.decisions,
