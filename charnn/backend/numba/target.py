@@ -35,7 +35,7 @@ define void @probe(ptr %p) {
 def target_lanes() -> int:
     """float32 lanes in one vector register of numba's target: 16 (AVX-512), 8 (AVX, AVX2) or 4
     (SSE; NEON elsewhere), as LLVM itself compiles a 16-float add for it (zmm, ymm or neither:
-    ~20 ms, no numba compile), so a named CPU (NUMBA_CPU_NAME) with no feature list gets its own
+    ~3 ms, no numba compile), so a named CPU (NUMBA_CPU_NAME) with no feature list gets its own
     answer too."""
     llvmlite.binding.initialize_native_target()
     llvmlite.binding.initialize_native_asmprinter()
