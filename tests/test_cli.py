@@ -89,6 +89,20 @@ def test_bad_corpus_inputs(runner, tmp_path):
     assert_clean_error(invoke(runner, "train", "short.txt"), "corpus too short")
 
 
+@pytest.mark.parametrize("variable, value", [("CHARNN_TRAIN_THREADS", "all"), ("CHARNN_GEMM", "mkl")])
+def test_a_bad_backend_variable_is_one_line(tmp_path, corpus_file, variable, value):
+    """CHARNN_TRAIN_THREADS (the training step's thread count instead of the measured one) and
+    CHARNN_GEMM are read when the numba backend is imported: a bad value is one line before the
+    run starts, and no checkpoint or log is written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
+    env.update({variable: value, "CHARNN_CACHE_DIR": str(tmp_path / "cache")})
+    done = subprocess.run([sys.executable, "-m", "charnn", "train", str(corpus_file), *SMALL, "--steps", "2"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    lines = [l for l in (done.stdout + done.stderr).splitlines() if l.strip()]
+    assert done.returncode != 0 and len(lines) == 1 and lines[0].startswith("Error:"), lines
+    assert f"{variable} must be" in lines[0] and not list(tmp_path.glob("checkpoints/*"))
+
+
 @pytest.mark.parametrize("option,value", [
     ("--hidden", "0"), ("--layers", "-2"), ("--batch-size", "0"), ("--seq-len", "-1"), ("--lr", "0"),
     ("--lr", "-1e-3"), ("--steps", "0"), ("--epochs", "0"), ("--val-frac", "1"), ("--val-frac", "0"),

@@ -4,6 +4,7 @@ The kernel runs on any x86 CPU (its vectors are as wide as numba's target allows
 call it directly and never skip; the calibration that chooses between it and BLAS is tested below. Tolerance: float32 sums of up to 513 products, compared with the float64 product,
 relative to its largest entry: numpy's own float32 matmul is off by up to ~1e-6 on these shapes.
 """
+import contextlib
 import json
 import os
 
@@ -11,7 +12,9 @@ import numba
 import numpy as np
 import pytest
 
-from charnn.backend.numba import calibrate, gemm, layers, policy
+from charnn.backend import get_backend
+from charnn.backend.numba import calibrate, gemm, layers, policy, threads
+from charnn.config import ModelConfig
 from charnn.errors import CharnnError
 from charnn.backend.numba import kernels as K
 
@@ -130,6 +133,13 @@ def test_mode_from_environment(monkeypatch):
     monkeypatch.setenv("CHARNN_GEMM", "mkl")
     with pytest.raises(CharnnError, match="CHARNN_GEMM must be one of auto, tiles, blas"):
         gemm._mode("CHARNN_GEMM", gemm.MODES)
+    for value, count in (("auto", None), ("", None), ("1", 1), ("64", numba.get_num_threads())):
+        monkeypatch.setenv("CHARNN_TRAIN_THREADS", value)
+        assert threads.forced_count("CHARNN_TRAIN_THREADS") == count
+    for value in ("all", "0", "-1", "1.5"):
+        monkeypatch.setenv("CHARNN_TRAIN_THREADS", value)
+        with pytest.raises(CharnnError, match="CHARNN_TRAIN_THREADS must be auto or a whole number"):
+            threads.forced_count("CHARNN_TRAIN_THREADS")
     monkeypatch.setenv("CHARNN_SPLIT", "columns")
     with pytest.raises(CharnnError, match="CHARNN_SPLIT must be one of auto, panels, rows"):
         gemm._mode("CHARNN_SPLIT", ("auto",) + policy.SPLITS)
@@ -165,15 +175,21 @@ def test_auto_mode_follows_the_choice_in_effect(table):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mlp"])
-def test_calibration_times_a_training_pass_both_ways(table, cell):
+def test_calibration_times_a_training_pass_both_ways(table, cell, monkeypatch):
     shape = SHAPE._replace(cell=cell, L=1 if cell == "mlp" else 2)
+    monkeypatch.setattr(calibrate, "_quiet", lambda n: True)  # as on a quiet machine, whatever else runs
+    threads = numba.get_num_threads()
     row = calibrate.measure(shape)
-    assert set(row) - {"splits"} == {"choice", "tiles_ms", "blas_ms"} and row["tiles_ms"] > 0 and row["blas_ms"] > 0
-    assert row["choice"] in ("tiles", "blas")
+    assert set(row) - {"splits", "threads", "threads_ms"} == {"choice", "tiles_ms", "blas_ms"}
+    assert row["tiles_ms"] > 0 and row["blas_ms"] > 0 and row["choice"] in ("tiles", "blas")
     if row["choice"] == "blas":
-        assert row["blas_ms"] < row["tiles_ms"]
+        assert row["blas_ms"] < row["tiles_ms"] and "threads" not in row
     assert gemm.MODE == "auto" and table.forced_split is None and layers.loop_clock is None  # restored
-    if row["choice"] == "tiles" and numba.get_num_threads() > 1 and cell != "mlp":  # each time loop timed split both ways
+    assert numba.get_num_threads() == threads
+    if row["choice"] == "tiles" and threads > 1:  # the tiles' pass timed on every count of thread_counts
+        assert set(row["threads_ms"]) == {str(n) for n in calibrate.thread_counts()} and row["threads"] in calibrate.thread_counts()
+        assert row["threads"] == threads or row["threads_ms"][str(row["threads"])] < row["threads_ms"][str(threads)]
+    if row["choice"] == "tiles" and row.get("threads", 1) > 1 and cell != "mlp":  # each time loop timed split both ways
         loops = {policy.loop_name(f"{cell}_{d}", D, shape.H) for d in ("forward", "backward") for D in (0, shape.H)}  # layer 0 reads ids
         assert set(row["splits"]) == loops
         for timed in row["splits"].values():  # the faster one (times equal once rounded: either)
@@ -181,6 +197,88 @@ def test_calibration_times_a_training_pass_both_ways(table, cell):
                                       ("panels",) if timed["rows_ms"] > timed["panels_ms"] else policy.SPLITS)
     else:
         assert "splits" not in row
+
+
+@pytest.fixture
+def two_threads():
+    if numba.get_num_threads() < 2:
+        pytest.skip("numba runs on one thread here: no thread count to choose")
+
+
+class Counted:
+    """Stands in for calibrate.numba_threads and a pass: pass i takes seconds(n, i) on n threads,
+    read from a clock that only the passes move."""
+
+    def __init__(self, seconds):
+        self.seconds, self.n, self.now, self.passes = seconds, None, 0.0, []
+
+    @contextlib.contextmanager
+    def threads(self, n):
+        self.n = n
+        yield
+        self.n = None
+
+    def run(self):
+        self.now += self.seconds(self.n, len(self.passes))
+        self.passes.append(self.n)
+
+
+@pytest.mark.parametrize("seconds, chosen", [
+    (lambda n, i: 0.01 * n, 1),  # fewer threads always faster: one
+    (lambda n, i: 0.01 / n, 8),  # more always faster: all, and one thread CLEARLY slower is timed once
+    (lambda n, i: (0.010 if n == 8 else 0.009 if n == 4 else 0.05) + (0.002 if i == 8 else 0), 4),  # one slow pass of 4 does not decide
+    (lambda n, i: {8: 0.010, 4: 0.05, 2: 0.0095, 1: 0.008}[n] + (0.003 if i == 7 else 0), 1),
+    (lambda n, i: {8: 0.010, 4: 0.012, 2: 0.0095, 1: 0.015}[n] + (0.02 if i in (1, 5) else 0), 2),  # 8's median is its slow one
+])
+def test_the_thread_count_is_the_one_of_the_lowest_median(monkeypatch, seconds, chosen):
+    counted = Counted(seconds)
+    monkeypatch.setattr(calibrate, "thread_counts", lambda: (8, 4, 2, 1))
+    monkeypatch.setattr(calibrate, "numba_threads", counted.threads)
+    monkeypatch.setattr(calibrate.time, "perf_counter", lambda: counted.now)
+    monkeypatch.setattr(calibrate, "_quiet", lambda n: True)
+    found = calibrate.measure_threads(counted.run)
+    assert found["threads"] == chosen and set(found["threads_ms"]) == {"8", "4", "2", "1"}
+    assert counted.passes[0] == 8  # the untimed pass first (first touch), then the timed ones
+    timed = counted.passes[1:]
+    assert timed[:4] == [8, 4, 2, 1]  # alternating
+    if chosen == 8 and seconds(1, 0) > 2 * seconds(8, 0):
+        assert timed.count(1) == 1 and timed.count(8) == calibrate.REPEATS
+    monkeypatch.setattr(calibrate, "_quiet", lambda n: False)  # other tasks use the CPUs: nothing measured
+    counted.passes.clear()
+    assert calibrate.measure_threads(counted.run) == {} and set(counted.passes) == {8}
+
+
+def test_calibration_thread_counts_halve_down_to_one():
+    counts = calibrate.thread_counts()
+    assert counts[0] == numba.get_num_threads() and counts[-1] == 1
+    assert all(a // 2 == b for a, b in zip(counts, counts[1:]))
+
+
+def test_a_shape_measured_without_its_thread_count_gets_it_later(table, monkeypatch, two_threads):
+    """A row of the tiles without "threads" (the CPUs were busy, or an earlier charnn) gets its
+    count measured at a later start, once, the choice kept; fewer threads: its splits timed again
+    on that count; training then runs on it, CHARNN_TRAIN_THREADS overriding."""
+    row = {"choice": "tiles", "tiles_ms": 1.0, "blas_ms": 2.0, "splits": {"old": {"split": "rows"}}}
+    table.record(SHAPE.name, dict(row))
+    said, timed = [], []
+    monkeypatch.setattr(calibrate, "_quiet", lambda n: False)
+    assert calibrate.choose(SHAPE, say=said.append) == "tiles" and said == [] and "threads" not in table.known()[SHAPE.name]
+    monkeypatch.setattr(calibrate, "_quiet", lambda n: True)
+    monkeypatch.setattr(calibrate, "measure_threads", lambda run: timed.append(run) or {"threads": 1, "threads_ms": {"2": 2.0, "1": 1.0}})
+    monkeypatch.setattr(calibrate, "measure", lambda shape: pytest.fail("the choice measured again"))
+    monkeypatch.setattr(calibrate, "measure_splits", lambda shape, rng: pytest.fail("splits timed on one thread"))
+    assert calibrate.choose(SHAPE, say=said.append) == "tiles" and calibrate.choose(SHAPE, say=said.append) == "tiles"
+    assert len(timed) == 1 and len(said) == 1 and "on 1 and 2 threads" in said[0] and "once on this machine" in said[0]
+    stored = policy.Table().known()[SHAPE.name]
+    assert stored == {"choice": "tiles", "tiles_ms": 1.0, "blas_ms": 2.0, "threads": 1, "threads_ms": {"2": 2.0, "1": 1.0}}
+    assert table.threads() == 1 and gemm.decisions()[SHAPE.name] == "tiles on 1 thread"
+    config = ModelConfig(model="lstm", vocab_size=SHAPE.V, hidden=SHAPE.H, layers=SHAPE.L, embed=SHAPE.D)
+    numba_backend = get_backend("numba")
+    with numba_backend.prepare(config, SHAPE.B, SHAPE.T) as choice:
+        assert choice == "tiles" and numba.get_num_threads() == 1
+    monkeypatch.setattr(gemm, "TRAIN_THREADS", 2)  # CHARNN_TRAIN_THREADS=2, read at import
+    with numba_backend.prepare(config, SHAPE.B, SHAPE.T):
+        assert numba.get_num_threads() == 2
 
 
 def test_time_loops_split_as_measured(table, monkeypatch):
@@ -269,7 +367,7 @@ def test_training_prepares_its_shape(tmp_path, corpus_file, table):
     charnn.train(config, reporter=Listener())
     (name,) = [n for n in table.known()]
     assert name.startswith("gru 1x16 D8 ") and name.endswith(" B4 T8") and table.active is None
-    assert any("register tiles and with BLAS" in m for m in messages)
+    assert any("register tiles on" in m and "and with BLAS" in m for m in messages)
 
 
 def test_tile_uses_the_targets_full_vector_width():

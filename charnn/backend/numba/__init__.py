@@ -109,7 +109,8 @@ _PACE: list = [None]  # the Pace of the training in progress (prepare), or None
 def prepare(config, batch_size: int, seq_len: int, say=None, default: bool = False):
     """Within the block, the products are computed as this machine trains the shape fastest
     (calibrate.choose, measuring it the first time), and each training step (pace) runs on the
-    thread count its Pace chooses; afterwards as before. Yields the choice."""
+    thread count its Pace chooses, starting from the count measured fastest for the shape
+    (CHARNN_TRAIN_THREADS: that count instead); afterwards as before. Yields the choice."""
     previous, previous_pace = policy.TABLE.active, _PACE[0]
     try:
         if gemm.MODE != "auto":
@@ -118,7 +119,8 @@ def prepare(config, batch_size: int, seq_len: int, say=None, default: bool = Fal
             D = config.param_shapes()["layer0.W" if config.model == "mlp" else "layer0.Wx"][0]  # input width
             shape = calibrate.Shape(config.model, batch_size, seq_len, D, config.hidden, config.layers, config.vocab_size)
             choice = calibrate.choose(shape, default=default, say=say)
-        with numba_threads(1 if choice == "blas" else numba.get_num_threads()):  # BLAS has the cores
+        tiles_threads = gemm.TRAIN_THREADS or (policy.TABLE.threads() if gemm.MODE == "auto" else numba.get_num_threads())
+        with numba_threads(1 if choice == "blas" else tiles_threads):  # BLAS has the cores
             threads = numba.get_num_threads()
             _PACE[0] = Pace(threads, say) if choice == "tiles" and threads > 1 else None  # BLAS: its own threads
             yield choice

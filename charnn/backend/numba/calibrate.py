@@ -8,10 +8,14 @@ neither inherits the other's still-spinning threads) and keeping the medians. Pr
 alone mislead: BLAS can win a product in isolation and still lose the step, because its threads
 and numba's compete for the cores between products (bench/README.md, "Tiles or BLAS").
 
-With the tiles on more than one thread, each of the shape's time loops (forward and backward, per
-input width) is then timed split both ways, by panels and by batch rows (kernels.py): the rows
-split wins where the weights fit each core's cache, and loses where they do not, which depends on
-the CPU. Both splits compute the same bits, so this choice changes only the speed.
+The tiles' pass is timed in the same rounds on numba's thread count and on halvings of it down to
+one, and compared with BLAS on the count it ran fastest on: a small shape on many cores, or numba
+running more threads than the CPUs it really gets, can step faster on fewer.
+With the tiles chosen on more than one thread, each of the shape's time loops (forward and
+backward, per input width) is timed split both ways, by panels and by batch rows (kernels.py):
+the rows split wins where the weights fit each core's cache, and loses where they do not, which
+depends on the CPU. Every thread count and both splits compute the same bits, so these choices
+change only the speed.
 """
 from __future__ import annotations
 
@@ -25,12 +29,12 @@ import numpy as np
 from ...config import GATES
 from ...nn.layers import Embedded
 from . import gemm, layers
-from .threads import numba_threads
+from .threads import cpus, free_cpus, numba_threads
 from .policy import DEFAULT, SPLITS, TABLE, loop_name
 
 REPEATS = 3  # timed passes per way (and per split of a time loop)
 SETTLE_S = 0.2  # pause before a pass that follows the other way's: idle BLAS threads spin ~0.1 s
-CLEARLY = 2.0  # a way this many times slower than the other after its first pass is not timed further
+CLEARLY = 2.0  # a way this many times slower than the fastest pass after its first pass is not timed further
 WAYS = (("tiles", "panels"), ("tiles", "rows"), ("blas", "panels"))  # (products, time loops' split): what a step can run
 
 
@@ -114,31 +118,115 @@ def _median_ms(seconds: list) -> float:
 def measure(shape: Shape) -> dict:
     """{"choice", "tiles_ms", "blas_ms"}: the median time of a pass each way (a way dropped after
     one pass for being CLEARLY slower gets that pass's time), and the choice: BLAS if all its
-    passes were faster than all the tiles', else the tiles."""
+    passes were faster than all the tiles', else the tiles. The tiles are timed on every count
+    of thread_counts() in the same rounds and compared with BLAS on the count they ran fastest on
+    (_counted; on too many threads they would hand BLAS shapes it loses); with the tiles
+    chosen, the row keeps that count ("threads", "threads_ms") and its time loops' splits ("splits")."""
     rng = np.random.default_rng(0)
     tiny, run = _pass(shape._replace(B=2, T=2, D=3, H=4, V=5), rng), _pass(shape, rng)
-    times = {"tiles": [], "blas": []}
     for way in every_way():  # untimed, on a tiny copy: compiling whatever `charnn compile` did not
         with way:
             tiny()
+    counts = _counts_to_time()
+    times = _timed(run, [("tiles", n) for n in counts] + [("blas", 1)])  # BLAS has the cores, as prepare gives them
+    tiles = {n: times[("tiles", n)] for n in counts}
+    counted = _counted(tiles)
+    threads = counted.get("threads", counts[0])
+    # BLAS only when every BLAS pass beat every tiles pass: within the noise, charnn's own code,
+    # whose rounding does not depend on which BLAS build numpy brought
+    blas = max(times[("blas", 1)]) < min(tiles[threads])
+    row = {"choice": "blas" if blas else "tiles", "tiles_ms": round(_median_ms(tiles[threads]), 3),
+           "blas_ms": round(_median_ms(times[("blas", 1)]), 3)}
+    if row["choice"] == "tiles":
+        row.update(counted, **_splits(shape, rng, threads))
+    return row
+
+
+def measure_threads(run) -> dict:
+    """{"threads", "threads_ms"} for a pass on the tiles (`run`), as measure finds them; {} where
+    the count is not timed (_counts_to_time)."""
+    counts = _counts_to_time()
+    times = _timed(run, [("tiles", n) for n in counts])
+    return _counted({n: times[("tiles", n)] for n in counts})
+
+
+def thread_counts() -> tuple[int, ...]:
+    """The thread counts a training pass is timed on: numba's, then halvings down to one (8, 4, 2, 1)."""
+    counts, n = [], numba.get_num_threads()
+    while n >= 1:
+        counts.append(n)
+        n //= 2
+    return tuple(counts)
+
+
+QUIET_LOOK_S = 0.05  # right after this process's own parallel region a stray task often shows as runnable
+
+
+def _quiet(n: int) -> bool:
+    """Whether other processes leave this process every CPU it may use, up to n, at some look
+    within QUIET_LOOK_S (at once on a quiet machine)."""
+    wanted = min(n, cpus())
+    return free_cpus(wanted, QUIET_LOOK_S) >= wanted
+
+
+def _counts_to_time() -> tuple[int, ...]:
+    """The tiles' thread counts to time: thread_counts() on a quiet machine; else just the one the
+    tiles run on (CHARNN_TRAIN_THREADS's, or numba's while other tasks use the CPUs: what a busy
+    moment measured would be kept for good, so a later start measures it; meanwhile each step's
+    Pace adapts, threads.py)."""
+    if gemm.TRAIN_THREADS is not None:
+        return (gemm.TRAIN_THREADS,)
+    counts = thread_counts()
+    return counts if len(counts) > 1 and _quiet(counts[0]) else counts[:1]
+
+
+def _counted(tiles: dict) -> dict:
+    """{"threads": n, "threads_ms": {"count": median ms}} from the tiles' passes on each count
+    {count: [seconds]}: the count of the lowest median; {} for a single count, or where other tasks
+    took CPUs by the end (measure_threads)."""
+    counts = list(tiles)
+    if len(counts) == 1 or not _quiet(counts[0]):
+        return {}
+    ms = {n: _median_ms(ts) for n, ts in tiles.items()}
+    # the median: one pass held up by a stray time slice does not decide (the count changes no result,
+    # so unlike BLAS against the tiles neither side needs the benefit of the doubt)
+    chosen = min(counts, key=ms.get)
+    return {"threads": chosen, "threads_ms": {str(n): round(t, 3) for n, t in ms.items()}}
+
+
+def _timed(run, ways: list) -> dict:
+    """{(products, threads): [seconds]}: `run` timed with its products on `products` ("tiles" or
+    "blas", time loops split by panels) and numba on `threads` threads, each way in turn, REPEATS
+    rounds, after an untimed pass (first touch); a way whose first pass was CLEARLY slower than the
+    fastest so far is not timed again. A pause comes before each pass whose products go the other
+    way than the last's: a training run uses one way only, and neither may inherit the other's
+    still-spinning threads."""
+    times = {way: [] for way in ways}
+    last = None
     for _ in range(REPEATS):
-        for way, other in (("tiles", "blas"), ("blas", "tiles")):
-            if times[way] and times[other] and times[way][0] > CLEARLY * min(times[other]):
+        for way in ways:
+            fastest = min((t for ts in times.values() for t in ts), default=None)
+            if times[way] and times[way][0] > CLEARLY * fastest:
                 continue
-            time.sleep(SETTLE_S)  # a training run uses one way only: neither may inherit the other's spinning threads
-            # the tiles timed as they run before their loops' splits are measured; BLAS has the cores, as prepare gives them
-            with forced(way, "panels"), numba_threads(1 if way == "blas" else numba.get_num_threads()):
+            products, threads = way
+            if last not in (None, products):
+                time.sleep(SETTLE_S)
+            with forced(products, "panels"), numba_threads(threads):
+                if last is None:
+                    run()
                 t0 = time.perf_counter()
                 run()
                 times[way].append(time.perf_counter() - t0)
-    ms = {way: _median_ms(ts) for way, ts in times.items()}
-    # BLAS only when every BLAS pass beat every tiles pass: within the noise, charnn's own code,
-    # whose rounding does not depend on which BLAS build numpy brought
-    blas = max(times["blas"]) < min(times["tiles"])
-    row = {"choice": "blas" if blas else "tiles", "tiles_ms": round(ms["tiles"], 3), "blas_ms": round(ms["blas"], 3)}
-    if row["choice"] == "tiles" and numba.get_num_threads() > 1 and shape.cell != "mlp":
-        row["splits"] = measure_splits(shape, rng)
-    return row
+            last = products
+    return times
+
+
+def _splits(shape: Shape, rng, threads: int) -> dict:
+    """{"splits": measure_splits on `threads` threads} where a step's time loops run on more than one."""
+    if threads == 1 or shape.cell == "mlp":
+        return {}
+    with numba_threads(threads):
+        return {"splits": measure_splits(shape, rng)}
 
 
 def measure_splits(shape: Shape, rng) -> dict:
@@ -184,14 +272,39 @@ def measure_splits(shape: Shape, rng) -> dict:
 
 def choose(shape: Shape, default: bool = False, say=None) -> str:
     """Make `shape`'s choice the one in effect in this process, measuring it first if this machine
-    has not (saying so through `say`); default=True also records it as the choice outside training."""
+    has not (saying so through `say`); default=True also records it as the choice outside training.
+    A shape measured on the tiles without its thread count (measured while the CPUs were busy, or by
+    an earlier charnn) gets the count measured now, if the CPUs are free: the choice itself stays."""
     known = TABLE.known()
     if shape.name not in known:
         if say:
-            say(f"timing a training step of {shape.name} with register tiles and with BLAS (once on this machine) ...")
+            counts = _listed(_counts_to_time())
+            say(f"timing a training step of {shape.name} with register tiles on {counts} thread{'s' * (counts != '1')} "
+                "and with BLAS (once on this machine) ...")
         TABLE.record(shape.name, measure(shape))
+    elif _lacks_threads(known[shape.name]) and _quiet(numba.get_num_threads()):
+        if say:
+            say(f"timing a training step of {shape.name} on {_listed(thread_counts())} threads (once on this machine) ...")
+        rng = np.random.default_rng(0)
+        row = {**known[shape.name], **measure_threads(_pass(shape, rng))}
+        threads = row.get("threads", numba.get_num_threads())
+        if threads != numba.get_num_threads():  # its splits were timed on numba's count: again on this one
+            row.pop("splits", None)
+            row.update(_splits(shape, rng, threads))
+        TABLE.record(shape.name, row)
     default_row = {**known[shape.name], "shape": shape.name}
     if default and known.get(DEFAULT) != default_row:  # written only when it changes
         TABLE.record(DEFAULT, default_row)
     TABLE.active = shape.name
     return known[shape.name]["choice"]
+
+
+def _listed(counts) -> str:
+    """(8, 4, 2, 1) -> "1, 2, 4 and 8"."""
+    words = [str(n) for n in sorted(counts)]
+    return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else words[0]
+
+
+def _lacks_threads(row: dict) -> bool:
+    return (row["choice"] == "tiles" and "threads" not in row and numba.get_num_threads() > 1
+            and gemm.TRAIN_THREADS is None)

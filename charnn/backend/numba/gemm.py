@@ -13,7 +13,8 @@ once: `Wp = pack(Wh)`, then `matmul(h_t, Wp, out=ha)` per step.
 CHARNN_GEMM=tiles or =blas overrides the calibration (read once, at import); the numpy backend
 never uses the tiles. With the tiles, a time loop's threads split each step's products by panels
 or the whole sequence by batch rows (kernels.py), as measured per loop (`loop_parts`);
-CHARNN_SPLIT=panels or =rows overrides that.
+CHARNN_SPLIT=panels or =rows overrides that, and CHARNN_TRAIN_THREADS=n the thread count a
+training step runs on (also measured per shape).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ...errors import CharnnError
 from . import kernels as K
 from . import scratch
 from .policy import SPLITS, TABLE
+from .threads import forced_count
 
 MODES = ("auto", "tiles", "blas")
 
@@ -40,6 +42,7 @@ def _mode(variable: str, modes: tuple) -> str:
 
 MODE = _mode("CHARNN_GEMM", MODES)
 SPLIT_MODE = _mode("CHARNN_SPLIT", ("auto",) + SPLITS)
+TRAIN_THREADS = forced_count("CHARNN_TRAIN_THREADS")  # None: the count measured for the shape (calibrate.py)
 
 
 def loop_parts(loop: str, D: int, H: int) -> int:
@@ -100,12 +103,14 @@ def matmul(A: np.ndarray, B, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def decisions() -> dict:
-    """The choices this machine has measured, by training shape (calibrate.Shape.name), and the
-    one in effect now ("in effect")."""
+    """The choices this machine has measured, by training shape (calibrate.Shape.name: "tiles on
+    2 threads, rows split: lstm_forward ids H256"), and the one in effect now ("in effect")."""
     choices = {}
     for name, row in sorted(TABLE.known().items()):
         splits = row.get("splits") if isinstance(row.get("splits"), dict) else {}
         rows = [loop for loop, r in sorted(splits.items()) if isinstance(r, dict) and r.get("split") == "rows"]
-        choices[name] = row["choice"] + (f", rows split: {'; '.join(rows)}" if rows else "")
+        threads = row.get("threads")
+        choices[name] = (row["choice"] + (f" on {threads} thread{'s' * (threads > 1)}" if isinstance(threads, int) else "")
+                         + (f", rows split: {'; '.join(rows)}" if rows else ""))
     choices["in effect"] = MODE if MODE != "auto" else TABLE.current()
     return choices

@@ -8,6 +8,9 @@ never a mix: numba's worker threads and OpenBLAS's spin while they wait for work
 with few cores a step that alternates between them waits for the scheduler at every switch
 (bench/README.md, "Tiles or BLAS"). `charnn compile` measures the default model's shape, which is
 also the choice outside training (evaluation); CHARNN_GEMM=tiles or =blas overrides it (gemm.py).
+With the tiles, the same measurement keeps the thread count the shape's step runs fastest on:
+numba's, or fewer where that won every pass (a small shape on many cores, or more numba threads
+than the CPUs really give); CHARNN_TRAIN_THREADS overrides it. The count changes no result.
 
 The same file keeps the thread count batch-1 sampling runs on best, per model shape ("sampling":
 serial, or a layer's units split over threads), as `charnn compile` measured it for the default
@@ -29,6 +32,7 @@ from ...files import atomic_write, cache_folder
 from ...version import __version__
 from . import kernels as K
 from .target import cpu_model, target
+from .threads import cpus
 
 FILE = "charnn-calibration.json"
 DEFAULT = "default"  # the entry of `charnn compile`'s shape: the choice outside training
@@ -50,21 +54,19 @@ def path() -> str:
 @functools.cache  # none of it changes while a process runs
 def key() -> dict:
     """What the products' speed depends on besides the shape."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
     return {"charnn": __version__, "cpu_model": cpu_model(), "llvm_cpu": target()["cpu"],
-            "llvm_features": target()["features"], "cpus": cpus, "numba_threads": numba.get_num_threads(),
+            "llvm_features": target()["features"], "cpus": cpus(), "numba_threads": numba.get_num_threads(),
             "numpy": np.__version__, "numba": numba.__version__, "llvmlite": llvmlite.__version__,
             "python": sys.version.split()[0], "tile": [K.MR, K.NR, K.LANES, K.KB], "splits": list(SPLITS),
             "first_layer": "ids"}  # since its loops read ids (loop_name): earlier tables named them by width
 
 
 class Table:
-    """The measured choices {shape name: {"choice", "tiles_ms", "blas_ms", "splits"}}, loaded from
-    and saved to `path()`; and the one in effect in this process (`active`). "splits" maps each
-    of the shape's time loops (loop_name) to the split that ran it faster, with its timings.
+    """The measured choices {shape name: {"choice", "tiles_ms", "blas_ms", "threads", "threads_ms",
+    "splits"}}, loaded from and saved to `path()`; and the one in effect in this process (`active`).
+    "threads" is the thread count a step of the tiles ran fastest on ("threads_ms": the median
+    pass on each count timed); "splits" maps each of the shape's time loops (loop_name) to the
+    split that ran it faster, with its timings.
     Beside them, the sampling choices {sample shape name: {"threads", "us_per_char"}} (sampling())."""
 
     def __init__(self):
@@ -140,6 +142,15 @@ class Table:
         row = shapes.get(self.active) or shapes.get(DEFAULT) or {}
         found = row.get("splits", {}).get(loop_name(loop, D, H)) if isinstance(row.get("splits"), dict) else None
         return found["split"] if isinstance(found, dict) and found.get("split") in SPLITS else "panels"
+
+    def threads(self) -> int:
+        """The thread count the active shape (else the default one) trains fastest on with the
+        tiles, as measured (at most numba's); numba's own count where never measured."""
+        shapes = self.known()
+        row = shapes.get(self.active) or shapes.get(DEFAULT) or {}
+        found = row.get("threads")
+        n = numba.get_num_threads()
+        return min(found, n) if isinstance(found, int) and not isinstance(found, bool) and found >= 1 else n
 
     def forget(self) -> None:
         """Drop what is in memory (the file stays)."""

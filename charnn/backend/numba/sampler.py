@@ -37,7 +37,6 @@ their own (batch_thread_counts, sample_batch_ids).
 """
 from __future__ import annotations
 
-import os
 import weakref
 from time import perf_counter
 from typing import Iterator, NamedTuple
@@ -45,11 +44,10 @@ from typing import Iterator, NamedTuple
 import numba
 import numpy as np
 
-from ...errors import CharnnError
 from .kernels import (ACTIVATION_CODES, CELL_CODES, batch_matvec, mlp_batch_sample_kernel, mlp_sample_kernel,
                       recurrent_batch_sample_kernel, recurrent_sample_kernel)
 from .policy import TABLE
-from .threads import Chooser, free_cpus, parallel_threads
+from .threads import Chooser, forced_count, free_cpus, parallel_threads
 
 FIRST_BLOCK = 8  # characters in the first kernel call, so the first output appears at once
 BLOCK = 64  # characters per kernel call after that
@@ -220,12 +218,7 @@ def _check(model) -> None:
 def forced_threads() -> int | None:
     """CHARNN_SAMPLE_THREADS: the thread count batch-1 sampling runs on without timing the choice
     (at most numba's), or None for "auto" or unset (the choice is timed: thread_counts)."""
-    value = os.environ.get("CHARNN_SAMPLE_THREADS", "auto").strip() or "auto"
-    if value == "auto":
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise CharnnError(f"CHARNN_SAMPLE_THREADS must be auto or a whole number of threads (1, 2, ...), not {value!r}")
-    return min(int(value), max(1, numba.get_num_threads()))
+    return forced_count("CHARNN_SAMPLE_THREADS")
 
 
 def thread_counts(model, threads: int | None = None) -> tuple[int, ...]:

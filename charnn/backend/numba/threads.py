@@ -15,7 +15,27 @@ import time
 import numba
 import numpy as np
 
+from ...errors import CharnnError
 from .kernels import threading_probe
+
+
+def cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; the machine's count where unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def forced_count(variable: str) -> int | None:
+    """A thread count set in environment variable `variable` (at most numba's), or None for "auto"
+    or unset: the count is then chosen by timing. A value that is neither is an error."""
+    value = os.environ.get(variable, "auto").strip() or "auto"
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise CharnnError(f"{variable} must be auto or a whole number of threads (1, 2, ...), not {value!r}")
+    return min(int(value), max(1, numba.get_num_threads()))
 
 
 def parallel_threads() -> int:
@@ -82,16 +102,16 @@ def free_cpus(wanted: int, window: float = 1e-3) -> int:
     runnable for a few hundred microseconds, even on an idle machine (bench/README.md), and that is
     not competition."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        n_cpus = cpus()
         end = time.perf_counter() + window
         most = 1
         while True:
-            if cpus - (_runnable_tasks() - 1) >= wanted:  # every task but this thread counted as another's
+            if n_cpus - (_runnable_tasks() - 1) >= wanted:  # every task but this thread counted as another's
                 return wanted
             # own threads first: until the next parallel region they can only fall asleep, so this
             # count is never below theirs at the next look
             own = own_running_threads()
-            most = max(most, min(wanted, cpus - (_runnable_tasks() - own)))
+            most = max(most, min(wanted, n_cpus - (_runnable_tasks() - own)))
             if most >= wanted or time.perf_counter() >= end:
                 return most
     except (OSError, ValueError, IndexError, AttributeError):
