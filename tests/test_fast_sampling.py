@@ -291,6 +291,18 @@ def test_chooser_runs_the_faster_thread_count_and_probes_the_other_ever_less_oft
     assert set(picks[20:30]) == {2}  # is forgiven
 
 
+def test_a_chooser_of_several_counts_settles_on_the_fastest_and_probes_the_rest_ever_less_often():
+    """Many cores: 1, 2, 4 and 8 threads (sampler._thread_choice), 4 the fastest."""
+    chooser, picks = Chooser([1, 2, 4, 8], first_gap=4), []
+    for call in range(160):
+        n = chooser.next()
+        picks.append(n)
+        chooser.record(n, {1: 4.0, 2: 2.0, 4: 1.0, 8: 1.5}[n], 1)
+    assert set(picks[:12]) == {1, 2, 4, 8} and chooser.best == 4
+    assert picks[80:].count(4) >= 74  # the others probed a few times in 80 calls, fewer as time goes on
+    assert sum(n != 4 for n in picks[80:]) < sum(n != 4 for n in picks[:80])
+
+
 def test_a_chooser_starting_from_a_measured_count_probes_the_other_only_after_a_while():
     def run(cost, best, calls=60):
         chooser, picks = Chooser([1, 2], first_gap=4, best=best), []
@@ -377,10 +389,13 @@ def test_free_cpus_does_not_count_an_own_thread_falling_asleep(monkeypatch):
 def test_sampling_threads_are_the_cpus_other_tasks_leave(monkeypatch):
     monkeypatch.setattr(sampler_module, "parallel_threads", lambda: 8)
     model = make_model("rnn", "tanh", 8, 1, 512)
-    for free, counts in ((8, (1, 8)), (6, (1, 6)), (1, (1,))):
+    for free, counts in ((8, (1, 2, 4, 8)), (6, (1, 3, 6)), (2, (1, 2)), (1, (1,))):  # and the halvings between
         monkeypatch.setattr(sampler_module, "free_cpus", lambda n, free=free: min(n, free))
         assert sampler_module.thread_counts(model) == counts
     assert sampler_module.thread_counts(make_model("rnn", "tanh", 8, 1, 128)) == (1,)  # two blocks of 64 at least
+    monkeypatch.setattr(sampler_module, "free_cpus", lambda n: n)
+    assert sampler_module.batch_thread_counts(16) == (1, 2, 4, 8)  # groups of streams: as many as the CPUs
+    assert sampler_module.batch_thread_counts(3) == (1, 3) and sampler_module.batch_thread_counts(1) == (1,)  # never more than streams
 
 
 def test_is_compiled_follows_charnns_own_stamp(monkeypatch, tmp_path):

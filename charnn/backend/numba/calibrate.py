@@ -29,7 +29,7 @@ import numpy as np
 from ...config import GATES
 from ...nn.layers import Embedded
 from . import gemm, layers
-from .threads import cpus, free_cpus, numba_threads
+from .threads import cpus, free_cpus, halvings, numba_threads
 from .policy import DEFAULT, SPLITS, TABLE, loop_name
 
 REPEATS = 3  # timed passes per way (and per split of a time loop)
@@ -152,11 +152,7 @@ def measure_threads(run) -> dict:
 
 def thread_counts() -> tuple[int, ...]:
     """The thread counts a training pass is timed on: numba's, then halvings down to one (8, 4, 2, 1)."""
-    counts, n = [], numba.get_num_threads()
-    while n >= 1:
-        counts.append(n)
-        n //= 2
-    return tuple(counts)
+    return halvings(numba.get_num_threads())
 
 
 QUIET_LOOK_S = 0.05  # right after this process's own parallel region a stray task often shows as runnable

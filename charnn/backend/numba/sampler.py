@@ -47,7 +47,7 @@ import numpy as np
 from .kernels import (ACTIVATION_CODES, CELL_CODES, batch_matvec, mlp_batch_sample_kernel, mlp_sample_kernel,
                       recurrent_batch_sample_kernel, recurrent_sample_kernel)
 from .policy import TABLE
-from .threads import Chooser, forced_count, free_cpus, parallel_threads
+from .threads import Chooser, forced_count, free_cpus, halvings, parallel_threads
 
 FIRST_BLOCK = 8  # characters in the first kernel call, so the first output appears at once
 BLOCK = 64  # characters per kernel call after that
@@ -228,8 +228,9 @@ def thread_counts(model, threads: int | None = None) -> tuple[int, ...]:
 
 
 def _thread_choice(most: int, threads: int | None) -> tuple[int, ...]:
-    """(threads,), or CHARNN_SAMPLE_THREADS's count, where one is given; else (1, n) with n up to
-    `most` threads, to be timed against each other as the sample runs (Chooser), or (1,)."""
+    """(threads,), or CHARNN_SAMPLE_THREADS's count, where one is given; else 1 and n with its
+    halvings, n up to `most` threads ((1, 2) on two cores, (1, 2, 4, 8) on eight), to be timed
+    against each other as the sample runs (Chooser), or (1,)."""
     threads = forced_threads() if threads is None else threads
     if threads is not None:
         return (max(1, int(threads)),)
@@ -239,7 +240,7 @@ def _thread_choice(most: int, threads: int | None) -> tuple[int, ...]:
     # a parallel region waits for a time slice of every busy CPU it needs (~100x slower): only the
     # CPUs other tasks leave free
     n = free_cpus(n) if n > 1 else 1
-    return (1, n) if n > 1 else (1,)
+    return tuple(sorted(halvings(n)))
 
 
 def prepare(model, threads: int | None = None):
@@ -275,7 +276,7 @@ def batch_thread_counts(streams: int, threads: int | None = None) -> tuple[int, 
     numba has a fast threading layer and other tasks leave CPUs free, one group of streams on each
     of up to S of those CPUs, to be chosen between as they run (sample_batch_ids). threads: a
     count to run on without a choice (default CHARNN_SAMPLE_THREADS, if set), at most one a stream."""
-    return tuple(min(n, streams) for n in _thread_choice(streams, threads))
+    return tuple(dict.fromkeys(min(n, streams) for n in _thread_choice(streams, threads)))
 
 
 class Batch(NamedTuple):

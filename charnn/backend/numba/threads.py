@@ -1,8 +1,9 @@
 """How many threads a parallel kernel (or a training step) should run on, decided from what this
-machine reports and from timing the choices as they run (Chooser; Pace for training).
+machine reports and from timing the choices as they run (Chooser; Pace for training; a training
+shape's starting count is timed once, calibrate.py).
 
 Linux only where it reads /proc; elsewhere free_cpus answers that every CPU asked for is free:
-training then runs on all threads, and the sampler still times one thread against several.
+training then runs on its measured count, and the sampler still times its counts against each other.
 """
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def halvings(n: int) -> tuple[int, ...]:
+    """n and its halvings down to one: the thread counts worth timing against each other (8 -> 8, 4, 2, 1)."""
+    counts = []
+    while n >= 1:
+        counts.append(n)
+        n //= 2
+    return tuple(counts)
 
 
 def forced_count(variable: str) -> int | None:
