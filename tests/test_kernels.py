@@ -59,6 +59,27 @@ def close(a, b, tol):
     assert rel_error(a, b) < tol, rel_error(a, b)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_a_contiguous_input_runs_the_loop_compiled_for_a_layers_own_output(cell, monkeypatch):
+    """A layer's input is the previous layer's h[:, 1:] (strided: past the h0 column), or after
+    dropout a contiguous array: the time loop reads both in the first's layout, so numba compiles
+    it once (layers._loop_input), and computes the same bits from either."""
+    import numba
+
+    monkeypatch.setattr(gemm, "MODE", "tiles")
+    rng = np.random.default_rng(7)
+    B, T, D, H = 3, 6, 5, 8
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
+    buffer, h0, Wx, Wh, b = arrays(rng, (B, T + 1, D), (B, H), (D, G), (H, G), (G,))
+    strided = buffer[:, 1:]
+    x = np.ascontiguousarray(strided)
+    forward = getattr(fast, f"{cell}_forward")
+    state = (h0, h0) if cell == "lstm" else (h0,)
+    assert np.array_equal(forward(strided, *state, Wx, Wh, b)[0], forward(x, *state, Wx, Wh, b)[0])
+    src = fast._loop_input(x, Wx)[0]
+    assert numba.typeof(src).layout == numba.typeof(strided).layout == "A" and np.array_equal(src, x)
+
+
 def test_fast_tanh_and_sigmoid_accuracy():
     from numba import njit
 

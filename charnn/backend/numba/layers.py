@@ -67,12 +67,18 @@ def _loop_input(x, Wx):
     """What a tiles time loop reads for its input projection (kernels.project_step), and the input
     width that names the loop (policy.loop_name; 0 for ids): x with Wx packed, or for Embedded x
     (one id a step, as the models give it) its ids (B, T) with P = table @ Wx (V, G). None for the
-    weights where the products go to BLAS."""
+    weights where the products go to BLAS. A contiguous x (after dropout) is copied into the
+    layout of the layer outputs it otherwise gets (h[:, 1:], past the h0 column), so that numba
+    compiles each loop once for both instead of once per layout (~2-3 s a loop kernel)."""
     if _width(x) == 0:
         tiles = np.result_type(x.dtype, Wx.dtype) == np.float32 and use_tiles()
         return _rows_of_ids(x).reshape(x.ids.shape[:-1]), (_slot_tables(x, Wx)[0] if tiles else None), 0  # P (V, G)
     if isinstance(x, Embedded):  # several ids a step (the models give one): formed, for the loops look up one
         x = x.table[x.ids].reshape(x.shape)
+    if x.flags.c_contiguous and x.shape[0] > 1:  # laid out as a layer's own h[:, 1:]: one compiled loop for both
+        past_h0 = scratch.empty((x.shape[0], x.shape[1] + 1, x.shape[2]), x.dtype)[:, 1:]
+        past_h0[...] = x
+        x = past_h0
     return x, pack(Wx).panels, x.shape[2]
 
 
