@@ -55,7 +55,7 @@ def measure(shapes, threads, repeats):
         flops = 2.0 * M * Kd * N
         n = max(5, min(repeats, int(2e10 / flops)))  # about 20 GFLOP per timing
         t_pack = _median_seconds(lambda: K.pack_panels_kernel(B, panels), n)
-        timed[M, Kd, N] = (flops, n, t_pack, _median_seconds(lambda: K.gemm_kernel(A, panels, C), n), C.copy())
+        timed[M, Kd, N] = (flops, n, t_pack, _median_seconds(lambda: K.gemm_strided(A, panels, C), n), C.copy())
     for M, Kd, N, A, B, panels, C in cases:
         flops, n, t_pack, t_tiles, tiles_C = timed[M, Kd, N]
         ref = A.astype(np.float64) @ B  # numpy's BLAS from here on

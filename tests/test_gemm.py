@@ -29,8 +29,23 @@ def tiles_product(A, B):
     Bp = np.full((-(-B.shape[1] // K.NR), B.shape[0], K.NR), np.nan, dtype=np.float32)  # padding must be written
     K.pack_panels_kernel(B, Bp)
     C = np.full((A.shape[0], B.shape[1]), np.nan, dtype=np.float32)
-    K.gemm_kernel(A, Bp, C)
+    K.gemm_strided(A, Bp, C)  # as gemm.matmul calls the tiles
     return C, Bp
+
+
+def test_products_of_every_layout_run_one_compiled_tile_kernel(monkeypatch):
+    """gemm.matmul reaches gemm_kernel through gemm_strided, which hands it A typed as strided
+    whatever A's layout: numba compiles the longest kernel once, not once per layout (~8 s each)."""
+    monkeypatch.setattr(gemm, "MODE", "tiles")
+    rng = np.random.default_rng(3)
+    B = rng.standard_normal((40, 75), dtype=np.float32)
+    for A in (rng.standard_normal((9, 40), dtype=np.float32), np.asfortranarray(rng.standard_normal((9, 40), dtype=np.float32)),
+              rng.standard_normal((9, 80), dtype=np.float32)[:, ::2]):
+        assert rel(gemm.matmul(A, B), A.astype(np.float64) @ B) < TOL
+    # what this process called it with, trainings before included (loaded from numba's cache, gemm_strided
+    # brings its own copy, and gemm_kernel may show none); nothing calls it with contiguous or F arrays
+    assert {sig[0].layout for sig in K.gemm_kernel.signatures} <= {"A"}
+    assert {sig[0].layout for sig in K.gemm_strided.signatures} >= {"C", "F", "A"}
 
 
 @pytest.mark.parametrize("M", [1, 3, 4, 5, 33])
@@ -59,7 +74,7 @@ def test_strided_operands_and_output():
         C, Bp = tiles_product(A, B)
         assert rel(C, ref) < TOL
         out = np.zeros((A.shape[0], 2 * B.shape[1]), dtype=np.float32)[:, ::2]
-        K.gemm_kernel(A, Bp, out)
+        K.gemm_strided(A, Bp, out)
         assert rel(out, ref) < TOL
 
 

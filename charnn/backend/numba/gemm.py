@@ -90,10 +90,10 @@ def matmul(A: np.ndarray, B, out: np.ndarray | None = None) -> np.ndarray:
         out = scratch.empty((A.shape[0], Bm.shape[1]), np.result_type(A, Bm))
     float32 = A.dtype == np.float32 and Bm.dtype == np.float32 and out.dtype == np.float32
     if packed is not None and packed.panels is not None and float32:
-        K.gemm_kernel(A, packed.panels, out)
+        K.gemm_strided(A, packed.panels, out)
         return out
     if packed is None and float32 and use_tiles():
-        K.gemm_kernel(A, pack(Bm).panels, out)
+        K.gemm_strided(A, pack(Bm).panels, out)
         return out
     if out.flags.c_contiguous:
         np.dot(A, Bm, out=out)  # dot, not matmul: matmul copies a strided A row by row

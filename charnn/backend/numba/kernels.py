@@ -601,6 +601,14 @@ def gemm_kernel(A, Bp, C):
         _gemm_panel_rows(A, Bp, task - g * P, g * MC, min(M, g * MC + MC), C)
 
 
+@njit(**JIT)
+def gemm_strided(A, Bp, C):
+    """gemm_kernel(A, Bp, C) for A of any layout through one compiled gemm_kernel, the version for
+    strided A that the time loops use too (A[:, :] is typed strided): numba compiles a kernel once
+    per layout of its arguments, and gemm_kernel takes the longest of all (~8 s a layout)."""
+    gemm_kernel(A[:, :], Bp, C)
+
+
 @njit(fastmath=CONTRACT, **JIT)
 def gemm_rows(A, Bp, C, r0, r1):
     """C[r0:r1] = A[r0:r1] @ B on the calling thread (the row-split loops below): gemm_kernel's

@@ -9,8 +9,8 @@ with few cores a step that alternates between them waits for the scheduler at ev
 (bench/README.md, "Tiles or BLAS"). `charnn compile` measures the default model's shape, which is
 also the choice outside training (evaluation); CHARNN_GEMM=tiles or =blas overrides it (gemm.py).
 With the tiles, the same measurement keeps the thread count the shape's step runs fastest on:
-numba's, or fewer where that won every pass (a small shape on many cores, or more numba threads
-than the CPUs really give); CHARNN_TRAIN_THREADS overrides it. The count changes no result.
+numba's, or fewer (a small shape on many cores, or more numba threads than the CPUs really
+give); CHARNN_TRAIN_THREADS overrides it. The count changes no result.
 
 The same file keeps the thread count batch-1 sampling runs on best, per model shape ("sampling":
 serial, or a layer's units split over threads), as `charnn compile` measured it for the default
