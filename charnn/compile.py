@@ -113,8 +113,8 @@ def compile_kernels(say=None, backend: str = "numba") -> float:
     t = time.perf_counter()
     choice = calibrate_products(backend=backend, say=say)
     if choice:  # the default shape's decisions: "tiles on 2 threads, rows split: ..."
-        found = ops.decisions().get("default", choice).replace("tiles", "register tiles", 1).replace("blas", "BLAS", 1)
-        say(f"  products: {found} ({time.perf_counter() - t:.1f} s)")
+        decided = ops.decisions().get("default", choice).replace("tiles", "register tiles", 1).replace("blas", "BLAS", 1)
+        say(f"  products: {decided} ({time.perf_counter() - t:.1f} s)")
     t = time.perf_counter()
     found = calibrate_sampling(backend=backend)
     if found:

@@ -280,7 +280,7 @@ def test_a_shape_measured_without_its_thread_count_gets_it_later(table, monkeypa
     assert calibrate.choose(SHAPE, say=said.append) == "tiles" and said == [] and "threads" not in table.known()[SHAPE.name]
     monkeypatch.setattr(calibrate, "_quiet", lambda n: True)
     monkeypatch.setattr(calibrate, "measure_threads", lambda run: timed.append(run) or {"threads": 1, "threads_ms": {"2": 2.0, "1": 1.0}})
-    monkeypatch.setattr(calibrate, "measure", lambda shape: pytest.fail("the choice measured again"))
+    monkeypatch.setattr(calibrate, "measure", lambda shape, counts=None: pytest.fail("the choice measured again"))
     monkeypatch.setattr(calibrate, "measure_splits", lambda shape, rng: pytest.fail("splits timed on one thread"))
     assert calibrate.choose(SHAPE, say=said.append) == "tiles" and calibrate.choose(SHAPE, say=said.append) == "tiles"
     assert len(timed) == 1 and len(said) == 1 and "on 1 and 2 threads" in said[0] and "once on this machine" in said[0]
@@ -318,7 +318,7 @@ def test_choice_is_measured_once_stored_and_reused(table, monkeypatch):
     """The first run of a shape measures it and writes the file; a new process (a new Table)
     reads the same choice back without measuring, so the same seed gives the same losses."""
     calls, said = [], []
-    monkeypatch.setattr(calibrate, "measure", lambda shape: calls.append(shape) or {"choice": "blas", "tiles_ms": 2.0, "blas_ms": 1.0})
+    monkeypatch.setattr(calibrate, "measure", lambda shape, counts=None: calls.append(shape) or {"choice": "blas", "tiles_ms": 2.0, "blas_ms": 1.0})
     assert calibrate.choose(SHAPE, say=said.append) == "blas" and calibrate.choose(SHAPE, say=said.append) == "blas"
     assert calls == [SHAPE] and len(said) == 1 and "once on this machine" in said[0]
     assert table.active == SHAPE.name and table.current() == "blas"
@@ -338,7 +338,7 @@ OTHER = '{"key": {"cpu_model": "another"}, "shapes": {"x": {"choice": "tiles"}}}
 @pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"sections": 3}', '{"sections": [' + OTHER + ']}',
                                      '{"sections": [{"key": null, "shapes": {"x": {"choice": "gpu"}}}]}'])
 def test_calibration_file_of_another_machine_or_damaged_is_measured_again(table, monkeypatch, content):
-    monkeypatch.setattr(calibrate, "measure", lambda shape: {"choice": "blas", "tiles_ms": 3.0, "blas_ms": 1.0})
+    monkeypatch.setattr(calibrate, "measure", lambda shape, counts=None: {"choice": "blas", "tiles_ms": 3.0, "blas_ms": 1.0})
     os.makedirs(policy.cache_folder(), exist_ok=True)
     with open(policy.path(), "w", encoding="utf-8") as f:
         f.write(content)
@@ -353,7 +353,7 @@ def test_calibration_in_an_unwritable_place_still_decides(table, monkeypatch, tm
     blocker = tmp_path / "file"
     blocker.write_text("x")
     monkeypatch.setenv("CHARNN_CACHE_DIR", str(blocker / "cache"))  # below a file: cannot be created
-    monkeypatch.setattr(calibrate, "measure", lambda shape: {"choice": "blas", "tiles_ms": 1.0, "blas_ms": 0.5})
+    monkeypatch.setattr(calibrate, "measure", lambda shape, counts=None: {"choice": "blas", "tiles_ms": 1.0, "blas_ms": 0.5})
     assert calibrate.choose(SHAPE) == "blas" and table.current() == "blas"
 
 
@@ -467,7 +467,7 @@ def test_blas_runs_numba_on_one_thread_and_restores(table, monkeypatch):
     assert numba.get_num_threads() == before
     for hidden, choice in ((16, "blas"), (17, "tiles")):
         config = ModelConfig(model="lstm", vocab_size=11, hidden=hidden, layers=2, embed=7)
-        monkeypatch.setattr(calibrate, "measure", lambda shape, c=choice: {"choice": c, "tiles_ms": 1.0, "blas_ms": 1.0})
+        monkeypatch.setattr(calibrate, "measure", lambda shape, counts=None, c=choice: {"choice": c, "tiles_ms": 1.0, "blas_ms": 1.0})
         with NUMBA.prepare(config, 3, 5) as chosen:
             assert chosen == choice and gemm.use_tiles() == (choice == "tiles")
             assert numba.get_num_threads() == (1 if choice == "blas" else before)

@@ -115,19 +115,20 @@ def _median_ms(seconds: list) -> float:
     return sorted(seconds)[len(seconds) // 2] * 1e3
 
 
-def measure(shape: Shape) -> dict:
+def measure(shape: Shape, counts: tuple[int, ...] | None = None) -> dict:
     """{"choice", "tiles_ms", "blas_ms"}: the median time of a pass each way (a way dropped after
     one pass for being CLEARLY slower gets that pass's time), and the choice: BLAS if all its
     passes were faster than all the tiles', else the tiles. The tiles are timed on every count
     of thread_counts() in the same rounds and compared with BLAS on the count they ran fastest on
     (_counted; on too many threads they would hand BLAS shapes it loses); with the tiles
-    chosen, the row keeps that count ("threads", "threads_ms") and its time loops' splits ("splits")."""
+    chosen, the row keeps that count ("threads", "threads_ms") and its time loops' splits ("splits").
+    counts: the tiles' thread counts to time (default _counts_to_time())."""
     rng = np.random.default_rng(0)
     tiny, run = _pass(shape._replace(B=2, T=2, D=3, H=4, V=5), rng), _pass(shape, rng)
     for way in every_way():  # untimed, on a tiny copy: compiling whatever `charnn compile` did not
         with way:
             tiny()
-    counts = _counts_to_time()
+    counts = counts or _counts_to_time()
     times = _timed(run, [("tiles", n) for n in counts] + [("blas", 1)])  # BLAS has the cores, as prepare gives them
     tiles = {n: times[("tiles", n)] for n in counts}
     counted = _counted(tiles)
@@ -273,11 +274,11 @@ def choose(shape: Shape, default: bool = False, say=None) -> str:
     an earlier charnn) gets the count measured now, if the CPUs are free: the choice itself stays."""
     known = TABLE.known()
     if shape.name not in known:
+        counts = _counts_to_time()  # the ones said are the ones timed
         if say:
-            counts = _listed(_counts_to_time())
-            say(f"timing a training step of {shape.name} with register tiles on {counts} thread{'s' * (counts != '1')} "
-                "and with BLAS (once on this machine) ...")
-        TABLE.record(shape.name, measure(shape))
+            say(f"timing a training step of {shape.name} with register tiles on {_listed(counts)} "
+                f"thread{'s' * (counts != (1,))} and with BLAS (once on this machine) ...")
+        TABLE.record(shape.name, measure(shape, counts))
     elif _lacks_threads(known[shape.name]) and _quiet(numba.get_num_threads()):
         if say:
             say(f"timing a training step of {shape.name} on {_listed(thread_counts())} threads (once on this machine) ...")

@@ -2,8 +2,9 @@
 
 numba compiles a kernel at its first call and caches the machine code on disk (cache=True: in
 __pycache__ beside kernels.py, or NUMBA_CACHE_DIR), so only the first run after an install pays:
-about a minute for what a first training run needs, 10-20 s for the sampling kernels (charnn.compile,
-`charnn compile`, pays it all up front, every way a step can compute: about two minutes). That a family has been compiled is recorded in a stamp file of charnn's own
+about a minute for what a first training run needs, 10-20 s for the sampling kernels
+(charnn.compile, `charnn compile`, pays it all up front, every way a step can compute: under two
+minutes). That a family has been compiled is recorded in a stamp file of charnn's own
 beside numba's cache, keyed by everything the machine code depends on, so a run can say before it
 starts that it will compile.
 """

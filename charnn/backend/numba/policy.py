@@ -126,30 +126,29 @@ class Table:
         except OSError:
             pass
 
+    def _row(self) -> dict:
+        """The measurements of the active shape, else of the default one, else {}."""
+        shapes = self.known()
+        return shapes.get(self.active) or shapes.get(DEFAULT) or {}
+
     def current(self) -> str:
         """"tiles" or "blas": the choice for the active shape, else the default shape's, else the
         tiles (a machine that has not been calibrated yet: `charnn compile` or a training run does it)."""
-        shapes = self.known()
-        row = shapes.get(self.active) or shapes.get(DEFAULT)
-        return row["choice"] if row else "tiles"
+        return self._row().get("choice", "tiles")
 
     def split(self, loop: str, D: int, H: int) -> str:
         """"panels" or "rows": how the active shape's time loop (see loop_name) splits its work
         over the threads, as measured; "panels" for a loop never measured."""
         if self.forced_split is not None:
             return self.forced_split
-        shapes = self.known()
-        row = shapes.get(self.active) or shapes.get(DEFAULT) or {}
+        row = self._row()
         found = row.get("splits", {}).get(loop_name(loop, D, H)) if isinstance(row.get("splits"), dict) else None
         return found["split"] if isinstance(found, dict) and found.get("split") in SPLITS else "panels"
 
     def threads(self) -> int:
         """The thread count the active shape (else the default one) trains fastest on with the
         tiles, as measured (at most numba's); numba's own count where never measured."""
-        shapes = self.known()
-        row = shapes.get(self.active) or shapes.get(DEFAULT) or {}
-        found = row.get("threads")
-        n = numba.get_num_threads()
+        found, n = self._row().get("threads"), numba.get_num_threads()
         return min(found, n) if isinstance(found, int) and not isinstance(found, bool) and found >= 1 else n
 
     def forget(self) -> None:
