@@ -1,7 +1,7 @@
 """What a backend is: the table of functions the models and the optimizer call.
 
-Every field but the last seven is a function of charnn.nn with the same name, signature, return
-values and cache types; a backend is only another way to compute them.
+Every field from `embedding_forward` to `adam_update` is a function of charnn.nn with the same
+name, signature, return values and cache types; a backend is only another way to compute them.
 """
 from __future__ import annotations
 
@@ -60,3 +60,6 @@ class Backend(NamedTuple):
     # backend: products on its tiles, time loops split by panels or by rows, or on BLAS), so that
     # a warm-up run inside each compiles whatever a later run may choose; one no-op elsewhere
     ways: Callable
+    # () -> a context manager yielding {kernel: {argument types}}, filled with what compiles (and
+    # so is written to the compiled code's cache) within it; stays {} for a backend that compiles nothing
+    recording: Callable

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import click
 
-from ..compile import compile_kernels
-from .common import say
+from ..compile import PHASES, compile_kernels
+from ..errors import CharnnError
+from .common import POSITIVE, fail, say
 
 
 @click.command(name="compile")
-def compile_():
-    """Compile every numba kernel for this machine, once (~2 min); numba caches them on disk.
+@click.option("--processes", type=POSITIVE, default=None,
+              help="Groups of kernels compiled at once, each in a child process; 1: in this process "
+                   f"[default: the CPUs this process may use, at most {max(map(len, PHASES))}]")
+def compile_(processes):
+    """Compile every numba kernel for this machine, once (~1 min on two cores, ~2 min on one);
+    numba caches them on disk. Groups of kernels compile at once in child processes, as many as
+    there are CPUs for (--processes), and the command waits for them.
     Then time the default model's matrix products both ways (charnn's register tiles, on numba's
     thread count and fewer, and numpy's BLAS) and remember the faster for each shape (~2 s; in
     ~/.cache/charnn, or CHARNN_CACHE_DIR; CHARNN_GEMM=tiles or =blas and CHARNN_TRAIN_THREADS=n
@@ -21,8 +27,12 @@ def compile_():
     each run says so when it has to. Nothing ever compiles in the background.
 
     \b
-    Example:
+    Examples:
       charnn compile
+      charnn compile --processes 1    # all in this process, one group after another
     """
-    seconds = compile_kernels(say)
-    say(f"compiled in {seconds:.1f} s; later runs start at once")
+    try:
+        seconds = compile_kernels(say, processes=processes)
+    except CharnnError as e:
+        fail(str(e))
+    say(f"done in {seconds:.1f} s; later runs start at once")

@@ -157,4 +157,5 @@ NUMBA = Backend(
     decisions=gemm.decisions,
     calibrate_sampling=sampler.measure_threads,
     ways=calibrate.every_way,
+    recording=_compile.recording,
 )

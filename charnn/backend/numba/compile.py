@@ -10,6 +10,7 @@ starts that it will compile.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -18,6 +19,7 @@ import sys
 
 import llvmlite.binding
 import numba
+from numba.core import event
 
 from ...version import __version__
 from ...files import atomic_write
@@ -74,3 +76,29 @@ def mark_compiled(family: str) -> None:
             json.dump(_key(), f)
     except OSError:
         pass
+
+
+class _Compiles(event.Listener):
+    """Collects {kernel's module.qualname: {argument types}} from numba's compile events (numba's
+    public event API): what compiles, and so is saved to the disk cache, while it listens."""
+
+    def __init__(self):
+        self.kernels: dict[str, set[str]] = {}
+
+    def on_start(self, ev):
+        dispatcher = ev.data["dispatcher"]
+        if dispatcher.stats.cache_path is not None:  # cached on disk (overloads and inlined helpers are not)
+            name = f"{dispatcher.py_func.__module__}.{dispatcher.py_func.__qualname__}"
+            self.kernels.setdefault(name, set()).add(str(tuple(ev.data["args"])))
+
+    def on_end(self, ev):
+        pass
+
+
+@contextlib.contextmanager
+def recording():
+    """Within it, what numba compiles of charnn's kernels: yields {kernel: {argument types}},
+    filled as they compile (a kernel loaded from the cache is not compiled, so not in it)."""
+    listener = _Compiles()
+    with event.install_listener("numba:compile", listener):
+        yield listener.kernels
