@@ -97,8 +97,8 @@ class _Compiles(event.Listener):
 
 @contextlib.contextmanager
 def recording():
-    """Within it, what numba compiles of charnn's kernels: yields {kernel: {argument types}},
-    filled as they compile (a kernel loaded from the cache is not compiled, so not in it)."""
+    """Within it, the kernels numba compiles into its disk cache (cache=True; charnn's all are):
+    yields {kernel: {argument types}}, filled as they compile (one loaded from the cache is not)."""
     listener = _Compiles()
     with event.install_listener("numba:compile", listener):
         yield listener.kernels
