@@ -97,7 +97,7 @@ class _Compiles(event.Listener):
 
 @contextlib.contextmanager
 def recording():
-    """Within it, the kernels numba compiles into its disk cache (cache=True; charnn's all are):
+    """Within it, the kernels numba compiles into its disk cache (cache=True: charnn's, but inlined ones):
     yields {kernel: {argument types}}, filled as they compile (one loaded from the cache is not)."""
     listener = _Compiles()
     with event.install_listener("numba:compile", listener):
