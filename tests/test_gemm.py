@@ -203,7 +203,8 @@ def test_calibration_times_a_training_pass_both_ways(table, cell, monkeypatch):
     assert numba.get_num_threads() == threads
     if row["choice"] == "tiles" and threads > 1:  # the tiles' pass timed on every count of thread_counts
         assert set(row["threads_ms"]) == {str(n) for n in calibrate.thread_counts()} and row["threads"] in calibrate.thread_counts()
-        assert row["threads"] == threads or row["threads_ms"][str(row["threads"])] < row["threads_ms"][str(threads)]
+        # the lowest median, as stored (rounded to 1 us: a tie there is still the lower one unrounded)
+        assert row["threads"] == threads or row["threads_ms"][str(row["threads"])] <= row["threads_ms"][str(threads)]
     if row["choice"] == "tiles" and row.get("threads", 1) > 1 and cell != "mlp":  # each time loop timed split both ways
         loops = {policy.loop_name(f"{cell}_{d}", D, shape.H) for d in ("forward", "backward") for D in (0, shape.H)}  # layer 0 reads ids
         assert set(row["splits"]) == loops
