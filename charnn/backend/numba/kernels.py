@@ -642,8 +642,8 @@ def project_rows(x, Wxp, t, xa_t, r0, r1):
 
 @overload(project_step)
 def _project_step(x, Wxp, t, xa_t):
-    if x.ndim == 2:  # ids: the rows of P
-        return lambda x, Wxp, t, xa_t: _lookup_rows(x, Wxp, t, xa_t, 0, xa_t.shape[0])
+    if x.ndim == 2:  # ids: the rows of P (from row int64(0), the row loops' type: one compiled _lookup_rows)
+        return lambda x, Wxp, t, xa_t: _lookup_rows(x, Wxp, t, xa_t, np.int64(0), xa_t.shape[0])
     return lambda x, Wxp, t, xa_t: gemm_kernel(x[:, t], Wxp, xa_t)
 
 
@@ -1104,8 +1104,8 @@ def sample_scratch(net):
 def sample_threads(net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
                    logits):
     """sample_steps on net.threads threads in one parallel region."""
-    for tid in prange(net.threads):
-        sample_steps(tid, net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
+    for tid in prange(net.threads):  # (tid as int64, the serial call's type: one compiled sample_steps)
+        sample_steps(np.int64(tid), net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
                      logits)
 
 
@@ -1122,7 +1122,7 @@ def recurrent_sample_kernel(net, h, c, feed, u, temperature, top_k, top_p, argma
     hs[0] = h
     sync, xa, ha, zero, gates, aux, logits = sample_scratch(net)
     if net.threads == 1 or net.Wh.shape[1] == 1:  # no parallel region to start
-        sample_steps(0, net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
+        sample_steps(np.int64(0), net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
                      logits)
     else:
         sample_threads(net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
