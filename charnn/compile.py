@@ -23,7 +23,7 @@ import numpy as np
 
 from .backend import get_backend
 from .checkpoint import load
-from .config import ModelConfig
+from .config import MODELS, RECURRENT, ModelConfig
 from .data.corpora import find_corpus, DEFAULT_CORPUS
 from .data.text import Vocab, read_corpus
 from .errors import CharnnError
@@ -34,7 +34,6 @@ from .train.loop import train_step
 from .train.optim import make_optimizer
 
 DEFAULT_VOCAB = 65  # tiny Shakespeare's, when the default corpus is absent
-MODELS = ("lstm", "gru", "rnn", "mlp")
 
 def warm_up_training(backend: str = "numba", models: tuple[str, ...] = MODELS) -> None:
     """One tiny float32 training step of every model family (of `models`) and input layout the
@@ -45,7 +44,7 @@ def warm_up_training(backend: str = "numba", models: tuple[str, ...] = MODELS) -
     vocab = Vocab(list("abc"))
     ids = np.array([[0, 1, 2, 1, 0]] * 2)
     configs = [ModelConfig(model=m, hidden=8, layers=2, embed=e, dropout=d, vocab_size=3)
-               for m in ("lstm", "gru", "rnn") if m in models for e, d in ((4, 0.0), (4, 0.1), (0, 0.0))]
+               for m in RECURRENT if m in models for e, d in ((4, 0.0), (4, 0.1), (0, 0.0))]
     if "mlp" in models:
         configs.append(ModelConfig(model="mlp", hidden=8, layers=2, embed=4, context=3, vocab_size=3))
     for way in get_backend(backend).ways():
@@ -180,7 +179,10 @@ class _Process:
             said = self.err.read().decode(errors="replace").strip().splitlines()
             raise CharnnError(f"compiling {', '.join(self.group)} in a child process failed: "
                               f"{said[-1] if said else f'exit status {self.process.returncode}'}")
-        found = json.loads(self.out.read().decode().strip().splitlines()[-1])
+        lines = self.out.read().decode(errors="replace").strip().splitlines()
+        if not lines:
+            raise CharnnError(f"compiling {', '.join(self.group)} in a child process ended without its report")
+        found = json.loads(lines[-1])
         return {name: set(types) for name, types in found["kernels"].items()}, found["seconds"]
 
     def close(self) -> None:
