@@ -27,6 +27,7 @@ from .config import MODELS, RECURRENT, ModelConfig
 from .data.corpora import find_corpus, DEFAULT_CORPUS
 from .data.text import Vocab, read_corpus
 from .errors import CharnnError
+from .memory import cpus
 from .model import CharModel
 from .sampling import Draw
 from .train.config import TrainConfig
@@ -214,11 +215,6 @@ def _phase_in_processes(phase, backend: str, processes: int):
             p.close()
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def compile_kernels(say=None, backend: str = "numba", processes: int | None = 1) -> float:
     """Compile every kernel of the backend for this machine and record it, then calibrate; returns
     the seconds taken. say: receives a line as each group of kernels is compiled. processes: how
@@ -226,8 +222,8 @@ def compile_kernels(say=None, backend: str = "numba", processes: int | None = 1)
     here, one after another, starting no process; None: as many as there are CPUs to run them)."""
     say = say or (lambda line: None)
     ops = get_backend(backend)
-    if processes is None:  # (a backend that compiles nothing, or no Python to start: here)
-        processes = 1 if ops.name == "numpy" or not sys.executable else min(usable_cpus(), max(map(len, PHASES)))
+    if processes is None:  # (no Python to start: here)
+        processes = min(cpus(), max(map(len, PHASES))) if sys.executable else 1
     t0 = time.perf_counter()
     say(f"compiling the kernels (once per install), "
         f"{f'{processes} processes at a time' if processes > 1 else 'in this process'} ...")

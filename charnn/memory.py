@@ -1,4 +1,5 @@
-"""How much memory the machine can give, and refusing work that would not fit, with the figures.
+"""How much memory the machine can give, and refusing work that would not fit, with the figures;
+and how many CPUs this process may use (cpus).
 
 A model, a corpus or a sample that needs more memory than the machine has available would swap the
 machine to a standstill or die in numpy's MemoryError with a traceback. charnn estimates what a
@@ -11,6 +12,14 @@ from __future__ import annotations
 import os
 
 from .errors import CharnnError
+
+
+def cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; the machine's count where unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def available_bytes() -> int | None:

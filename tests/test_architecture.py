@@ -16,7 +16,7 @@ PACKAGE = os.path.join(os.path.dirname(__file__), "..", "charnn")
 # belongs to the layer of the longest prefix listed here.
 LAYERS = [
     ["charnn.errors", "charnn.version"],  # what everything may use
-    ["charnn.files", "charnn.archive", "charnn.memory"],  # atomic writes; the checkpoint file format; memory checks
+    ["charnn.files", "charnn.archive", "charnn.memory"],  # atomic writes; the checkpoint file format; memory checks, CPU counts
     ["charnn.nn"],  # the numpy reference math
     ["charnn.config"],  # model configuration and parameter shapes
     ["charnn.data"],  # vocabulary, batches, encoded corpora, the corpus registry

@@ -17,15 +17,8 @@ import numba
 import numpy as np
 
 from ...errors import CharnnError
+from ...memory import cpus  # (imported from here by calibrate and policy too)
 from .kernels import threading_probe
-
-
-def cpus() -> int:
-    """The CPUs this process may run on (its affinity mask; the machine's count where unknown)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def halvings(n: int) -> tuple[int, ...]:
