@@ -15,12 +15,12 @@ without AVX at all (SSE4_ENV: nehalem, OpenBLAS's Nehalem kernels, PyTorch's def
 <date>-<cpu>-decisions.json. Nothing else may run while it times: each row records the CPU time
 other processes took.
 
-LLVM tunes Intel cores with AVX-512 to prefer 256-bit vectors. charnn's products use explicit
-512-bit vectors whatever the tuning, but the kernels left to the vectoriser (the cells' elementwise
-loops, Adam, the loss, packing) get 256-bit ones there. The "native-wide" profile measures what
-512-bit vectors would bring them: the host's own features with "-prefer-256-bit" added (numba's
-NUMBA_CPU_FEATURES, for this child only). Where the tuning has no such preference (AMD) it compiles
-the same code, and the two profiles differ only by noise.
+LLVM tunes Intel cores with AVX-512 to prefer 256-bit vectors. charnn's products, cell kernels and
+sampling matvec use explicit 512-bit vectors whatever the tuning, but the loops left to the
+vectoriser (Adam, the loss, packing, the embedding's scatter-add) get 256-bit ones there. The
+"native-wide" profile measures what 512-bit vectors would still bring: the host's own features
+with "-prefer-256-bit" added (numba's NUMBA_CPU_FEATURES, for this child only). Where the tuning
+has no such preference (AMD) it compiles the same code, and the two profiles differ only by noise.
 """
 from __future__ import annotations
 

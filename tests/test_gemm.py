@@ -428,17 +428,26 @@ def plain(a, b, c):  # the same arithmetic as a loop, left to LLVM's vectoriser
     for j in range(c.shape[0]):
         c[j] += a[j] * b[j]
 
+def arithmetic(dispatcher, arrays):  # the vector instructions of a cell kernel's math
+    dispatcher.compile("void(" + ", ".join(["float32[::1]"] * arrays) + ")")
+    found = re.findall(r"\\tv(?:fn?madd|mul|add|sub|div)\\w*ps\\s+[^\\n]*", "".join(dispatcher.inspect_asm().values()))
+    return {"zmm": sum("zmm" in f for f in found), "ymm": sum("ymm" in f for f in found)}
+
 print(json.dumps({"lanes": target_lanes(), "gemm": fmas(K.gemm_kernel, "void(float32[:, :], float32[:, :, ::1], float32[:, ::1])"),
-                  "plain": fmas(plain, "void(float32[::1], float32[::1], float32[::1])")}))
+                  "plain": fmas(plain, "void(float32[::1], float32[::1], float32[::1])"),
+                  "cells": {name: arithmetic(getattr(K, name), arrays) for name, arrays in (
+                      ("lstm_row_forward", 8), ("lstm_row_backward", 7), ("gru_row_forward", 7), ("gru_row_backward", 8),
+                      ("lstm_block_forward", 4))}}))
 """
 
 
-def test_tile_keeps_512_bit_vectors_under_intels_tuning(tmp_path):
+def test_tile_and_cells_keep_512_bit_vectors_under_intels_tuning(tmp_path):
     """Compiled for an Intel AVX-512 core (LLVM's "sapphirerapids", which tunes its vectoriser to
-    256-bit vectors), the tile's fused multiply-adds still use zmm registers: the control, a plain
-    loop of the same arithmetic, gets ymm from the same compiler. Compile only, so any x86 host
-    checks the code an Intel Xeon would run (before the vectors were explicit, the tiles ran at
-    half width there: bench/README.md, "Explicit vectors in the tiles")."""
+    256-bit vectors), the tile's fused multiply-adds and the cells' arithmetic (kernels.lanes)
+    still use zmm registers: the control, a plain loop of the same arithmetic, gets ymm from the
+    same compiler. Compile only, so any x86 host checks the code an Intel Xeon would run (before
+    the vectors were explicit, the tiles and the cells ran at half width there: bench/README.md,
+    "Explicit vectors in the tiles", "Explicit vectors in the cells")."""
     import platform
     import subprocess
     import sys
@@ -453,6 +462,8 @@ def test_tile_keeps_512_bit_vectors_under_intels_tuning(tmp_path):
     assert found["lanes"] == 16
     assert found["plain"]["ymm"] > 0 and found["plain"]["zmm"] == 0  # the tuning in effect: 256-bit vectoriser
     assert found["gemm"]["zmm"] > 0 and found["gemm"]["ymm"] == 0
+    for name, widths in found["cells"].items():
+        assert widths["zmm"] > 0 and widths["ymm"] == 0, (name, widths)
 
 
 def test_blas_runs_numba_on_one_thread_and_restores(table, monkeypatch):

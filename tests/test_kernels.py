@@ -285,3 +285,36 @@ def test_row_split_loops_compute_the_same_bits_as_the_panel_loops(cell, B, parts
     for panels, rows in zip(run("panels"), run("rows")):
         assert np.array_equal(panels, rows)
     assert np.abs(run("rows")[-1]).max() > 0  # the backward pass computed something
+
+
+@pytest.mark.parametrize("H", [5, 16, 37])  # only a partial vector, only full ones, both (LANES 16, 8 or 4)
+def test_cell_vectors_keep_each_units_nan_and_saturate_infinities(H):
+    """The cells' explicit vectors (kernels.lanes, put, clamp) compute unit by unit as the numpy
+    reference does, in full vectors and in the partial one at the end: a NaN pre-activation stays
+    in its own unit (divergence detection relies on it) and +-inf saturates the gates."""
+    rng = np.random.default_rng(H)
+    for cell, G in (("lstm", 4 * H), ("gru", 3 * H)):
+        xa = arrays(rng, (1, G))[0]
+        xa[0, 0] = np.nan  # unit 0's first gate
+        xa[0, G - 1] = np.inf  # the last unit's last gate (g, n): in the partial vector where there is one
+        xa[0, H + H // 2] = -np.inf  # a forget (update) gate: sigmoid 0
+        h_prev, c_prev = arrays(rng, (1, H), (1, H))
+        zero_G, zero_Wh = np.zeros(G, np.float32), np.zeros((H, G), np.float32)
+        h_next, gates = np.empty(H, np.float32), np.empty(G, np.float32)
+        with np.errstate(invalid="ignore"):
+            if cell == "lstm":
+                want_h, want_c, want_gates, _ = lstm.lstm_cell(xa, h_prev, c_prev, zero_Wh)
+                c_next, tanh_c = np.empty(H, np.float32), np.empty(H, np.float32)
+                K.lstm_row_forward(xa[0], zero_G, zero_G, c_prev[0], c_next, h_next, gates, tanh_c)
+                c_block, h_block = c_prev[0].copy(), np.empty(H, np.float32)
+                K.lstm_block_forward(xa[0], zero_G, c_block, h_block)  # sampling's twin
+                np.testing.assert_allclose(c_next, want_c[0], rtol=1e-6, atol=1e-7)
+                np.testing.assert_allclose(c_block, want_c[0], rtol=1e-6, atol=1e-7)
+                np.testing.assert_allclose(h_block, want_h[0], rtol=1e-6, atol=1e-7)
+            else:
+                want_h, want_gates, _ = gru.gru_cell(xa, h_prev, zero_Wh)
+                K.gru_row_forward(xa[0], zero_G, zero_G, h_prev[0], h_next, gates, np.empty(H, np.float32))
+        assert np.isnan(h_next[0]) and np.isfinite(h_next[1:]).all(), cell
+        np.testing.assert_allclose(h_next, want_h[0], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(gates, want_gates[0], rtol=1e-6, atol=2.5e-7)  # sigmoid(-inf): 1.2e-7 (tanh's fit)
+        assert 1.0 - 1e-6 < gates[G - 1] <= 1.0 and 0.0 <= gates[H + H // 2] < 1e-6

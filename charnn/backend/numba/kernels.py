@@ -28,6 +28,9 @@ Conventions:
   N rows, S sampled streams; each kernel's docstring gives its arrays' shapes.
 - The products and the row kernels of the cells use fastmath, and only its "contract" flag
   (fused multiply-add: the tanh polynomial in half the instructions).
+- Vectors of the register width are explicit where the time goes: the products' tiles
+  (_lanes_fma), the cells' row kernels and the sampler's matvec (Lanes). LLVM's vectoriser, which
+  the remaining loops are left to, runs at half width on Intel's AVX-512 cores.
 - Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
   Adam; matrix products; then sampling (batch-1, and batches of streams), whose Python side
   (weight layout, thread choice) is sampler.py. Measurements behind these choices: bench/README.md.
@@ -35,12 +38,14 @@ Conventions:
 from __future__ import annotations
 
 import math
+import operator
 import platform
 
 import numpy as np
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.core.errors import TypingError
+from numba.extending import intrinsic, lower_builtin, models, overload, register_model, type_callable
 from llvmlite import ir
 
 from .target import target_lanes
@@ -56,18 +61,147 @@ RNN, LSTM, GRU = range(3)  # recurrent cell codes of the sampling kernels
 CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
+# ---------------------------------------------------------------- explicit vectors
+# The cells' elementwise loops are written over Lanes: LANES floats in one LLVM vector, as wide as
+# the target's float32 registers. Why not leave them to LLVM's vectoriser: it is tuned to 256-bit
+# vectors on Intel's AVX-512 cores (Skylake-SP to Emerald Rapids), where these loops would run at
+# half width; a vector type in the IR is kept at its width, per kernel, whatever the tuning.
+# lanes(a, j, n) is a[j : j+n] (n <= LANES; the other lanes 0) and put(a, j, n, v) stores the first n;
+# + - * / between two Lanes, or Lanes and a float, work lane by lane (so tanh and sigmoid below
+# serve both). A loop over H units runs H // LANES full vectors, then the n = H % LANES rest: the
+# same inline body called with n = LANES, whose masks LLVM folds into plain loads, and with n.
+# float64 (models made for gradient checks and pictures) gets LANES doubles, two registers' worth.
+LANES = target_lanes()  # float32 lanes of one vector register of numba's target: 16, 8 or 4
+
+
+class Lanes(types.Type):
+    """numba's type of LANES values of dtype (float32 or float64) in one LLVM vector."""
+    def __init__(self, dtype):
+        self.dtype = dtype
+        super().__init__(name=f"Lanes({LANES} x {dtype})")
+
+
+@register_model(Lanes)
+class _LanesModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _vector(fe_type.dtype))
+
+
+def _vector(dtype=types.float32):
+    return ir.VectorType(ir.FloatType() if dtype == types.float32 else ir.DoubleType(), LANES)
+
+
+def _pointer(context, builder, ty, array, indices):
+    """Address of array[indices]: indices known to be in range and non-negative (no wraparound
+    arithmetic, which numba adds per access otherwise: three integer operations per load of A)."""
+    arr = context.make_array(ty)(context, builder, array)
+    return cgutils.get_item_pointer(context, builder, ty, arr, indices, wraparound=False)
+
+
+def _splat(builder, x, vec):
+    """x in every lane of a vector of type vec."""
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
+    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), zeros)
+
+
+def _first(builder, n):
+    """The mask of lanes 0 .. n-1 (an all-true constant where n is the constant LANES)."""
+    lanes = ir.VectorType(ir.IntType(32), LANES)
+    count = _splat(builder, builder.trunc(n, ir.IntType(32)), lanes)
+    return builder.icmp_unsigned("<", ir.Constant(lanes, list(range(LANES))), count)
+
+
+def _lanes_array(ty):
+    """ty, checked while typing: vector loads and stores need a contiguous 1-D float array."""
+    if not (isinstance(ty, types.Array) and ty.ndim == 1 and ty.dtype in (types.float32, types.float64) and ty.layout in "CF"):
+        raise TypingError(f"lanes and put take contiguous 1-D float32 or float64 arrays, not {ty}")
+    return ty
+
+
+def _masked(builder, operation, ty):
+    """LLVM's masked load or store of LANES elements of the array type ty, and their alignment."""
+    vec = _vector(ty.dtype)
+    mask = ir.VectorType(ir.IntType(1), LANES)
+    args = [vec.as_pointer(), ir.IntType(32), mask, vec] if operation == "load" else [vec, vec.as_pointer(), ir.IntType(32), mask]
+    name = f"llvm.masked.{operation}.v{LANES}f{ty.dtype.bitwidth}.p0"
+    function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec if operation == "load" else ir.VoidType(), args), name)
+    return function, ir.Constant(ir.IntType(32), ty.dtype.bitwidth // 8)
+
+
+@intrinsic
+def lanes(typingctx, a, j, n):
+    """a[j : j+n] as Lanes, lanes n.. zero: a (H,) contiguous, 0 <= j, n <= LANES, j + n <= H."""
+    def codegen(context, builder, signature, args):
+        ty = signature.args[0]
+        load, align = _masked(builder, "load", ty)
+        ptr = builder.bitcast(_pointer(context, builder, ty, args[0], [args[1]]), _vector(ty.dtype).as_pointer())
+        return builder.call(load, [ptr, align, _first(builder, args[2]), ir.Constant(_vector(ty.dtype), None)])
+    return Lanes(_lanes_array(a).dtype)(a, types.intp, types.intp), codegen
+
+
+@intrinsic
+def put(typingctx, a, j, n, v):
+    """a[j : j+n] = the first n lanes of v (see lanes)."""
+    def codegen(context, builder, signature, args):
+        ty = signature.args[0]
+        store, align = _masked(builder, "store", ty)
+        ptr = builder.bitcast(_pointer(context, builder, ty, args[0], [args[1]]), _vector(ty.dtype).as_pointer())
+        builder.call(store, [args[3], ptr, align, _first(builder, args[2])])
+        return context.get_dummy_value()
+    return types.void(a, types.intp, types.intp, Lanes(_lanes_array(a).dtype)), codegen
+
+
+def _lane_operation(op, instruction):
+    """op between Lanes and Lanes or a float (splat into every lane): one LLVM vector instruction.
+    A float64 number meets float32 Lanes only as an error: numba would compute a float32 kernel in
+    float64 (see tanh); a float32 one meets float64 Lanes as numba's promotion would."""
+    @type_callable(op)
+    def typer(context):
+        def typed(x, y):
+            vectors = [t for t in (x, y) if isinstance(t, Lanes)]
+            if vectors and all(t == vectors[0] or (isinstance(t, types.Float) and t.bitwidth <= vectors[0].dtype.bitwidth)
+                               for t in (x, y)):
+                return vectors[0]
+        return typed
+
+    def lower(context, builder, signature, args):
+        dtype = signature.return_type.dtype
+        x, y = (v if isinstance(t, Lanes) else _splat(builder, context.cast(builder, v, t, dtype), _vector(dtype))
+                for t, v in zip(signature.args, args))
+        return getattr(builder, instruction)(x, y)
+    for types_ in ((Lanes, Lanes), (Lanes, types.Float), (types.Float, Lanes)):
+        lower_builtin(op, *types_)(lower)
+
+
+for _op, _instruction in ((operator.add, "fadd"), (operator.sub, "fsub"), (operator.mul, "fmul"), (operator.truediv, "fdiv")):
+    _lane_operation(_op, _instruction)
+
+
+@intrinsic
+def clamp(typingctx, x, c):
+    """x limited to [-c, c], lane by lane for Lanes: a NaN stays NaN (divergence detection relies on it)."""
+    def codegen(context, builder, signature, args):
+        x_, c_ = args
+        if isinstance(signature.args[0], Lanes):
+            c_ = _splat(builder, c_, x_.type)
+        x_ = builder.select(builder.fcmp_ordered(">", x_, c_), c_, x_)
+        low = builder.fneg(c_)
+        return builder.select(builder.fcmp_ordered("<", x_, low), low, x_)
+    return x(x, x.dtype if isinstance(x, Lanes) else x), codegen
+
+
 # ---------------------------------------------------------------- scalar functions
 @njit(inline="always", error_model="numpy")
 def tanh(x):
-    """tanh(x) as x P(x^2) / Q(x^2), clamped at |x| = 7.9053 where float32 tanh is already +-1.
+    """tanh(x) as x P(x^2) / Q(x^2), clamped at |x| = 7.9053 where float32 tanh is already +-1;
+    x a float or Lanes (lane by lane).
 
     Coefficients: the minimax rational fit used by Eigen's float tanh (generic_fast_tanh_float).
     They are float32 literals: a Python float would make numba compute every float32 kernel that
     calls this in float64 (half the SIMD lanes and a slow double division). float64 inputs still
     compute in float64, to the approximation's own accuracy (3.6e-7 relative)."""
-    c = np.float32(7.90531110763549805)
-    x = c if x > c else x
-    x = -c if x < -c else x
+    x = clamp(x, np.float32(7.90531110763549805))
     x2 = x * x
     p = np.float32(-2.76076847742355e-16)
     p = x2 * p + np.float32(2.00018790482477e-13)
@@ -111,15 +245,22 @@ def activate(a, code):
 def activate_row(a, h, code):
     """h = act(a) elementwise over one row (h may be a itself). The branch on the code sits outside
     the loops: tested per element, the loop does not vectorise."""
-    if code == TANH:
-        for j in range(a.shape[0]):
-            h[j] = tanh(a[j])
-    elif code == SIGMOID:
-        for j in range(a.shape[0]):
-            h[j] = sigmoid(a[j])
+    H = a.shape[0]
+    J = H - H % LANES  # full vectors, then the rest (see "explicit vectors")
+    if code == TANH or code == SIGMOID:
+        _activate_lanes(a, h, code, 0, J, LANES)
+        _activate_lanes(a, h, code, J, H, H - J)
     else:
         for j in range(a.shape[0]):
             h[j] = activate(a[j], code)
+
+
+@njit(inline="always", error_model="numpy")
+def _activate_lanes(a, h, code, j0, j1, n):
+    """activate_row's tanh or sigmoid over units j0 .. j1-1, n at a time."""
+    for j in range(j0, j1, LANES):
+        x = lanes(a, j, n)
+        put(h, j, n, tanh(x) if code == TANH else sigmoid(x))
 
 
 @njit(inline="always", error_model="numpy")
@@ -152,13 +293,21 @@ def activate_grad(h, code):
 def rnn_row_forward(xa, bias, ha, h_next, code):
     """h_next = act((xa + bias) + ha) for one batch row (or one block of units, in sampling):
     xa, bias, ha, h_next (H,)."""
-    if code == TANH:  # the usual case in one pass over the units
-        for j in range(h_next.shape[0]):
-            h_next[j] = tanh((xa[j] + bias[j]) + ha[j])
-        return
-    for j in range(h_next.shape[0]):
-        h_next[j] = (xa[j] + bias[j]) + ha[j]  # the pre-activation, then act in place
-    activate_row(h_next, h_next, code)
+    H = h_next.shape[0]
+    J = H - H % LANES  # full vectors, then the rest (see "explicit vectors")
+    _rnn_forward_lanes(xa, bias, ha, h_next, code, 0, J, LANES)
+    _rnn_forward_lanes(xa, bias, ha, h_next, code, J, H, H - J)
+    if code != TANH:
+        activate_row(h_next, h_next, code)  # on the pre-activation, in place
+
+
+@njit(inline="always", error_model="numpy")
+def _rnn_forward_lanes(xa, bias, ha, h_next, code, j0, j1, n):
+    """rnn_row_forward over units j0 .. j1-1, n at a time: tanh in the same pass (the usual case),
+    or the pre-activation."""
+    for j in range(j0, j1, LANES):
+        a = (lanes(xa, j, n) + lanes(bias, j, n)) + lanes(ha, j, n)
+        put(h_next, j, n, tanh(a) if code == TANH else a)
 
 
 @njit(parallel=True, **JIT)
@@ -172,13 +321,23 @@ def rnn_step_forward_kernel(t, xa_t, bias, ha, h, code):
 @njit(fastmath=CONTRACT, **JIT)
 def rnn_row_backward(dhs, dh_rec, h_next, da, code):
     """da = act'(h_next) * (dhs + dh_rec) for one batch row, all (H,)."""
-    if code == TANH:  # its own loop, as in rnn_row_forward
-        one = np.float32(1.0)
-        for j in range(da.shape[0]):
-            da[j] = (one - h_next[j] * h_next[j]) * (dhs[j] + dh_rec[j])
+    if code == TANH:  # the usual case, in vectors
+        H = da.shape[0]
+        J = H - H % LANES  # full vectors, then the rest (see "explicit vectors")
+        _rnn_tanh_backward_lanes(dhs, dh_rec, h_next, da, 0, J, LANES)
+        _rnn_tanh_backward_lanes(dhs, dh_rec, h_next, da, J, H, H - J)
         return
     for j in range(da.shape[0]):
         da[j] = activate_grad(h_next[j], code) * (dhs[j] + dh_rec[j])
+
+
+@njit(inline="always", error_model="numpy")
+def _rnn_tanh_backward_lanes(dhs, dh_rec, h_next, da, j0, j1, n):
+    """rnn_row_backward for tanh over units j0 .. j1-1, n at a time."""
+    one = np.float32(1.0)
+    for j in range(j0, j1, LANES):
+        h = lanes(h_next, j, n)
+        put(da, j, n, (one - h * h) * (lanes(dhs, j, n) + lanes(dh_rec, j, n)))
 
 
 @njit(parallel=True, **JIT)
@@ -195,20 +354,29 @@ def lstm_row_forward(xa, bias, ha, c_prev, c_next, h_next, gates, tanh_c):
     """One batch row of lstm_step_forward_kernel: xa, bias, ha, gates (4H,); c_prev, c_next, h_next,
     tanh_c (H,)."""
     H = c_prev.shape[0]
-    for j in range(H):
-        i = sigmoid((xa[j] + bias[j]) + ha[j])
-        f = sigmoid((xa[H + j] + bias[H + j]) + ha[H + j])
-        o = sigmoid((xa[2 * H + j] + bias[2 * H + j]) + ha[2 * H + j])
-        g = tanh((xa[3 * H + j] + bias[3 * H + j]) + ha[3 * H + j])
-        c = f * c_prev[j] + i * g
+    J = H - H % LANES  # full vectors, then the rest (see "explicit vectors")
+    _lstm_forward_lanes(xa, bias, ha, c_prev, c_next, h_next, gates, tanh_c, 0, J, LANES)
+    _lstm_forward_lanes(xa, bias, ha, c_prev, c_next, h_next, gates, tanh_c, J, H, H - J)
+
+
+@njit(inline="always", error_model="numpy")
+def _lstm_forward_lanes(xa, bias, ha, c_prev, c_next, h_next, gates, tanh_c, j0, j1, n):
+    """lstm_row_forward over units j0 .. j1-1, n at a time."""
+    H = c_prev.shape[0]
+    for j in range(j0, j1, LANES):
+        i = sigmoid((lanes(xa, j, n) + lanes(bias, j, n)) + lanes(ha, j, n))
+        f = sigmoid((lanes(xa, H + j, n) + lanes(bias, H + j, n)) + lanes(ha, H + j, n))
+        o = sigmoid((lanes(xa, 2 * H + j, n) + lanes(bias, 2 * H + j, n)) + lanes(ha, 2 * H + j, n))
+        g = tanh((lanes(xa, 3 * H + j, n) + lanes(bias, 3 * H + j, n)) + lanes(ha, 3 * H + j, n))
+        c = f * lanes(c_prev, j, n) + i * g
         tc = tanh(c)
-        gates[j] = i
-        gates[H + j] = f
-        gates[2 * H + j] = o
-        gates[3 * H + j] = g
-        c_next[j] = c
-        tanh_c[j] = tc
-        h_next[j] = o * tc
+        put(gates, j, n, i)
+        put(gates, H + j, n, f)
+        put(gates, 2 * H + j, n, o)
+        put(gates, 3 * H + j, n, g)
+        put(c_next, j, n, c)
+        put(tanh_c, j, n, tc)
+        put(h_next, j, n, o * tc)
 
 
 @njit(parallel=True, **JIT)
@@ -225,20 +393,29 @@ def lstm_row_backward(dhs, dh_rec, dc, c_prev, gates, tanh_c, da):
     """One batch row of lstm_step_backward_kernel: dhs, dh_rec, dc, c_prev, tanh_c (H,); gates,
     da (4H,)."""
     H = dc.shape[0]
-    one = dc.dtype.type(1.0)  # not 1.0: a Python float would promote float32 math to float64
-    for j in range(H):
-        i = gates[j]
-        f = gates[H + j]
-        o = gates[2 * H + j]
-        g = gates[3 * H + j]
-        tc = tanh_c[j]
-        dh = dhs[j] + dh_rec[j]
-        dct = dc[j] + dh * o * (one - tc * tc)  # forward: h = o * tanh(c)
-        da[j] = dct * g * i * (one - i)  # forward: c = f*c_prev + i*g
-        da[H + j] = dct * c_prev[j] * f * (one - f)
-        da[2 * H + j] = dh * tc * o * (one - o)
-        da[3 * H + j] = dct * i * (one - g * g)
-        dc[j] = dct * f
+    J = H - H % LANES  # full vectors, then the rest (see "explicit vectors")
+    _lstm_backward_lanes(dhs, dh_rec, dc, c_prev, gates, tanh_c, da, 0, J, LANES)
+    _lstm_backward_lanes(dhs, dh_rec, dc, c_prev, gates, tanh_c, da, J, H, H - J)
+
+
+@njit(inline="always", error_model="numpy")
+def _lstm_backward_lanes(dhs, dh_rec, dc, c_prev, gates, tanh_c, da, j0, j1, n):
+    """lstm_row_backward over units j0 .. j1-1, n at a time."""
+    H = dc.shape[0]
+    one = np.float32(1.0)  # not 1.0: a Python float would promote float32 math to float64
+    for j in range(j0, j1, LANES):
+        i = lanes(gates, j, n)
+        f = lanes(gates, H + j, n)
+        o = lanes(gates, 2 * H + j, n)
+        g = lanes(gates, 3 * H + j, n)
+        tc = lanes(tanh_c, j, n)
+        dh = lanes(dhs, j, n) + lanes(dh_rec, j, n)
+        dct = lanes(dc, j, n) + dh * o * (one - tc * tc)  # forward: h = o * tanh(c)
+        put(da, j, n, dct * g * i * (one - i))  # forward: c = f*c_prev + i*g
+        put(da, H + j, n, dct * lanes(c_prev, j, n) * f * (one - f))
+        put(da, 2 * H + j, n, dh * tc * o * (one - o))
+        put(da, 3 * H + j, n, dct * i * (one - g * g))
+        put(dc, j, n, dct * f)
 
 
 @njit(parallel=True, **JIT)
@@ -254,17 +431,26 @@ def lstm_step_backward_kernel(t, dhs, dh_rec, dc, c, gates, tanh_c, da):
 def gru_row_forward(xa, bias, ha, h_prev, h_next, gates, ha_n):
     """One batch row of gru_step_forward_kernel: xa, bias, ha, gates (3H,); h_prev, h_next, ha_n (H,)."""
     H = h_prev.shape[0]
-    one = h_prev.dtype.type(1.0)  # not 1.0: a Python float would promote float32 math to float64
-    for j in range(H):
-        r = sigmoid((xa[j] + bias[j]) + ha[j])
-        z = sigmoid((xa[H + j] + bias[H + j]) + ha[H + j])
-        hn = ha[2 * H + j]
-        n = tanh((xa[2 * H + j] + bias[2 * H + j]) + r * hn)
-        gates[j] = r
-        gates[H + j] = z
-        gates[2 * H + j] = n
-        ha_n[j] = hn
-        h_next[j] = (one - z) * n + z * h_prev[j]
+    J = H - H % LANES  # full vectors, then the rest (see "explicit vectors")
+    _gru_forward_lanes(xa, bias, ha, h_prev, h_next, gates, ha_n, 0, J, LANES)
+    _gru_forward_lanes(xa, bias, ha, h_prev, h_next, gates, ha_n, J, H, H - J)
+
+
+@njit(inline="always", error_model="numpy")
+def _gru_forward_lanes(xa, bias, ha, h_prev, h_next, gates, ha_n, j0, j1, k):
+    """gru_row_forward over units j0 .. j1-1, k at a time (n is the candidate state here)."""
+    H = h_prev.shape[0]
+    one = np.float32(1.0)  # not 1.0: a Python float would promote float32 math to float64
+    for j in range(j0, j1, LANES):
+        r = sigmoid((lanes(xa, j, k) + lanes(bias, j, k)) + lanes(ha, j, k))
+        z = sigmoid((lanes(xa, H + j, k) + lanes(bias, H + j, k)) + lanes(ha, H + j, k))
+        hn = lanes(ha, 2 * H + j, k)
+        n = tanh((lanes(xa, 2 * H + j, k) + lanes(bias, 2 * H + j, k)) + r * hn)
+        put(gates, j, k, r)
+        put(gates, H + j, k, z)
+        put(gates, 2 * H + j, k, n)
+        put(ha_n, j, k, hn)
+        put(h_next, j, k, (one - z) * n + z * lanes(h_prev, j, k))
 
 
 @njit(parallel=True, **JIT)
@@ -281,23 +467,32 @@ def gru_row_backward(dhs, dh_rec, dh_direct, h_prev, gates, ha_n, dxa, dha):
     """One batch row of gru_step_backward_kernel: dhs, dh_rec, dh_direct, h_prev, ha_n (H,);
     gates, dxa, dha (3H,)."""
     H = h_prev.shape[0]
-    one = h_prev.dtype.type(1.0)  # not 1.0: see gru_row_forward
-    for j in range(H):
-        r = gates[j]
-        z = gates[H + j]
-        n = gates[2 * H + j]
-        dh = dhs[j] + dh_direct[j] + dh_rec[j]
+    J = H - H % LANES  # full vectors, then the rest (see "explicit vectors")
+    _gru_backward_lanes(dhs, dh_rec, dh_direct, h_prev, gates, ha_n, dxa, dha, 0, J, LANES)
+    _gru_backward_lanes(dhs, dh_rec, dh_direct, h_prev, gates, ha_n, dxa, dha, J, H, H - J)
+
+
+@njit(inline="always", error_model="numpy")
+def _gru_backward_lanes(dhs, dh_rec, dh_direct, h_prev, gates, ha_n, dxa, dha, j0, j1, k):
+    """gru_row_backward over units j0 .. j1-1, k at a time (n is the candidate state here)."""
+    H = h_prev.shape[0]
+    one = np.float32(1.0)  # not 1.0: see gru_row_forward
+    for j in range(j0, j1, LANES):
+        r = lanes(gates, j, k)
+        z = lanes(gates, H + j, k)
+        n = lanes(gates, 2 * H + j, k)
+        dh = lanes(dhs, j, k) + lanes(dh_direct, j, k) + lanes(dh_rec, j, k)
         da_n = dh * (one - z) * (one - n * n)  # forward: h = (1-z) n + z h_prev ; n = tanh(a_n)
-        dr = da_n * ha_n[j]  # forward: a_n = xa_n + r * ha_n
+        dr = da_n * lanes(ha_n, j, k)  # forward: a_n = xa_n + r * ha_n
         da_r = dr * r * (one - r)
-        da_z = dh * (h_prev[j] - n) * z * (one - z)
-        dxa[j] = da_r
-        dxa[H + j] = da_z
-        dxa[2 * H + j] = da_n
-        dha[j] = da_r
-        dha[H + j] = da_z
-        dha[2 * H + j] = da_n * r
-        dh_direct[j] = dh * z
+        da_z = dh * (lanes(h_prev, j, k) - n) * z * (one - z)
+        put(dxa, j, k, da_r)
+        put(dxa, H + j, k, da_z)
+        put(dxa, 2 * H + j, k, da_n)
+        put(dha, j, k, da_r)
+        put(dha, H + j, k, da_z)
+        put(dha, 2 * H + j, k, da_n * r)
+        put(dh_direct, j, k, dh * z)
 
 
 @njit(parallel=True, **JIT)
@@ -419,7 +614,6 @@ def threading_probe(x):
 # (_lanes_fma), so the width is the target's whatever LLVM's tuning prefers.
 # Why not only numpy's OpenBLAS: which of the two trains a shape faster depends on the CPU and the
 # BLAS build, so the backend measures it (calibrate.py); tests check the two agree.
-LANES = target_lanes()  # float32 lanes of one vector register of numba's target: 16, 8 or 4
 MR, NR = (6, 64) if LANES == 16 else (4, 3 * LANES)  # tile: 24 zmm accumulators of 32, or 12 ymm (xmm) of 16
 MC = 64  # rows of A per task: 64 x KB floats (32 KB) stay in cache
 KB = 128  # k block: partial sums of at most KB products each (accuracy; see gemm_kernel)
@@ -433,17 +627,6 @@ def _tile_scratch(typingctx):
     def codegen(context, builder, signature, args):
         return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=MR * NR)
     return types.CPointer(types.float32)(), codegen
-
-
-def _vector(n=None):
-    return ir.VectorType(ir.FloatType(), n or LANES)
-
-
-def _pointer(context, builder, ty, array, indices):
-    """Address of array[indices]: indices known to be in range and non-negative (no wraparound
-    arithmetic, which numba adds per access otherwise: three integer operations per load of A)."""
-    arr = context.make_array(ty)(context, builder, array)
-    return cgutils.get_item_pointer(context, builder, ty, arr, indices, wraparound=False)
 
 
 @intrinsic
@@ -461,8 +644,7 @@ def _lanes_fma(typingctx, acc, offset, A, i, k, Bp, p, j):
         b_ptr = _pointer(context, builder, signature.args[5], Bp_, [p_, k_, j_])
         b = builder.load(builder.bitcast(b_ptr, vec.as_pointer()), align=4)
         sums_ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer())
-        one = builder.insert_element(ir.Constant(vec, ir.Undefined), a, ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        splat = _splat(builder, a, vec)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{LANES}f32")
         builder.store(builder.call(fma, [splat, b, builder.load(sums_ptr, align=4)]), sums_ptr, align=4)
         return context.get_dummy_value()
@@ -820,18 +1002,27 @@ def matvec(x, W, out):
     front to back (hardware prefetchers follow it; they stop at 4 KiB pages, so reading column
     slices of a wide W row by row is several times slower)."""
     D, M = W.shape
+    J = M - M % LANES  # full vectors, then the rest (see "explicit vectors")
     out[:] = 0.0
     k = 0
     while k + 4 <= D:
         x0, x1, x2, x3 = x[k], x[k + 1], x[k + 2], x[k + 3]
-        for j in range(M):
-            out[j] += x0 * W[k, j] + x1 * W[k + 1, j] + x2 * W[k + 2, j] + x3 * W[k + 3, j]
+        _add_rows_lanes(out, x0, W[k], x1, W[k + 1], x2, W[k + 2], x3, W[k + 3], 0, J, LANES)
+        _add_rows_lanes(out, x0, W[k], x1, W[k + 1], x2, W[k + 2], x3, W[k + 3], J, M, M - J)
         k += 4
     while k < D:
         xk = x[k]
         for j in range(M):
             out[j] += xk * W[k, j]
         k += 1
+
+
+@njit(inline="always", error_model="numpy")
+def _add_rows_lanes(out, x0, w0, x1, w1, x2, w2, x3, w3, j0, j1, n):
+    """out[j] += x0 w0[j] + x1 w1[j] + x2 w2[j] + x3 w3[j], summed in that order, for j0 .. j1-1, n at a time."""
+    for j in range(j0, j1, LANES):
+        put(out, j, n, lanes(out, j, n) + (((x0 * lanes(w0, j, n) + x1 * lanes(w1, j, n)) + x2 * lanes(w2, j, n))
+                                           + x3 * lanes(w3, j, n)))
 
 
 # ---------------------------------------------------------------- kernels: the head and the draw
@@ -991,13 +1182,23 @@ def lstm_block_forward(xa, ha, c, h_next):
     h_next (w,). Its own kernel because the row kernel's eight arrays (c read and written through
     two of them) sampled at ~0.7x this one (bench/README.md, "One cell kernel")."""
     w = c.shape[0]
-    for j in range(w):
-        i = sigmoid(xa[j] + ha[j])
-        f = sigmoid(xa[w + j] + ha[w + j])
-        o = sigmoid(xa[2 * w + j] + ha[2 * w + j])
-        g = tanh(xa[3 * w + j] + ha[3 * w + j])
-        c[j] = f * c[j] + i * g
-        h_next[j] = o * tanh(c[j])
+    J = w - w % LANES  # full vectors, then the rest (see "explicit vectors")
+    _lstm_block_lanes(xa, ha, c, h_next, 0, J, LANES)
+    _lstm_block_lanes(xa, ha, c, h_next, J, w, w - J)
+
+
+@njit(inline="always", error_model="numpy")
+def _lstm_block_lanes(xa, ha, c, h_next, j0, j1, n):
+    """lstm_block_forward over units j0 .. j1-1, n at a time."""
+    w = c.shape[0]
+    for j in range(j0, j1, LANES):
+        i = sigmoid(lanes(xa, j, n) + lanes(ha, j, n))
+        f = sigmoid(lanes(xa, w + j, n) + lanes(ha, w + j, n))
+        o = sigmoid(lanes(xa, 2 * w + j, n) + lanes(ha, 2 * w + j, n))
+        g = tanh(lanes(xa, 3 * w + j, n) + lanes(ha, 3 * w + j, n))
+        c_new = f * lanes(c, j, n) + i * g
+        put(c, j, n, c_new)
+        put(h_next, j, n, o * tanh(c_new))
 
 
 @njit(**JIT)

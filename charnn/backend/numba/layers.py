@@ -166,10 +166,12 @@ def rnn_forward(x, h0, Wx, Wh, b, activation="tanh"):
         _run_loop("rnn_forward", width, H, src, Wxp, bias, Whp.panels, h, scratch.empty((B, H), dtype), ha, code)
     else:
         xa = _input_projection(x, Wx)
+        xa_t = scratch.empty(ha.shape, dtype)
         with numba_threads(1):  # BLAS has the cores
             for t in range(T):
                 np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
-                K.rnn_step_forward_kernel(t, xa[:, t], bias, ha, h, code)
+                xa_t[:] = xa[:, t]  # contiguous rows: the cell's vector loads want them (kernels.lanes)
+                K.rnn_step_forward_kernel(t, xa_t, bias, ha, h, code)
     return h[:, 1:], RNNCache(x, h, Wx, Wh, activation)
 
 
@@ -213,10 +215,12 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
         _run_loop("lstm_forward", width, H, src, Wxp, bias, Whp.panels, h, c, gates, tanh_c, scratch.empty((B, 4 * H), dtype), ha)
     else:
         xa = _input_projection(x, Wx)
+        xa_t = scratch.empty(ha.shape, dtype)
         with numba_threads(1):  # BLAS has the cores
             for t in range(T):
                 np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
-                K.lstm_step_forward_kernel(t, xa[:, t], bias, ha, h, c, gates, tanh_c)
+                xa_t[:] = xa[:, t]  # contiguous rows: the cell's vector loads want them (kernels.lanes)
+                K.lstm_step_forward_kernel(t, xa_t, bias, ha, h, c, gates, tanh_c)
     return h[:, 1:], c[:, T], LSTMCache(x, h, c, gates, tanh_c, Wx, Wh)
 
 
@@ -259,10 +263,12 @@ def gru_forward(x, h0, Wx, Wh, b):
         _run_loop("gru_forward", width, H, src, Wxp, bias, Whp.panels, h, gates, ha_n, scratch.empty((B, 3 * H), dtype), ha)
     else:
         xa = _input_projection(x, Wx)
+        xa_t = scratch.empty(ha.shape, dtype)
         with numba_threads(1):  # BLAS has the cores
             for t in range(T):
                 np.dot(h[:, t], Wh, out=ha)  # dot: matmul copies this strided view row by row
-                K.gru_step_forward_kernel(t, xa[:, t], bias, ha, h, gates, ha_n)
+                xa_t[:] = xa[:, t]  # contiguous rows: the cell's vector loads want them (kernels.lanes)
+                K.gru_step_forward_kernel(t, xa_t, bias, ha, h, gates, ha_n)
     return h[:, 1:], GRUCache(x, h, gates, ha_n, Wx, Wh)
 
 
