@@ -108,7 +108,7 @@ def _splat(builder, x, vec):
 def _first(builder, n):
     """The mask of lanes 0 .. n-1 (an all-true constant where n is the constant LANES)."""
     lanes = ir.VectorType(ir.IntType(32), LANES)
-    count = _splat(builder, builder.trunc(n, ir.IntType(32)), lanes)
+    count = _splat(builder, builder.trunc(n, ir.IntType(32)) if n.type.width > 32 else n, lanes)
     return builder.icmp_unsigned("<", ir.Constant(lanes, list(range(LANES))), count)
 
 
@@ -243,8 +243,9 @@ def activate(a, code):
 
 @njit(**JIT)
 def activate_row(a, h, code):
-    """h = act(a) elementwise over one row (h may be a itself). The branch on the code sits outside
-    the loops: tested per element, the loop does not vectorise."""
+    """h = act(a) elementwise over one row (h may be a itself). tanh and sigmoid in vectors (one
+    test of the code a vector); the others one element at a time, with the branch on the code
+    outside that loop (tested per element, the loop does not vectorise)."""
     H = a.shape[0]
     J = H - H % LANES  # full vectors, then the rest (see "explicit vectors")
     if code == TANH or code == SIGMOID:
