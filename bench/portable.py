@@ -16,7 +16,7 @@ without AVX at all (SSE4_ENV: nehalem, OpenBLAS's Nehalem kernels, PyTorch's def
 other processes took.
 
 LLVM tunes Intel cores with AVX-512 to prefer 256-bit vectors. charnn's products, cell kernels and
-sampling matvec use explicit 512-bit vectors whatever the tuning, but the loops left to the
+sampling products use explicit 512-bit vectors whatever the tuning, but the loops left to the
 vectoriser (Adam, the loss, packing, the embedding's scatter-add) get 256-bit ones there. The
 "native-wide" profile measures what 512-bit vectors would still bring: the host's own features
 with "-prefer-256-bit" added (numba's NUMBA_CPU_FEATURES, for this child only). Where the tuning

@@ -428,24 +428,30 @@ def plain(a, b, c):  # the same arithmetic as a loop, left to LLVM's vectoriser
     for j in range(c.shape[0]):
         c[j] += a[j] * b[j]
 
-def arithmetic(dispatcher, arrays):  # the vector instructions of a cell kernel's math
-    dispatcher.compile("void(" + ", ".join(["float32[::1]"] * arrays) + ")")
+def arithmetic(dispatcher, signature):  # the vector instructions of a kernel's math
+    dispatcher.compile(signature)
     found = re.findall(r"\\tv(?:fn?madd|mul|add|sub|div)\\w*ps\\s+[^\\n]*", "".join(dispatcher.inspect_asm().values()))
     return {"zmm": sum("zmm" in f for f in found), "ymm": sum("ymm" in f for f in found)}
 
+def rows(n):  # n contiguous float32 rows
+    return "void(" + ", ".join(["float32[::1]"] * n) + ")"
+
 print(json.dumps({"lanes": target_lanes(), "gemm": fmas(K.gemm_kernel, "void(float32[:, :], float32[:, :, ::1], float32[:, ::1])"),
                   "plain": fmas(plain, "void(float32[::1], float32[::1], float32[::1])"),
-                  "cells": {name: arithmetic(getattr(K, name), arrays) for name, arrays in (
-                      ("lstm_row_forward", 8), ("lstm_row_backward", 7), ("gru_row_forward", 7), ("gru_row_backward", 8),
-                      ("lstm_block_forward", 4))}}))
+                  "cells": {name: arithmetic(getattr(K, name), signature) for name, signature in (
+                      ("lstm_row_forward", rows(8)), ("lstm_row_backward", rows(7)), ("gru_row_forward", rows(7)),
+                      ("gru_row_backward", rows(8)), ("lstm_block_forward", rows(4)))},
+                  "sampler": {name: arithmetic(getattr(K, name), signature) for name, signature in (
+                      ("matvec", "void(float32[::1], float32[:, ::1], float32[::1])"),
+                      ("batch_matvec", "void(float32[:, ::1], float32[:, ::1], float32[:, ::1])"))}}))
 """
 
 
 def test_tile_and_cells_keep_512_bit_vectors_under_intels_tuning(tmp_path):
     """Compiled for an Intel AVX-512 core (LLVM's "sapphirerapids", which tunes its vectoriser to
-    256-bit vectors), the tile's fused multiply-adds and the cells' arithmetic (kernels.lanes)
-    still use zmm registers: the control, a plain loop of the same arithmetic, gets ymm from the
-    same compiler. Compile only, so any x86 host checks the code an Intel Xeon would run (before
+    256-bit vectors), the tile's fused multiply-adds, the cells' arithmetic and the sampler's
+    products (kernels.lanes) still use zmm registers: the control, a plain loop of the same
+    arithmetic, gets ymm from the same compiler. Compile only, so any x86 host checks the code an Intel Xeon would run (before
     the vectors were explicit, the tiles and the cells ran at half width there: bench/README.md,
     "Explicit vectors in the tiles", "Explicit vectors in the cells")."""
     import platform
@@ -464,6 +470,8 @@ def test_tile_and_cells_keep_512_bit_vectors_under_intels_tuning(tmp_path):
     assert found["gemm"]["zmm"] > 0 and found["gemm"]["ymm"] == 0
     for name, widths in found["cells"].items():
         assert widths["zmm"] > 0 and widths["ymm"] == 0, (name, widths)
+    for name, widths in found["sampler"].items():  # W's last D % 4 rows are left to the vectoriser
+        assert widths["zmm"] > 10 * widths["ymm"], (name, widths)
 
 
 def test_blas_runs_numba_on_one_thread_and_restores(table, monkeypatch):

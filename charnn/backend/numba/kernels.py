@@ -29,7 +29,7 @@ Conventions:
 - The products and the row kernels of the cells use fastmath, and only its "contract" flag
   (fused multiply-add: the tanh polynomial in half the instructions).
 - Vectors of the register width are explicit where the time goes: the products' tiles
-  (_lanes_fma), the cells' row kernels and the sampler's matvec (Lanes). LLVM's vectoriser, which
+  (_lanes_fma), the cells' row kernels and the samplers' matvec and batch_matvec (Lanes). LLVM's vectoriser, which
   the remaining loops are left to, runs at half width on Intel's AVX-512 cores.
 - Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
   Adam; matrix products; then sampling (batch-1, and batches of streams), whose Python side
@@ -1395,41 +1395,28 @@ def batch_matvec(X, W, out):
     """out[s] = X[s] @ W for every stream s: X (S, D), W (D, M) -> out (S, M), float32. Each row is
     summed exactly as matvec sums it (four rows of W per pass, in the same order), so a row equals
     matvec of it bit for bit. The streams go four at a time (then two, then one) through one pass
-    over the four rows of W: each element of W loaded serves four streams from a register, where
+    over the four rows of W: each vector of W loaded serves four streams from a register, where
     a pass per stream re-read W's rows (32 KB at G = 2048, the L1's size) from L2 for each."""
     S = X.shape[0]
     D, M = W.shape
+    J = M - M % LANES  # full vectors, then the rest (see "explicit vectors")
     out[:] = 0.0
     k = 0
     while k + 4 <= D:
         w0, w1, w2, w3 = W[k], W[k + 1], W[k + 2], W[k + 3]
         s = 0
         while s + 4 <= S:
-            a0, a1, a2, a3 = X[s, k], X[s, k + 1], X[s, k + 2], X[s, k + 3]
-            b0, b1, b2, b3 = X[s + 1, k], X[s + 1, k + 1], X[s + 1, k + 2], X[s + 1, k + 3]
-            c0, c1, c2, c3 = X[s + 2, k], X[s + 2, k + 1], X[s + 2, k + 2], X[s + 2, k + 3]
-            d0, d1, d2, d3 = X[s + 3, k], X[s + 3, k + 1], X[s + 3, k + 2], X[s + 3, k + 3]
-            oa, ob, oc, od = out[s], out[s + 1], out[s + 2], out[s + 3]
-            for j in range(M):
-                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
-                oa[j] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
-                ob[j] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
-                oc[j] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
-                od[j] += d0 * v0 + d1 * v1 + d2 * v2 + d3 * v3
+            _add_rows_streams_lanes(X, s, 4, k, out, w0, w1, w2, w3, 0, J, LANES)
+            _add_rows_streams_lanes(X, s, 4, k, out, w0, w1, w2, w3, J, M, M - J)
             s += 4
         if s + 2 <= S:
-            a0, a1, a2, a3 = X[s, k], X[s, k + 1], X[s, k + 2], X[s, k + 3]
-            b0, b1, b2, b3 = X[s + 1, k], X[s + 1, k + 1], X[s + 1, k + 2], X[s + 1, k + 3]
-            oa, ob = out[s], out[s + 1]
-            for j in range(M):
-                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
-                oa[j] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
-                ob[j] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
+            _add_rows_streams_lanes(X, s, 2, k, out, w0, w1, w2, w3, 0, J, LANES)
+            _add_rows_streams_lanes(X, s, 2, k, out, w0, w1, w2, w3, J, M, M - J)
             s += 2
         if s < S:  # as the loop was before streams were grouped (one stream: matvec's loop)
             x0, x1, x2, x3 = X[s, k], X[s, k + 1], X[s, k + 2], X[s, k + 3]
-            for j in range(M):
-                out[s, j] += x0 * W[k, j] + x1 * W[k + 1, j] + x2 * W[k + 2, j] + x3 * W[k + 3, j]
+            _add_rows_lanes(out[s], x0, w0, x1, w1, x2, w2, x3, w3, 0, J, LANES)
+            _add_rows_lanes(out[s], x0, w0, x1, w1, x2, w2, x3, w3, J, M, M - J)
         k += 4
     while k < D:
         for s in range(S):
@@ -1437,6 +1424,29 @@ def batch_matvec(X, W, out):
             for j in range(M):
                 out[s, j] += xk * W[k, j]
         k += 1
+
+
+@njit(inline="always", error_model="numpy")
+def _add_rows_streams_lanes(X, s, streams, k, out, w0, w1, w2, w3, j0, j1, n):
+    """_add_rows_lanes for streams s .. s+streams-1 (4 or 2) at once, each with its own x = X[s', k : k+4]."""
+    a0, a1, a2, a3 = X[s, k], X[s, k + 1], X[s, k + 2], X[s, k + 3]
+    b0, b1, b2, b3 = X[s + 1, k], X[s + 1, k + 1], X[s + 1, k + 2], X[s + 1, k + 3]
+    oa, ob = out[s], out[s + 1]
+    if streams == 4:
+        c0, c1, c2, c3 = X[s + 2, k], X[s + 2, k + 1], X[s + 2, k + 2], X[s + 2, k + 3]
+        d0, d1, d2, d3 = X[s + 3, k], X[s + 3, k + 1], X[s + 3, k + 2], X[s + 3, k + 3]
+        oc, od = out[s + 2], out[s + 3]
+        for j in range(j0, j1, LANES):
+            v0, v1, v2, v3 = lanes(w0, j, n), lanes(w1, j, n), lanes(w2, j, n), lanes(w3, j, n)
+            put(oa, j, n, lanes(oa, j, n) + (((a0 * v0 + a1 * v1) + a2 * v2) + a3 * v3))
+            put(ob, j, n, lanes(ob, j, n) + (((b0 * v0 + b1 * v1) + b2 * v2) + b3 * v3))
+            put(oc, j, n, lanes(oc, j, n) + (((c0 * v0 + c1 * v1) + c2 * v2) + c3 * v3))
+            put(od, j, n, lanes(od, j, n) + (((d0 * v0 + d1 * v1) + d2 * v2) + d3 * v3))
+    else:
+        for j in range(j0, j1, LANES):
+            v0, v1, v2, v3 = lanes(w0, j, n), lanes(w1, j, n), lanes(w2, j, n), lanes(w3, j, n)
+            put(oa, j, n, lanes(oa, j, n) + (((a0 * v0 + a1 * v1) + a2 * v2) + a3 * v3))
+            put(ob, j, n, lanes(ob, j, n) + (((b0 * v0 + b1 * v1) + b2 * v2) + b3 * v3))
 
 
 @njit(**JIT)
