@@ -119,14 +119,16 @@ def _lanes_array(ty):
     return ty
 
 
-def _masked(builder, operation, ty):
-    """LLVM's masked load or store of LANES elements of the array type ty, and their alignment."""
+def _masked(context, builder, operation, ty, a, j, n):
+    """LLVM's masked load or store ("load", "store") of a[j : j+n] of the array type ty: the
+    function, and its arguments but the stored value (pointer, alignment, mask of the first n lanes)."""
     vec = _vector(ty.dtype)
     mask = ir.VectorType(ir.IntType(1), LANES)
     args = [vec.as_pointer(), ir.IntType(32), mask, vec] if operation == "load" else [vec, vec.as_pointer(), ir.IntType(32), mask]
     name = f"llvm.masked.{operation}.v{LANES}f{ty.dtype.bitwidth}.p0"
     function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec if operation == "load" else ir.VoidType(), args), name)
-    return function, ir.Constant(ir.IntType(32), ty.dtype.bitwidth // 8)
+    ptr = builder.bitcast(_pointer(context, builder, ty, a, [j]), vec.as_pointer())
+    return function, [ptr, ir.Constant(ir.IntType(32), ty.dtype.bitwidth // 8), _first(builder, n)]
 
 
 @intrinsic
@@ -134,9 +136,8 @@ def lanes(typingctx, a, j, n):
     """a[j : j+n] as Lanes, lanes n.. zero: a (H,) contiguous, 0 <= j, n <= LANES, j + n <= H."""
     def codegen(context, builder, signature, args):
         ty = signature.args[0]
-        load, align = _masked(builder, "load", ty)
-        ptr = builder.bitcast(_pointer(context, builder, ty, args[0], [args[1]]), _vector(ty.dtype).as_pointer())
-        return builder.call(load, [ptr, align, _first(builder, args[2]), ir.Constant(_vector(ty.dtype), None)])
+        load, operands = _masked(context, builder, "load", ty, *args)
+        return builder.call(load, operands + [ir.Constant(_vector(ty.dtype), None)])
     return Lanes(_lanes_array(a).dtype)(a, types.intp, types.intp), codegen
 
 
@@ -144,10 +145,8 @@ def lanes(typingctx, a, j, n):
 def put(typingctx, a, j, n, v):
     """a[j : j+n] = the first n lanes of v (see lanes)."""
     def codegen(context, builder, signature, args):
-        ty = signature.args[0]
-        store, align = _masked(builder, "store", ty)
-        ptr = builder.bitcast(_pointer(context, builder, ty, args[0], [args[1]]), _vector(ty.dtype).as_pointer())
-        builder.call(store, [args[3], ptr, align, _first(builder, args[2])])
+        store, operands = _masked(context, builder, "store", signature.args[0], *args[:3])
+        builder.call(store, [args[3]] + operands)
         return context.get_dummy_value()
     return types.void(a, types.intp, types.intp, Lanes(_lanes_array(a).dtype)), codegen
 
@@ -1020,10 +1019,16 @@ def matvec(x, W, out):
 
 @njit(inline="always", error_model="numpy")
 def _add_rows_lanes(out, x0, w0, x1, w1, x2, w2, x3, w3, j0, j1, n):
-    """out[j] += x0 w0[j] + x1 w1[j] + x2 w2[j] + x3 w3[j], summed in that order, for j0 .. j1-1, n at a time."""
+    """out[j] += x0 w0[j] + x1 w1[j] + x2 w2[j] + x3 w3[j] for j0 .. j1-1, n at a time."""
     for j in range(j0, j1, LANES):
-        put(out, j, n, lanes(out, j, n) + (((x0 * lanes(w0, j, n) + x1 * lanes(w1, j, n)) + x2 * lanes(w2, j, n))
-                                           + x3 * lanes(w3, j, n)))
+        _add_four_rows(out, j, n, x0, x1, x2, x3, lanes(w0, j, n), lanes(w1, j, n), lanes(w2, j, n), lanes(w3, j, n))
+
+
+@njit(inline="always", error_model="numpy")
+def _add_four_rows(o, j, n, x0, x1, x2, x3, v0, v1, v2, v3):
+    """o[j : j+n] += x0 v0 + x1 v1 + x2 v2 + x3 v3, summed in that order (v: Lanes of four rows of
+    W): the one sum of matvec and batch_matvec, so their rows agree bit for bit."""
+    put(o, j, n, lanes(o, j, n) + (((x0 * v0 + x1 * v1) + x2 * v2) + x3 * v3))
 
 
 # ---------------------------------------------------------------- kernels: the head and the draw
@@ -1438,15 +1443,15 @@ def _add_rows_streams_lanes(X, s, streams, k, out, w0, w1, w2, w3, j0, j1, n):
         oc, od = out[s + 2], out[s + 3]
         for j in range(j0, j1, LANES):
             v0, v1, v2, v3 = lanes(w0, j, n), lanes(w1, j, n), lanes(w2, j, n), lanes(w3, j, n)
-            put(oa, j, n, lanes(oa, j, n) + (((a0 * v0 + a1 * v1) + a2 * v2) + a3 * v3))
-            put(ob, j, n, lanes(ob, j, n) + (((b0 * v0 + b1 * v1) + b2 * v2) + b3 * v3))
-            put(oc, j, n, lanes(oc, j, n) + (((c0 * v0 + c1 * v1) + c2 * v2) + c3 * v3))
-            put(od, j, n, lanes(od, j, n) + (((d0 * v0 + d1 * v1) + d2 * v2) + d3 * v3))
+            _add_four_rows(oa, j, n, a0, a1, a2, a3, v0, v1, v2, v3)
+            _add_four_rows(ob, j, n, b0, b1, b2, b3, v0, v1, v2, v3)
+            _add_four_rows(oc, j, n, c0, c1, c2, c3, v0, v1, v2, v3)
+            _add_four_rows(od, j, n, d0, d1, d2, d3, v0, v1, v2, v3)
     else:
         for j in range(j0, j1, LANES):
             v0, v1, v2, v3 = lanes(w0, j, n), lanes(w1, j, n), lanes(w2, j, n), lanes(w3, j, n)
-            put(oa, j, n, lanes(oa, j, n) + (((a0 * v0 + a1 * v1) + a2 * v2) + a3 * v3))
-            put(ob, j, n, lanes(ob, j, n) + (((b0 * v0 + b1 * v1) + b2 * v2) + b3 * v3))
+            _add_four_rows(oa, j, n, a0, a1, a2, a3, v0, v1, v2, v3)
+            _add_four_rows(ob, j, n, b0, b1, b2, b3, v0, v1, v2, v3)
 
 
 @njit(**JIT)
