@@ -12,7 +12,8 @@ The AVX2 target is what a laptop without AVX-512 runs: numba's target forced to 
 to its Haswell kernels, PyTorch held to AVX2 (AVX2_ENV). On request (--isas), sse4 is a CPU
 without AVX at all (SSE4_ENV: nehalem, OpenBLAS's Nehalem kernels, PyTorch's default ones). Raw rows go to --out-dir as
 <date>-<cpu>-<isa>-run<r>.jsonl, <date>-<cpu>-step-profile-<isa>[-run<r>].jsonl and
-<date>-<cpu>-decisions.json. Nothing else may run while it times: each row records the CPU time
+<date>-<cpu>-decisions.json, where <cpu> is the CPU's model name and LLVM's name for its core
+("amd-epyc-znver3"). Nothing else may run while it times: each row records the CPU time
 other processes took.
 
 LLVM tunes Intel cores with AVX-512 to prefer 256-bit vectors. charnn's products, cell kernels and
@@ -135,8 +136,9 @@ def main(argv=None) -> None:
     if not isas or any(i not in ISAS for i in isas):
         p.error(f"--isas takes a comma-separated list of {', '.join(ISAS)}, not {a.isas!r}")
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    cpu = json.loads(_run(["-c", DECISIONS], "native", say))["key"]["cpu_model"]
-    prefix = Path(a.out_dir) / f"{datetime.date.today().isoformat()}-{_slug(cpu)}"
+    key = json.loads(_run(["-c", DECISIONS], "native", say))["key"]
+    # the model name alone can be vague ("AMD EPYC" on Zen 3, 4 and 5 VMs alike): LLVM's name says which core
+    prefix = Path(a.out_dir) / f"{datetime.date.today().isoformat()}-{_slug(key['cpu_model'])}-{_slug(key.get('llvm_cpu'))}"
     prefix.parent.mkdir(parents=True, exist_ok=True)
     speed = [str(HERE / "speed.py"), "--no-startup"] + (["--configs", a.configs] if a.configs else [])
     runs = {}

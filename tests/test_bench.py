@@ -217,7 +217,7 @@ def test_portable_report_runs_both_targets_and_summarises(tmp_path, monkeypatch,
     assert portable.isa_env("avx2", {})["NUMBA_CPU_NAME"] == "haswell" and "NUMBA_CPU_NAME" not in portable.isa_env("native", {})
     wide = portable.isa_env("native-wide", {})
     assert "NUMBA_CPU_NAME" not in wide and wide["NUMBA_CPU_FEATURES"].endswith(",-prefer-256-bit") and "+" in wide["NUMBA_CPU_FEATURES"]
-    names = sorted(p.name.split("some-cpu-r-")[1] for p in tmp_path.iterdir())
+    names = sorted(p.name.split("some-cpu-r-native-")[1] for p in tmp_path.iterdir())  # model and LLVM's core name
     assert names == ["avx2-run1.jsonl", "avx2-run2.jsonl", "decisions.json", "native-run1.jsonl", "native-run2.jsonl",
                      "step-profile-avx2-run1.jsonl", "step-profile-avx2-run2.jsonl", "step-profile-native-run1.jsonl",
                      "step-profile-native-run2.jsonl", "step-profile-native-wide-run1.jsonl", "step-profile-native-wide-run2.jsonl"]
