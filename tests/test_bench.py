@@ -187,6 +187,7 @@ def test_budget_rows_record_charnn_regularisers(corpus_file, capsys):
 def _speed_row(config, train, sample, gflops, other=0.01, llvm="znver4"):
     return {"kind": "speed", "config": config, "train_ratio_charnn_over_torch": train, "sample_ratio_charnn_over_torch": sample,
             "charnn_train_gflop_per_s_median": gflops, "torch_train_gflop_per_s_median": gflops / train,
+            "charnn_sample_chars_per_s_median": 1000.0 * sample, "torch_sample_chars_per_s_median": 1000.0,
             "charnn_other_processes_cpu_fraction": other, "torch_other_processes_cpu_fraction": 0.0,
             "env": {"cpu": "Some CPU", "llvm_cpu": llvm}}
 
@@ -206,6 +207,13 @@ def test_portable_report_runs_both_targets_and_summarises(tmp_path, monkeypatch,
             return json.dumps({"key": {"cpu_model": "Some CPU (R)", "llvm_cpu": isa}, "shapes": {}})
         if "step_profile" in args[0]:
             return json.dumps({"kind": "profile", "config": "lstm-2x256", "step_ms": 50.0 + len(calls)}) + "\n"
+        if "peak" in args[0]:
+            return "\n".join(json.dumps(r) for r in (
+                {"kind": "fma", "gflop_per_s_1_thread": 100.0, "gflop_per_s_2_threads": 200.0},
+                {"kind": "memory", "mb": 1, "read_gb_per_s": 40.0, "read_gb_per_s_2_threads": 90.0},
+                {"kind": "memory", "mb": 3, "read_gb_per_s": 30.0, "read_gb_per_s_2_threads": 70.0})) + "\n"
+        if "sample_profile" in args[0]:
+            return json.dumps({"kind": "sample_profile", "config": "lstm-2x256", "weight_mb": 3.2}) + "\n"
         run = sum(1 for c in calls if c == (isa, "speed.py"))
         llvm = "haswell" if isa == "avx2" else "znver4"
         return json.dumps(_speed_row("lstm-2x256", 1.0 + run / 10 + (isa == "avx2") / 100, 10.0 + run, 150.0, 0.02 * run, llvm)) + "\n"
@@ -219,17 +227,42 @@ def test_portable_report_runs_both_targets_and_summarises(tmp_path, monkeypatch,
     assert "NUMBA_CPU_NAME" not in wide and wide["NUMBA_CPU_FEATURES"].endswith(",-prefer-256-bit") and "+" in wide["NUMBA_CPU_FEATURES"]
     names = sorted(p.name.split("some-cpu-r-native-")[1] for p in tmp_path.iterdir())  # model and LLVM's core name
     assert names == ["avx2-run1.jsonl", "avx2-run2.jsonl", "decisions.json", "native-run1.jsonl", "native-run2.jsonl",
-                     "step-profile-avx2-run1.jsonl", "step-profile-avx2-run2.jsonl", "step-profile-native-run1.jsonl",
+                     "peak.jsonl", "sample-profile.jsonl", "step-profile-avx2-run1.jsonl", "step-profile-avx2-run2.jsonl", "step-profile-native-run1.jsonl",
                      "step-profile-native-run2.jsonl", "step-profile-native-wide-run1.jsonl", "step-profile-native-wide-run2.jsonl"]
     out, err = capsys.readouterr()
-    line, profile = [json.loads(l) for l in out.splitlines()]
-    assert profile == {"kind": "portable_profile", "config": "lstm-2x256",  # alternating, after the 5 calls before
-                       "step_ms": {"native": [56.0, 59.0], "avx2": [57.0, 60.0], "native-wide": [58.0, 61.0]}}
+    line, profile, found = [json.loads(l) for l in out.splitlines()]
+    assert profile == {"kind": "portable_profile", "config": "lstm-2x256",  # alternating, after the 6 calls before
+                       "step_ms": {"native": [57.0, 60.0], "avx2": [58.0, 61.0], "native-wide": [59.0, 62.0]}}
     assert line["kind"] == "portable" and line["config"] == "lstm-2x256"
     assert line["train_ratio"] == {"native": [1.1, 1.2], "avx2": [1.11, 1.21]}
     assert line["sample_ratio"] == {"native": [11.0, 12.0], "avx2": [11.0, 12.0]}
     assert line["llvm_cpu"] == {"native": "znver4", "avx2": "haswell"} and line["max_other_cpu_fraction"] == 0.04
     assert "| lstm-2x256 | 1.10 / 1.20 | 150 / 136 | 1.11 / 1.21 | 11.00 / 12.00 | 11.00 / 12.00 |" in err
+    # the machine's ceilings (peak.py, first, and sample_profile.py), natively and once
+    assert [what for isa, what in calls if what in ("peak.py", "sample_profile.py")] == ["peak.py", "sample_profile.py"]
+    assert calls.index(("native", "peak.py")) < calls.index(("native", "speed.py"))
+    assert found["kind"] == "portable_bounds" and found["fma_gflop_per_s"] == 200.0 and found["fma_threads"] == "2"
+    assert found["configs"]["lstm-2x256"] == {
+        "train_gflop_per_s": 150.0, "peak_fraction": 0.75, "weight_mb": 3.2,
+        "sample_gb_per_s": 36.8,  # 3.2 MB x the median of 11k and 12k chars/s
+        "gb_per_s_for_10x": 32.0, "one_thread_read_gb_per_s": 30.0, "all_threads_read_gb_per_s": 70.0}  # the 3 MB row: nearest
+    assert "- training, native: >= 1.1x PyTorch in every run: yes (lowest 1.10, lstm-2x256)" in err
+    assert "- training, AVX2: >= 1.2x PyTorch in every run: no (lowest 1.11, lstm-2x256)" in err
+    assert "- sampling, native: >= 10x PyTorch in every run: yes (lowest 11.00, lstm-2x256)" in err
+    assert "| lstm-2x256 | 3.20 | 36.8 | 32.0 | 30.0 | 70.0 |" in err
+
+
+def test_peak_reads_on_one_thread_and_on_all_together():
+    """bench/peak.py: the tile's multiply-add rate on 1 and all threads, and read rates by one thread
+    and by all of numba's, each reading its own part (what portable.py's sampling bounds use)."""
+    import numba
+    import peak
+
+    fma = peak.fma_peak(reps=20)
+    threads = numba.get_num_threads()
+    assert positive(fma["gflop_per_s_1_thread"]) and positive(fma[f"gflop_per_s_{threads}_threads"])
+    (row,) = peak.memory_rates(sizes_mb=(1,))
+    assert row["mb"] == 1 and all(positive(row[k]) for k in ("read_gb_per_s", f"read_gb_per_s_{threads}_threads", "copy_gb_per_s"))
 
 
 def test_sample_profile_times_streams_together_on_one_thread_and_in_groups(capsys):
@@ -255,7 +288,7 @@ def test_portable_report_takes_the_targets_asked_for(tmp_path, monkeypatch, caps
         return json.dumps(_speed_row("rnn-1x512", 1.5 if isa == "sse4" else 2.0, 9.0, 80.0, 0.0, isa)) + "\n"
 
     monkeypatch.setattr(portable, "_run", fake_run)
-    portable.main(["--out-dir", str(tmp_path), "--isas", "native,sse4", "--no-profile", "--runs", "1", "--markdown"])
+    portable.main(["--out-dir", str(tmp_path), "--isas", "native,sse4", "--no-profile", "--no-bounds", "--runs", "1", "--markdown"])
     assert [isa for isa, what in calls if what == "speed.py"] == ["native", "sse4"]
     sse4 = portable.isa_env("sse4", {})
     assert sse4["NUMBA_CPU_NAME"] == "nehalem" and sse4["NUMBA_CPU_FEATURES"] == "" and sse4["ATEN_CPU_CAPABILITY"] == "default"
