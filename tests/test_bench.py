@@ -250,6 +250,7 @@ def test_portable_report_runs_both_targets_and_summarises(tmp_path, monkeypatch,
     assert "- training, AVX2: >= 1.2x PyTorch in every run: no (lowest 1.11, lstm-2x256)" in err
     assert "- sampling, native: >= 10x PyTorch in every run: yes (lowest 11.00, lstm-2x256)" in err
     assert "| lstm-2x256 | 3.20 | 36.8 | 32.0 | 30.0 | 70.0 |" in err
+    assert "200 GFLOP/s on 2 threads; lstm-2x256 trained at up to 150 GFLOP/s, 75% of it" in err
 
 
 def test_peak_reads_on_one_thread_and_on_all_together():
