@@ -78,6 +78,50 @@ def test_strided_operands_and_output():
         assert rel(out, ref) < TOL
 
 
+@pytest.mark.parametrize("M,Kd,N", [(1, 7, 5), (3, 0, 9), (5, 130, 65), (9, 257, 64), (70, 300, 130), (130, 129, 1)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_packed_rows_give_gemm_kernels_bits(M, Kd, N, transposed):
+    """A packed first (pack_rows_kernel, gemm_packed_kernel) computes gemm_kernel's products bit for
+    bit: the same FMAs in the same order, only A read from a copy, with the rows past the last tile
+    padded and not stored, edges and K = 0 included; Ap's padding is written."""
+    rng = np.random.default_rng(M * 7 + Kd + N)
+    A = rng.standard_normal((Kd, M), dtype=np.float32).T if transposed else rng.standard_normal((M, Kd), dtype=np.float32)
+    B = rng.standard_normal((Kd, N), dtype=np.float32)
+    C, Bp = tiles_product(A, B)
+    Ap = np.full((-(-M // K.MR), Kd, K.MR), np.nan, dtype=np.float32)
+    packed = np.full((M, N), np.nan, dtype=np.float32)
+    K.gemm_packed_strided(A, Ap, Bp, packed)
+    assert np.array_equal(packed, C)
+    rows = Ap.transpose(0, 2, 1).reshape(Ap.shape[0] * K.MR, Kd)  # Ap's rows in A's order
+    assert not np.isnan(Ap).any() and np.array_equal(rows[:M], A) and (rows[M:] == 0).all()
+
+
+def test_matmul_packs_a_transposed_a_where_the_table_says(table, monkeypatch):
+    """gemm.matmul on the tiles packs A first only for a transposed A (a weight gradient's X.T) whose
+    product the active shape measured faster packed (Table.packs), and the result is the same bits;
+    calibrate.forced(pack=...) overrides the table within its block."""
+    monkeypatch.setattr(gemm, "MODE", "tiles")
+    rng = np.random.default_rng(5)
+    X, B = rng.standard_normal((300, 37), dtype=np.float32), rng.standard_normal((300, 70), dtype=np.float32)
+    name = policy.product_name(37, 300, 70)
+    calls = []
+    real = K.gemm_packed_strided
+    monkeypatch.setattr(K, "gemm_packed_strided", lambda *a: (calls.append(a[0].shape), real(*a)))
+    direct = gemm.matmul(X.T, B)
+    assert calls == []  # never measured: read in place
+    table.record(SHAPE.name, {"choice": "tiles", "tiles_ms": 1.0, "blas_ms": 2.0,
+                              "packed": {name: {"pack": True, "direct_ms": 2.0, "packed_ms": 1.0}}})
+    table.active = SHAPE.name
+    assert np.array_equal(gemm.matmul(X.T, B), direct) and calls == [(37, 300)]
+    assert np.array_equal(gemm.matmul(X.T, gemm.pack(B)), direct) and len(calls) == 2  # B packed by the caller too
+    gemm.matmul(np.ascontiguousarray(X.T), B)  # row-major A: read in place, whatever the table
+    assert len(calls) == 2
+    with calibrate.forced("tiles", "panels", pack=False):
+        gemm.matmul(X.T, B)
+    assert len(calls) == 2 and table.forced_pack is None
+    assert gemm.decisions()[SHAPE.name] == f"tiles, A packed: {name}"
+
+
 def test_long_sums_are_as_accurate_as_blas():
     """k is summed in blocks of KB (a 2048-term running sum was 4x less accurate than BLAS)."""
     rng = np.random.default_rng(1)
@@ -195,7 +239,7 @@ def test_calibration_times_a_training_pass_both_ways(table, cell, monkeypatch):
     monkeypatch.setattr(calibrate, "_quiet", lambda n: True)  # as on a quiet machine, whatever else runs
     threads = numba.get_num_threads()
     row = calibrate.measure(shape)
-    assert set(row) - {"splits", "threads", "threads_ms"} == {"choice", "tiles_ms", "blas_ms"}
+    assert set(row) - {"splits", "threads", "threads_ms", "packed"} == {"choice", "tiles_ms", "blas_ms"}
     assert row["tiles_ms"] > 0 and row["blas_ms"] > 0 and row["choice"] in ("tiles", "blas")
     if row["choice"] == "blas":
         assert row["blas_ms"] < row["tiles_ms"] and "threads" not in row
@@ -213,6 +257,17 @@ def test_calibration_times_a_training_pass_both_ways(table, cell, monkeypatch):
                                       ("panels",) if timed["rows_ms"] > timed["panels_ms"] else policy.SPLITS)
     else:
         assert "splits" not in row
+    if row["choice"] == "tiles":  # each product with a transposed A timed read in place and packed
+        H, D, BT = shape.H, shape.D, shape.B * shape.T
+        G = {"lstm": 4, "gru": 3}.get(cell, 1) * H
+        if cell != "mlp":
+            assert policy.product_name(H, BT, G) in row["packed"]  # dWh (and, past layer 0, dWx)
+        assert policy.product_name(H, BT, shape.V) in row["packed"]  # the head's dW
+        for timed in row["packed"].values():
+            assert timed["pack"] == (timed["packed_ms"] < timed["direct_ms"]) or timed["packed_ms"] == timed["direct_ms"]
+    else:
+        assert "packed" not in row
+    assert table.forced_pack is None and gemm.products_seen is None
 
 
 @pytest.fixture
@@ -437,6 +492,7 @@ def rows(n):  # n contiguous float32 rows
     return "void(" + ", ".join(["float32[::1]"] * n) + ")"
 
 print(json.dumps({"lanes": target_lanes(), "gemm": fmas(K.gemm_kernel, "void(float32[:, :], float32[:, :, ::1], float32[:, ::1])"),
+                  "gemm_packed": fmas(K.gemm_packed_kernel, "void(float32[:, :, ::1], float32[:, :, ::1], float32[:, ::1])"),
                   "plain": fmas(plain, "void(float32[::1], float32[::1], float32[::1])"),
                   "cells": {name: arithmetic(getattr(K, name), signature) for name, signature in (
                       ("lstm_row_forward", rows(8)), ("lstm_row_backward", rows(7)), ("gru_row_forward", rows(7)),
@@ -468,6 +524,7 @@ def test_tile_and_cells_keep_512_bit_vectors_under_intels_tuning(tmp_path):
     assert found["lanes"] == 16
     assert found["plain"]["ymm"] > 0 and found["plain"]["zmm"] == 0  # the tuning in effect: 256-bit vectoriser
     assert found["gemm"]["zmm"] > 0 and found["gemm"]["ymm"] == 0
+    assert found["gemm_packed"]["zmm"] > 0 and found["gemm_packed"]["ymm"] == 0
     for name, widths in found["cells"].items():
         assert widths["zmm"] > 0 and widths["ymm"] == 0, (name, widths)
     for name, widths in found["sampler"].items():  # W's last D % 4 rows are left to the vectoriser
@@ -539,17 +596,17 @@ def test_the_training_warm_up_runs_every_way_a_step_can_compute(table, monkeypat
     real = warm.train_step
 
     def recording(model, *args, **kwargs):
-        seen.append((model.config.model, gemm.use_tiles(), table.split("lstm_forward", 8, 8)))
+        seen.append((model.config.model, gemm.use_tiles(), table.split("lstm_forward", 8, 8), table.packs("any")))
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(warm, "train_step", recording)
     warm.warm_up_training(backend)
     models = {"lstm", "gru", "rnn", "mlp"}
     if backend == "numpy":  # one way: the reference
-        assert {m for m, _, _ in seen} == models and len(seen) == 10
+        assert {m for m, _, _, _ in seen} == models and len(seen) == 10
         return
-    ways = {(way == "tiles", split) for way, split in calibrate.WAYS}
-    assert ways == {(True, "panels"), (True, "rows"), (False, "panels")}
+    ways = {(way == "tiles", split, way == "tiles" and split == "rows") for way, split in calibrate.WAYS}
+    assert ways == {(True, "panels", False), (True, "rows", True), (False, "panels", False)}  # the tiles with A packed once
     for model in models:
-        assert {(tiles, split) for m, tiles, split in seen if m == model} == ways, model
-    assert gemm.MODE == "auto" and table.forced_split is None
+        assert {(tiles, split, packs) for m, tiles, split, packs in seen if m == model} == ways, model
+    assert gemm.MODE == "auto" and table.forced_split is None and table.forced_pack is None

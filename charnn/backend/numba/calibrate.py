@@ -14,8 +14,10 @@ running more threads than the CPUs it really gets, can step faster on fewer.
 With the tiles chosen on more than one thread, each of the shape's time loops (forward and
 backward, per input width) is timed split both ways, by panels and by batch rows (kernels.py):
 the rows split wins where the weights fit each core's cache, and loses where they do not, which
-depends on the CPU. Every thread count and both splits compute the same bits, so these choices
-change only the speed.
+depends on the CPU. Then each of the pass's products whose A is transposed (a weight gradient's
+X.T) is timed read in place and with A packed first (measure_packing): the copy pays where many
+column panels reuse it, and how much depends on the CPU. Every thread count, both splits and both
+ways of reading A compute the same bits, so these choices change only the speed.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import numpy as np
 from ...config import GATES
 from ...nn.layers import Embedded
 from . import gemm, layers
+from . import kernels as K
 from .threads import cpus, free_cpus, halvings, numba_threads
 from .policy import DEFAULT, SPLITS, TABLE, loop_name
 
@@ -39,21 +42,23 @@ WAYS = (("tiles", "panels"), ("tiles", "rows"), ("blas", "panels"))  # (products
 
 
 @contextlib.contextmanager
-def forced(way: str, split: str):
+def forced(way: str, split: str, pack: bool | None = None):
     """Within the block, the products go to `way` ("tiles" or "blas") and the time loops split by
-    `split`, whatever this machine's table says; afterwards as before."""
-    before = gemm.MODE, TABLE.forced_split
-    gemm.MODE, TABLE.forced_split = way, split
+    `split`, whatever this machine's table says, and (pack not None) the tiles pack every transposed
+    A, or none; afterwards as before."""
+    before = gemm.MODE, TABLE.forced_split, TABLE.forced_pack
+    gemm.MODE, TABLE.forced_split, TABLE.forced_pack = way, split, pack
     try:
         yield
     finally:
-        gemm.MODE, TABLE.forced_split = before
+        gemm.MODE, TABLE.forced_split, TABLE.forced_pack = before
 
 
 def every_way():
-    """One context manager per way a training step can compute here (WAYS), so that a warm-up
+    """One context manager per way a training step can compute here (WAYS; the tiles' products
+    with their transposed A packed in one of them, as they are in no other), so that a warm-up
     run inside each compiles every kernel a later run may choose (charnn.compile)."""
-    return [forced(way, split) for way, split in WAYS]
+    return [forced(way, split, pack=way == "tiles" and split == "rows") for way, split in WAYS]
 
 
 class Shape(NamedTuple):
@@ -140,6 +145,8 @@ def measure(shape: Shape, counts: tuple[int, ...] | None = None) -> dict:
            "blas_ms": round(_median_ms(times[("blas", 1)]), 3)}
     if row["choice"] == "tiles":
         row.update(counted, **_splits(shape, rng, threads))
+        with numba_threads(threads):
+            row["packed"] = measure_packing(run, rng)
     return row
 
 
@@ -264,6 +271,35 @@ def measure_splits(shape: Shape, rng) -> dict:
                                                      "panels_ms": round(ms["panels"], 3), "rows_ms": round(ms["rows"], 3)}
     finally:
         layers.loop_clock = None
+    return found
+
+
+def measure_packing(run, rng) -> dict:
+    """{product_name: {"pack", "direct_ms", "packed_ms"}} for each product of the pass `run` (on the
+    tiles) whose A is transposed: that product on random arrays of its shape and layout, with A read
+    in place and packed first, alternating, REPEATS times each after an untimed round; "pack" where
+    the packed median is the lower. The two compute the same bits, so only the speed is at stake."""
+    gemm.products_seen = seen = {}
+    try:
+        with forced("tiles", "panels", pack=False):
+            run()
+    finally:
+        gemm.products_seen = None
+    found = {}
+    for name, (M, K_, N) in sorted(seen.items()):
+        A = rng.standard_normal((K_, M), dtype=np.float32).T  # X.T, as a weight gradient's
+        panels = gemm.pack_panels(rng.standard_normal((K_, N), dtype=np.float32))
+        out = np.empty((M, N), np.float32)
+        Ap = np.empty((-(-M // K.MR), K_, K.MR), np.float32)
+        ways = {"direct": lambda: K.gemm_strided(A, panels, out), "packed": lambda: K.gemm_packed_strided(A, Ap, panels, out)}
+        times = {way: [] for way in ways}
+        for _ in range(REPEATS + 1):  # the first round untimed: first touch
+            for way, f in ways.items():
+                t0 = time.perf_counter()
+                f()
+                times[way].append(time.perf_counter() - t0)
+        ms = {way: _median_ms(ts[1:]) for way, ts in times.items()}
+        found[name] = {"pack": ms["packed"] < ms["direct"], "direct_ms": round(ms["direct"], 3), "packed_ms": round(ms["packed"], 3)}
     return found
 
 

@@ -9,7 +9,8 @@ guessed from flags, and a run uses one of them for all its products.
 bench/gemm.py prints both side by side; the measurements are in bench/README.md.
 
 A product whose right-hand side is reused (a recurrent weight, applied at every step) is packed
-once: `Wp = pack(Wh)`, then `matmul(h_t, Wp, out=ha)` per step.
+once: `Wp = pack(Wh)`, then `matmul(h_t, Wp, out=ha)` per step. A product whose A is transposed
+(a weight gradient, X.T @ dA) may pack A too, where the calibration measured that faster.
 CHARNN_GEMM=tiles or =blas overrides the calibration (read once, at import); the numpy backend
 never uses the tiles. With the tiles, a time loop's threads split each step's products by panels
 or the whole sequence by batch rows (kernels.py), as measured per loop (`loop_parts`);
@@ -27,7 +28,7 @@ import numpy as np
 from ...errors import CharnnError
 from . import kernels as K
 from . import scratch
-from .policy import SPLITS, TABLE
+from .policy import SPLITS, TABLE, product_name
 from .threads import forced_count
 
 MODES = ("auto", "tiles", "blas")
@@ -68,15 +69,39 @@ class Packed(NamedTuple):
     panels: np.ndarray | None
 
 
+def pack_panels(B: np.ndarray) -> np.ndarray:
+    """B (K, N) float32, any strides -> its NR-column panels (P, K, NR) for the tiles."""
+    K_, N = B.shape
+    panels = scratch.empty((-(-N // K.NR), K_, K.NR), np.float32)
+    K.pack_panels_kernel(B, panels)
+    return panels
+
+
 def pack(B: np.ndarray) -> Packed:
     """B (K, N), any strides -> Packed, for matmul(A, packed): packed for the tiles if they
     compute the products now (use_tiles)."""
     if B.dtype != np.float32 or not use_tiles():
         return Packed(B, None)
-    K_, N = B.shape
-    panels = scratch.empty((-(-N // K.NR), K_, K.NR), np.float32)
-    K.pack_panels_kernel(B, panels)
-    return Packed(B, panels)
+    return Packed(B, pack_panels(B))
+
+
+# While calibrate.py looks for the products whose A could be packed, the tiles' products with a
+# transposed A add their (M, K, N) here under product_name (None otherwise).
+products_seen: dict | None = None
+
+
+def _tiles(A: np.ndarray, panels: np.ndarray, out: np.ndarray) -> None:
+    """out = A @ B on the tiles, B packed as panels; A packed first where it is transposed and the
+    table says packing runs this product faster (policy.Table.packs). The same bits either way."""
+    M, K_ = A.shape
+    if M > 1 and A.strides[0] < A.strides[1] and out.flags.c_contiguous:  # X.T: a weight gradient's
+        name = product_name(M, K_, out.shape[1])
+        if products_seen is not None:
+            products_seen[name] = (M, K_, out.shape[1])
+        if TABLE.packs(name):
+            K.gemm_packed_strided(A, scratch.empty((-(-M // K.MR), K_, K.MR), np.float32), panels, out)
+            return
+    K.gemm_strided(A, panels, out)
 
 
 def matmul(A: np.ndarray, B, out: np.ndarray | None = None) -> np.ndarray:
@@ -90,10 +115,10 @@ def matmul(A: np.ndarray, B, out: np.ndarray | None = None) -> np.ndarray:
         out = scratch.empty((A.shape[0], Bm.shape[1]), np.result_type(A, Bm))
     float32 = A.dtype == np.float32 and Bm.dtype == np.float32 and out.dtype == np.float32
     if packed is not None and packed.panels is not None and float32:
-        K.gemm_strided(A, packed.panels, out)
+        _tiles(A, packed.panels, out)
         return out
     if packed is None and float32 and use_tiles():
-        K.gemm_strided(A, pack(Bm).panels, out)
+        _tiles(A, pack_panels(Bm), out)
         return out
     if out.flags.c_contiguous:
         np.dot(A, Bm, out=out)  # dot, not matmul: matmul copies a strided A row by row
@@ -104,13 +129,16 @@ def matmul(A: np.ndarray, B, out: np.ndarray | None = None) -> np.ndarray:
 
 def decisions() -> dict:
     """The choices this machine has measured, by training shape (calibrate.Shape.name: "tiles on
-    2 threads, rows split: lstm_forward ids H256"), and the one in effect now ("in effect")."""
+    2 threads, rows split: lstm_forward ids H256, A packed: 256x2048x1024 T"), and the one in
+    effect now ("in effect")."""
     choices = {}
     for name, row in sorted(TABLE.known().items()):
         splits = row.get("splits") if isinstance(row.get("splits"), dict) else {}
         rows = [loop for loop, r in sorted(splits.items()) if isinstance(r, dict) and r.get("split") == "rows"]
+        packed = row.get("packed") if isinstance(row.get("packed"), dict) else {}
+        packs = [product for product, r in sorted(packed.items()) if isinstance(r, dict) and r.get("pack") is True]
         threads = row.get("threads")
         choices[name] = (row["choice"] + (f" on {threads} thread{'s' * (threads > 1)}" if isinstance(threads, int) else "")
-                         + (f", rows split: {'; '.join(rows)}" if rows else ""))
+                         + (f", rows split: {'; '.join(rows)}" if rows else "") + (f", A packed: {'; '.join(packs)}" if packs else ""))
     choices["in effect"] = MODE if MODE != "auto" else TABLE.current()
     return choices

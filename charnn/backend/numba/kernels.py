@@ -799,6 +799,107 @@ def gemm_rows(A, Bp, C, r0, r1):
         _gemm_panel_rows(A, Bp, p, r0, r1, C)
 
 
+# A product whose A is a transposed activation (a weight gradient, X.T @ dA) reads each k's MR
+# values from a different row of X, a few cache sets apart; packing A first, as BLAS libraries do
+# (Ap[t, k, i] = A[t*MR + i, k]), makes a tile's broadcasts one stream in order. The copy pays only
+# where many panels reuse it: gemm.py packs a product's A where calibrate.py measured it faster.
+# The sums are gemm_kernel's, the same FMAs in the same order, so packing never changes a bit.
+@njit(parallel=True, **JIT)
+def pack_rows_kernel(A, Ap):
+    """Ap[t, k, i] = A[t*MR + i, k], zero past A's last row. A (M, K) any strides -> Ap
+    (ceil(M / MR), K, MR). Row-major A: a tile's MR rows at a time, each read in order; column-major
+    A (a transposed activation, X.T): row by row of X, each dealt out to the tiles."""
+    M, K = A.shape
+    T = Ap.shape[0]
+    if A.strides[1] <= A.strides[0]:
+        for t in prange(T):
+            for i in range(MR):
+                r = t * MR + i
+                if r < M:
+                    for k in range(K):
+                        Ap[t, k, i] = A[r, k]
+                else:
+                    for k in range(K):
+                        Ap[t, k, i] = np.float32(0.0)
+    else:
+        for kb in prange((K + 63) // 64):
+            for k in range(kb * 64, min(K, kb * 64 + 64)):
+                for t in range(T):
+                    for i in range(MR):
+                        r = t * MR + i
+                        Ap[t, k, i] = A[r, k] if r < M else np.float32(0.0)
+
+
+@intrinsic
+def _packed_fma(typingctx, acc, offset, Ap, t, k, i, Bp, p, j):
+    """acc[offset : offset+LANES] += Ap[t, k, i] * Bp[p, k, j : j+LANES]: _lanes_fma with A packed
+    (Ap (T, K, MR) and Bp (P, K, NR) C-contiguous)."""
+    def codegen(context, builder, signature, args):
+        acc_ptr, offset, Ap_, t_, k_, i_, Bp_, p_, j_ = args
+        vec = _vector()
+        a = builder.load(_pointer(context, builder, signature.args[2], Ap_, [t_, k_, i_]))
+        b_ptr = _pointer(context, builder, signature.args[6], Bp_, [p_, k_, j_])
+        b = builder.load(builder.bitcast(b_ptr, vec.as_pointer()), align=4)
+        sums_ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer())
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{LANES}f32")
+        builder.store(builder.call(fma, [_splat(builder, a, vec), b, builder.load(sums_ptr, align=4)]), sums_ptr, align=4)
+        return context.get_dummy_value()
+    return types.void(acc, offset, Ap, t, k, i, Bp, p, j), codegen
+
+
+@njit(inline="always", fastmath=CONTRACT, error_model="numpy")
+def _gemm_packed_tile(Ap, t, Bp, p, k0, k1, C, n_valid):
+    """_gemm_tile for the MR rows of packed tile t: C[t*MR : ..., panel p's columns] (+)= the k0:k1
+    block; rows past C's last (Ap's zero padding) are not stored."""
+    acc = _tile_scratch()
+    for x in range(MR * NR):
+        acc[x] = np.float32(0.0)
+    for k in range(k0, k1):
+        for i in range(MR):
+            for v in range(NR // LANES):
+                _packed_fma(acc, i * NR + v * LANES, Ap, t, k, i, Bp, p, v * LANES)
+    i0, j0 = t * MR, p * NR
+    rows = min(MR, C.shape[0] - i0)
+    if rows == MR and n_valid == NR:
+        for i in range(MR):
+            for v in range(NR // LANES):
+                _lanes_store(acc, i * NR + v * LANES, C, i0 + i, j0 + v * LANES, k0 != 0)
+    else:  # through a second stack tile, as in _gemm_tile
+        tile = _tile_scratch()
+        for i in range(MR):
+            for j in range(NR):
+                tile[i * NR + j] = acc[i * NR + j]
+        for i in range(rows):
+            for j in range(n_valid):
+                C[i0 + i, j0 + j] = tile[i * NR + j] if k0 == 0 else C[i0 + i, j0 + j] + tile[i * NR + j]
+
+
+@njit(parallel=True, fastmath=CONTRACT, **JIT)
+def gemm_packed_kernel(Ap, Bp, C):
+    """C = A @ B from A packed by pack_rows_kernel (Ap) and B by pack_panels_kernel (Bp): gemm_kernel's
+    tasks, k blocks and sums, bit for bit. C (M, N) C-contiguous. Reference: numpy's A @ B."""
+    T, K = Ap.shape[0], Ap.shape[1]
+    P = Bp.shape[0]
+    per = max(1, MC // MR)  # packed tiles per task: about MC rows
+    groups = (T + per - 1) // per
+    for task in prange(groups * P):
+        g = task // P
+        p = task - g * P
+        n_valid = min(NR, C.shape[1] - p * NR)
+        for k0 in range(0, max(K, 1), KB):  # K = 0 still assigns the zero product
+            k1 = min(K, k0 + KB)
+            for t in range(g * per, min(T, g * per + per)):
+                _gemm_packed_tile(Ap, t, Bp, p, k0, k1, C, n_valid)
+
+
+@njit(**JIT)
+def gemm_packed_strided(A, Ap, Bp, C):
+    """C = A @ B with A packed into Ap (ceil(M / MR), K, MR) first, through one compiled
+    pack_rows_kernel whatever A's layout (as gemm_strided)."""
+    pack_rows_kernel(A[:, :], Ap)
+    gemm_packed_kernel(Ap, Bp, C)
+
+
 # ---------------------------------------------------------------- whole sequences
 # The time loops of layers.py's rnn/lstm/gru forward and backward, for when the weights are packed
 # for the tiles (gemm.py): per step the products and one step kernel, with no Python in between.

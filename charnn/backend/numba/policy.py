@@ -47,6 +47,12 @@ def loop_name(loop: str, D: int, H: int) -> str:
     return f"{loop} {f'D{D}' if D else 'ids'} H{H}"
 
 
+def product_name(M: int, K: int, N: int) -> str:
+    """A product A (M, K) @ B (K, N) whose A is transposed (column-major, a weight gradient's X.T),
+    as the table names it: "512x2048x2048 T"."""
+    return f"{M}x{K}x{N} T"
+
+
 def path() -> str:
     return os.path.join(cache_folder(), FILE)
 
@@ -58,7 +64,8 @@ def key() -> dict:
             "llvm_features": target()["features"], "cpus": cpus(), "numba_threads": numba.get_num_threads(),
             "numpy": np.__version__, "numba": numba.__version__, "llvmlite": llvmlite.__version__,
             "python": sys.version.split()[0], "tile": [K.MR, K.NR, K.LANES, K.KB], "splits": list(SPLITS),
-            "first_layer": "ids"}  # since its loops read ids (loop_name): earlier tables named them by width
+            "first_layer": "ids",  # since its loops read ids (loop_name): earlier tables named them by width
+            "packing": "transposed A"}  # since the tiles may pack a product's A (product_name): earlier tables never timed it
 
 
 class Table:
@@ -66,7 +73,8 @@ class Table:
     "splits"}}, loaded from and saved to `path()`; and the one in effect in this process (`active`).
     "threads" is the thread count a step of the tiles ran fastest on ("threads_ms": the median
     pass on each count timed); "splits" maps each of the shape's time loops (loop_name) to the
-    split that ran it faster, with its timings.
+    split that ran it faster, with its timings; "packed" each of its products with a transposed A
+    (product_name) to whether packing A first ran it faster ("pack"), with its timings.
     Beside them, the sampling choices {sample shape name: {"threads", "us_per_char"}} (sampling())."""
 
     def __init__(self):
@@ -74,6 +82,7 @@ class Table:
         self.samples: dict[str, dict] | None = None
         self.active: str | None = None  # the shape whose choice applies now; None: DEFAULT
         self.forced_split: str | None = None  # set while calibrate.py times one split against the other
+        self.forced_pack: bool | None = None  # set while `charnn compile` runs each way a step can compute
 
     def _sections(self) -> list:
         """The file's sections, one per machine configuration ({"key", "shapes"}): a machine can
@@ -144,6 +153,15 @@ class Table:
         row = self._row()
         found = row.get("splits", {}).get(loop_name(loop, D, H)) if isinstance(row.get("splits"), dict) else None
         return found["split"] if isinstance(found, dict) and found.get("split") in SPLITS else "panels"
+
+    def packs(self, product: str) -> bool:
+        """Whether the tiles pack A before the active shape's product (see product_name), as
+        measured; False for a product never measured."""
+        if self.forced_pack is not None:
+            return self.forced_pack
+        packed = self._row().get("packed")
+        found = packed.get(product) if isinstance(packed, dict) else None
+        return isinstance(found, dict) and found.get("pack") is True
 
     def threads(self) -> int:
         """The thread count the active shape (else the default one) trains fastest on with the
