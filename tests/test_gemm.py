@@ -81,7 +81,7 @@ def test_strided_operands_and_output():
 @pytest.mark.parametrize("M,Kd,N", [(1, 7, 5), (3, 0, 9), (5, 130, 65), (9, 257, 64), (70, 300, 130), (130, 129, 1)])
 @pytest.mark.parametrize("transposed", [False, True])
 def test_packed_rows_give_gemm_kernels_bits(M, Kd, N, transposed):
-    """A packed first (pack_rows_kernel, gemm_packed_kernel) computes gemm_kernel's products bit for
+    """A packed first (A.T's MR-column panels, gemm_packed_kernel) computes gemm_kernel's products bit for
     bit: the same FMAs in the same order, only A read from a copy, with the rows past the last tile
     padded and not stored, edges and K = 0 included; Ap's padding is written."""
     rng = np.random.default_rng(M * 7 + Kd + N)

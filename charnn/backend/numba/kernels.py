@@ -691,25 +691,38 @@ def _gemm_tile(A, Bp, p, i0, rows, k0, k1, C, n_valid):
         for i in range(rows):
             for v in range(NR // LANES):
                 _lanes_fma(acc, i * NR + v * LANES, A, i0 + i, k, Bp, p, v * LANES)
-    j0 = p * NR
     if n_valid == NR:
-        for i in range(rows):
-            for v in range(NR // LANES):
-                _lanes_store(acc, i * NR + v * LANES, C, i0 + i, j0 + v * LANES, k0 != 0)
-    else:  # the last panel is partly padding: the sums go to a second stack tile unconditionally
-        # (a store under `if j < n_valid` here keeps acc out of registers), then the valid columns to C
-        tile = _tile_scratch()
-        for i in range(rows):
-            for j in range(NR):
-                tile[i * NR + j] = acc[i * NR + j]
-        for i in range(rows):
-            for j in range(n_valid):
-                C[i0 + i, j0 + j] = tile[i * NR + j] if k0 == 0 else C[i0 + i, j0 + j] + tile[i * NR + j]
+        _store_sums(acc, C, i0, p * NR, rows, k0 != 0)
+    else:  # the last panel is partly padding
+        _store_through_copy(acc, C, i0, p * NR, rows, n_valid, k0 != 0)
+
+
+@njit(inline="always", error_model="numpy")
+def _store_sums(acc, C, i0, j0, rows, add):
+    """C[i0 : i0+rows, j0 : j0+NR] = a tile's sums acc (plus C's own values if add), as vectors.
+    rows must be a constant at the call: acc stays in registers only while every index into it is."""
+    for i in range(rows):
+        for v in range(NR // LANES):
+            _lanes_store(acc, i * NR + v * LANES, C, i0 + i, j0 + v * LANES, add)
+
+
+@njit(inline="always", error_model="numpy")
+def _store_through_copy(acc, C, i0, j0, rows, n_valid, add):
+    """C[i0 : i0+rows, j0 : j0+n_valid] = a tile's sums acc (plus C's own if add), for a tile that is
+    partly padding: all MR x NR sums go to a second stack tile first, unconditionally (a store under
+    `if j < n_valid`, or indexed by a count known only at run time, keeps acc out of registers)."""
+    tile = _tile_scratch()
+    for x in range(MR * NR):
+        tile[x] = acc[x]
+    for i in range(rows):
+        for j in range(n_valid):
+            C[i0 + i, j0 + j] = C[i0 + i, j0 + j] + tile[i * NR + j] if add else tile[i * NR + j]
 
 
 @njit(parallel=True, **JIT)
 def pack_panels_kernel(B, Bp):
-    """Bp[p, k, j] = B[k, p*NR + j], zero past B's last column. B (K, N) any strides -> Bp (P, K, NR).
+    """Bp[p, k, j] = B[k, p*W + j], zero past B's last column. B (K, N) any strides -> Bp (P, K, W):
+    W = NR for B's panels; W = MR, with B = A.T, for A's strips (gemm_packed_strided).
 
     The loops follow B's memory order. Row-major B (an activation gradient, 2048 x 1024): row k is
     read once, front to back, and dealt out to the P panels; parallel over blocks of rows, each
@@ -717,21 +730,21 @@ def pack_panels_kernel(B, Bp):
     row, a new page each time, and ran at 6 GB/s. Column-major B (a transposed weight, Wh.T):
     panel by panel, each column of B read front to back; parallel over panels."""
     K, N = B.shape
-    P = Bp.shape[0]
-    full = N // NR  # panels with no padding
+    P, W = Bp.shape[0], Bp.shape[2]
+    full = N // W  # panels with no padding
     if B.strides[1] <= B.strides[0]:
         for kb in prange((K + 63) // 64):
             for k in range(kb * 64, min(K, kb * 64 + 64)):
                 for p in range(full):
-                    for j in range(NR):
-                        Bp[p, k, j] = B[k, p * NR + j]
+                    for j in range(W):
+                        Bp[p, k, j] = B[k, p * W + j]
                 for p in range(full, P):
-                    for j in range(NR):
-                        Bp[p, k, j] = B[k, p * NR + j] if p * NR + j < N else np.float32(0.0)
+                    for j in range(W):
+                        Bp[p, k, j] = B[k, p * W + j] if p * W + j < N else np.float32(0.0)
     else:
         for p in prange(P):
-            for j in range(NR):
-                col = p * NR + j
+            for j in range(W):
+                col = p * W + j
                 if col < N:
                     for k in range(K):
                         Bp[p, k, j] = B[k, col]
@@ -801,35 +814,9 @@ def gemm_rows(A, Bp, C, r0, r1):
 
 # A product whose A is a transposed activation (a weight gradient, X.T @ dA) reads each k's MR
 # values from a different row of X, a few cache sets apart; packing A first, as BLAS libraries do
-# (Ap[t, k, i] = A[t*MR + i, k]), makes a tile's broadcasts one stream in order. The copy pays only
+# (Ap[t, k, i] = A[t*MR + i, k]: A.T's panels of MR columns), makes a tile's broadcasts one stream in order. The copy pays only
 # where many panels reuse it: gemm.py packs a product's A where calibrate.py measured it faster.
 # The sums are gemm_kernel's, the same FMAs in the same order, so packing never changes a bit.
-@njit(parallel=True, **JIT)
-def pack_rows_kernel(A, Ap):
-    """Ap[t, k, i] = A[t*MR + i, k], zero past A's last row. A (M, K) any strides -> Ap
-    (ceil(M / MR), K, MR). Row-major A: a tile's MR rows at a time, each read in order; column-major
-    A (a transposed activation, X.T): row by row of X, each dealt out to the tiles."""
-    M, K = A.shape
-    T = Ap.shape[0]
-    if A.strides[1] <= A.strides[0]:
-        for t in prange(T):
-            for i in range(MR):
-                r = t * MR + i
-                if r < M:
-                    for k in range(K):
-                        Ap[t, k, i] = A[r, k]
-                else:
-                    for k in range(K):
-                        Ap[t, k, i] = np.float32(0.0)
-    else:
-        for kb in prange((K + 63) // 64):
-            for k in range(kb * 64, min(K, kb * 64 + 64)):
-                for t in range(T):
-                    for i in range(MR):
-                        r = t * MR + i
-                        Ap[t, k, i] = A[r, k] if r < M else np.float32(0.0)
-
-
 @intrinsic
 def _packed_fma(typingctx, acc, offset, Ap, t, k, i, Bp, p, j):
     """acc[offset : offset+LANES] += Ap[t, k, i] * Bp[p, k, j : j+LANES]: _lanes_fma with A packed
@@ -858,25 +845,16 @@ def _gemm_packed_tile(Ap, t, Bp, p, k0, k1, C, n_valid):
         for i in range(MR):
             for v in range(NR // LANES):
                 _packed_fma(acc, i * NR + v * LANES, Ap, t, k, i, Bp, p, v * LANES)
-    i0, j0 = t * MR, p * NR
-    rows = min(MR, C.shape[0] - i0)
+    rows = min(MR, C.shape[0] - t * MR)
     if rows == MR and n_valid == NR:
-        for i in range(MR):
-            for v in range(NR // LANES):
-                _lanes_store(acc, i * NR + v * LANES, C, i0 + i, j0 + v * LANES, k0 != 0)
-    else:  # through a second stack tile, as in _gemm_tile
-        tile = _tile_scratch()
-        for i in range(MR):
-            for j in range(NR):
-                tile[i * NR + j] = acc[i * NR + j]
-        for i in range(rows):
-            for j in range(n_valid):
-                C[i0 + i, j0 + j] = tile[i * NR + j] if k0 == 0 else C[i0 + i, j0 + j] + tile[i * NR + j]
+        _store_sums(acc, C, t * MR, p * NR, MR, k0 != 0)
+    else:  # the last panel, or the last rows: partly padding
+        _store_through_copy(acc, C, t * MR, p * NR, rows, n_valid, k0 != 0)
 
 
 @njit(parallel=True, fastmath=CONTRACT, **JIT)
 def gemm_packed_kernel(Ap, Bp, C):
-    """C = A @ B from A packed by pack_rows_kernel (Ap) and B by pack_panels_kernel (Bp): gemm_kernel's
+    """C = A @ B from A packed as A.T's MR-column panels (Ap) and B as its NR-column ones (Bp): gemm_kernel's
     tasks, k blocks and sums, bit for bit. C (M, N) C-contiguous. Reference: numpy's A @ B."""
     T, K = Ap.shape[0], Ap.shape[1]
     P = Bp.shape[0]
@@ -894,9 +872,9 @@ def gemm_packed_kernel(Ap, Bp, C):
 
 @njit(**JIT)
 def gemm_packed_strided(A, Ap, Bp, C):
-    """C = A @ B with A packed into Ap (ceil(M / MR), K, MR) first, through one compiled
-    pack_rows_kernel whatever A's layout (as gemm_strided)."""
-    pack_rows_kernel(A[:, :], Ap)
+    """C = A @ B with A packed into Ap (ceil(M / MR), K, MR) first (Ap[t, k, i] = A[t*MR + i, k],
+    zero past A's last row), through one compiled packing whatever A's layout (as gemm_strided)."""
+    pack_panels_kernel(A[:, :].T, Ap)
     gemm_packed_kernel(Ap, Bp, C)
 
 
