@@ -31,7 +31,6 @@ import numpy as np
 from ...config import GATES
 from ...nn.layers import Embedded
 from . import gemm, layers
-from . import kernels as K
 from .threads import cpus, free_cpus, halvings, numba_threads
 from .policy import DEFAULT, SPLITS, TABLE, loop_name
 
@@ -288,16 +287,15 @@ def measure_packing(run, rng) -> dict:
     found = {}
     for name, (M, K_, N) in sorted(seen.items()):
         A = rng.standard_normal((K_, M), dtype=np.float32).T  # X.T, as a weight gradient's
-        panels = gemm.pack_panels(rng.standard_normal((K_, N), dtype=np.float32))
-        out = np.empty((M, N), np.float32)
-        Ap = np.empty((-(-M // K.MR), K_, K.MR), np.float32)
-        ways = {"direct": lambda: K.gemm_strided(A, panels, out), "packed": lambda: K.gemm_packed_strided(A, Ap, panels, out)}
-        times = {way: [] for way in ways}
+        Bm = rng.standard_normal((K_, N), dtype=np.float32)
+        B, out = gemm.Packed(Bm, gemm.pack_panels(Bm)), np.empty((M, N), np.float32)
+        times = {"direct": [], "packed": []}
         for _ in range(REPEATS + 1):  # the first round untimed: first touch
-            for way, f in ways.items():
-                t0 = time.perf_counter()
-                f()
-                times[way].append(time.perf_counter() - t0)
+            for way in times:
+                with forced("tiles", "panels", pack=way == "packed"):  # gemm.matmul as training calls it
+                    t0 = time.perf_counter()
+                    gemm.matmul(A, B, out=out)
+                    times[way].append(time.perf_counter() - t0)
         ms = {way: _median_ms(ts[1:]) for way, ts in times.items()}
         found[name] = {"pack": ms["packed"] < ms["direct"], "direct_ms": round(ms["direct"], 3), "packed_ms": round(ms["packed"], 3)}
     return found

@@ -639,16 +639,20 @@ def _lanes_fma(typingctx, acc, offset, A, i, k, Bp, p, j):
     of a library call per lane. Bp (P, K, NR) C-contiguous."""
     def codegen(context, builder, signature, args):
         acc_ptr, offset, A_, i_, k_, Bp_, p_, j_ = args
-        vec = _vector()
         a = builder.load(_pointer(context, builder, signature.args[2], A_, [i_, k_]))
-        b_ptr = _pointer(context, builder, signature.args[5], Bp_, [p_, k_, j_])
-        b = builder.load(builder.bitcast(b_ptr, vec.as_pointer()), align=4)
-        sums_ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer())
-        splat = _splat(builder, a, vec)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{LANES}f32")
-        builder.store(builder.call(fma, [splat, b, builder.load(sums_ptr, align=4)]), sums_ptr, align=4)
+        _fma_into(context, builder, acc_ptr, offset, a, signature.args[5], Bp_, [p_, k_, j_])
         return context.get_dummy_value()
     return types.void(acc, offset, A, i, k, Bp, p, j), codegen
+
+
+def _fma_into(context, builder, acc_ptr, offset, a, Bp_ty, Bp, b_index):
+    """The multiply-add of _lanes_fma, once A's float a is loaded: acc[offset : offset+LANES] +=
+    a * the LANES floats of Bp from b_index on."""
+    vec = _vector()
+    b = builder.load(builder.bitcast(_pointer(context, builder, Bp_ty, Bp, b_index), vec.as_pointer()), align=4)
+    sums_ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer())
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{LANES}f32")
+    builder.store(builder.call(fma, [_splat(builder, a, vec), b, builder.load(sums_ptr, align=4)]), sums_ptr, align=4)
 
 
 @intrinsic
@@ -823,13 +827,8 @@ def _packed_fma(typingctx, acc, offset, Ap, t, k, i, Bp, p, j):
     (Ap (T, K, MR) and Bp (P, K, NR) C-contiguous)."""
     def codegen(context, builder, signature, args):
         acc_ptr, offset, Ap_, t_, k_, i_, Bp_, p_, j_ = args
-        vec = _vector()
         a = builder.load(_pointer(context, builder, signature.args[2], Ap_, [t_, k_, i_]))
-        b_ptr = _pointer(context, builder, signature.args[6], Bp_, [p_, k_, j_])
-        b = builder.load(builder.bitcast(b_ptr, vec.as_pointer()), align=4)
-        sums_ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer())
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{LANES}f32")
-        builder.store(builder.call(fma, [_splat(builder, a, vec), b, builder.load(sums_ptr, align=4)]), sums_ptr, align=4)
+        _fma_into(context, builder, acc_ptr, offset, a, signature.args[6], Bp_, [p_, k_, j_])
         return context.get_dummy_value()
     return types.void(acc, offset, Ap, t, k, i, Bp, p, j), codegen
 
