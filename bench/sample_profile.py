@@ -39,7 +39,7 @@ from charnn.backend.numba.threads import parallel_threads  # noqa: E402
 
 @njit
 def _head(net, h_top, n):
-    logits = np.empty(net.head_W.shape[0] * net.head_W.shape[2], dtype=np.float32)
+    logits = np.empty(net.head_W.shape[0] * K.head_block_width(net), dtype=np.float32)
     for _ in range(n):
         for blk in range(net.head_W.shape[0]):
             K.head_block_kernel(h_top, net, blk, logits)

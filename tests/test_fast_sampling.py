@@ -2,8 +2,8 @@
 the same characters for the same seed, the same logits within float32 rounding, and the block-wise
 uniform draws the same stream as one draw per character.
 
-The models are tiny (H of 10 or 12, so the 4-row matvec has a ragged tail and the two-thread layout
-pads H) and every parameter is perturbed, so no bias is zero and every path is exercised.
+The models are tiny (H of 10 or 12, so the vector panels end in partial vectors and the two-thread
+layout pads H) and every parameter is perturbed, so no bias is zero and every path is exercised.
 """
 import os
 from functools import partial
@@ -499,7 +499,7 @@ def test_one_layout_run_serially_or_in_parallel_gives_the_same_logits(spec):
     net = recurrent_net(model, 2)
     logits = []
     for threads in (1, 2):
-        Hp = net.Wh.shape[2]
+        Hp = net.Wh.shape[3]
         h, c = np.zeros((model.config.layers, Hp), np.float32), np.zeros((model.config.layers, Hp), np.float32)
         logits.append(recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.zeros(1), 1.0, 0, 1.0, True,
                                               np.empty(1, dtype=np.int64)))
@@ -540,7 +540,7 @@ def test_a_thread_that_starts_late_or_never_changes_nothing(spec):
 
     model = make_model(*spec)
     net = recurrent_net(model, 3)
-    L, Hp = model.config.layers, net.Wh.shape[2]
+    L, Hp = model.config.layers, net.Wh.shape[3]
     feed, u = np.array([3, 1, 4, 1]), np.random.default_rng(5).random(30)
 
     def serial():
@@ -568,7 +568,7 @@ from charnn.backend.numba import kernels as K
 from charnn.backend.numba.sampler import recurrent_net
 from tests.test_fast_sampling import make_model
 net = recurrent_net(make_model("lstm", "tanh", 8, 2, 12), 2)
-L, Hp = net.Wh.shape[0], net.Wh.shape[2]
+L, Hp = net.Wh.shape[0], net.Wh.shape[3]
 runs = []
 for threads, numba_threads in ((1, 2), (2, 1), (2, 2)):
     numba.set_num_threads(numba_threads)
@@ -599,7 +599,7 @@ def test_the_layout_is_kept_while_the_parameters_stay_the_same_and_rebuilt_when_
     model.params["layer1.Wh"][3, 5] = np.nextafter(model.params["layer1.Wh"][3, 5], np.float32(np.inf))
     model.params["embed.W"][2] *= -1.0  # layer 0's tabulated input changes too
     rebuilt = kept_recurrent_net(model, 2)
-    assert rebuilt is not first and rebuilt.Wh[1, 0, 3, 5] == model.params["layer1.Wh"][3, 5]
+    assert rebuilt is not first and rebuilt.Wh[1, 0, 0, 3, 5] == model.params["layer1.Wh"][3, 5]
     fresh = make_model("lstm", "tanh", 8, 2, 12)
     for k, v in model.params.items():
         fresh.params[k][...] = v
@@ -708,20 +708,45 @@ def test_batch_sampling_times_one_thread_against_groups_of_streams_and_obeys_the
     assert batch_thread_counts(4) == (1,)
 
 
-@pytest.mark.parametrize("D, M", [(7, 5), (12, 33), (1, 3)])
+def _panel_shapes():
+    """(D, M) around the vector panels' edges: one vector, a partial one, every count of vectors in
+    the last panel, several panels, and D past one block of batch_matvec's rows (KC)."""
+    from charnn.backend.numba.kernels import KC, LANES, PANEL
+
+    return [(7, 5), (12, 33), (1, 3), (0, 4), (5, LANES), (9, PANEL), (3, PANEL + 1), (KC + 3, 2 * PANEL + 3 * LANES - 1),
+            (2 * KC, 40)] + [(4, v * LANES + 1) for v in range(1, 8)]
+
+
+@pytest.mark.parametrize("D, M", _panel_shapes())
 def test_batch_matvec_rows_are_matvec_bit_for_bit_for_every_count_of_streams(D, M):
-    """Streams go four, two and one at a time through batch_matvec: every row must still be the
-    lone matvec's sums, whichever group it falls in (and with D's last rows past a multiple of 4)."""
+    """batch_matvec carries each stream's sums through blocks of KC rows: every row must still be
+    the lone matvec's sums, bit for bit, for every count of streams, and both are numpy's product
+    to float32 rounding."""
     from charnn.backend.numba.kernels import batch_matvec, matvec
+    from charnn.backend.numba.sampler import vector_panels
 
     rng = np.random.default_rng(D * 100 + M)
     W = rng.standard_normal((D, M)).astype(np.float32)
-    for S in range(1, 10):
+    Wp = vector_panels(W)
+    for S in range(1, 6):
         X = rng.standard_normal((S, D)).astype(np.float32)
         out = np.full((S, M), np.nan, np.float32)
-        batch_matvec(X, W, out)
+        batch_matvec(X, Wp, out)
         for s in range(S):
-            lone = np.empty(M, np.float32)
-            matvec(X[s].copy(), W, lone)
+            lone = np.full(M, np.nan, np.float32)
+            matvec(X[s].copy(), Wp, lone)
             assert np.array_equal(out[s], lone), (S, s)
-        assert np.allclose(out, X.astype(np.float64) @ W, rtol=1e-5, atol=1e-5)
+        assert np.allclose(out, X.astype(np.float64) @ W, rtol=1e-5, atol=1e-5 * max(1, D) ** 0.5)
+
+
+def test_matvec_sums_each_column_in_row_order_with_one_multiply_add_a_row():
+    """The chain the docstring promises, checked where the order shows: a huge first term that
+    later ones cancel. (x0 w0 + x1 w1) + x2 w2 with x0 w0 = 2^24, x1 w1 = 1, x2 w2 = -2^24 is 0 in
+    row order (2^24 + 1 rounds to 2^24) and 1 in any order that adds the last two rows first."""
+    from charnn.backend.numba.kernels import matvec
+    from charnn.backend.numba.sampler import vector_panels
+
+    W = np.array([[2.0**24], [1.0], [-(2.0**24)]], np.float32)
+    out = np.full(1, np.nan, np.float32)
+    matvec(np.ones(3, np.float32), vector_panels(W), out)
+    assert out[0] == 0.0

@@ -75,7 +75,7 @@ CHILD = textwrap.dedent("""
         net = recurrent_net(model, 2)
         runs = []
         for threads in (1, 2):
-            L, Hp = net.Wh.shape[0], net.Wh.shape[2]
+            L, Hp = net.Wh.shape[0], net.Wh.shape[3]
             h, c, ids_out = np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), np.empty(60, np.int64)
             K.recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.linspace(0, 0.99, 60), 1.0, 0, 1.0,
                                       False, ids_out)

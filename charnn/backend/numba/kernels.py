@@ -29,7 +29,7 @@ Conventions:
 - The products and the row kernels of the cells use fastmath, and only its "contract" flag
   (fused multiply-add: the tanh polynomial in half the instructions).
 - Vectors of the register width are explicit where the time goes: the products' tiles
-  (_lanes_fma), the cells' row kernels and the samplers' matvec and batch_matvec (Lanes). LLVM's vectoriser, which
+  (_lanes_fma), the cells' row kernels and the samplers' matvec and batch_matvec (Lanes, muladd). LLVM's vectoriser, which
   the remaining loops are left to, runs at half width on Intel's AVX-512 cores.
 - Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
   Adam; matrix products; then sampling (batch-1, and batches of streams), whose Python side
@@ -1071,48 +1071,120 @@ def gru_backward_rows(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp, pa
 # is written once, with one exception (lstm_block_forward, which says why).
 
 # ---------------------------------------------------------------- kernels: linear algebra
-@njit(**JIT)
-def matvec(x, W, out):
-    """out = x @ W: x (D,), W (D, M) -> out (M,), float32 accumulation.
+# The samplers' products x @ W read W laid out in vector panels (pack_panels_kernel with panels of
+# PANEL = PV vectors, Wp (P, D, PANEL)): each panel's PV sums stay in registers from the first row
+# to the last, so a row of the panel costs PV loads and PV multiply-adds and no load or store of
+# the sums. A row-major W read four rows at a time loaded and stored the sums at every pass, and
+# took 1.1-1.4x the time per product (bench/README.md, "Sampling's products in vector panels").
+# Every sum is one chain in row order, out[j] = (...(x[0] W[0, j] + x[1] W[1, j]) + ...) + x[D-1] W[D-1, j],
+# one multiply-add a row (fused where the CPU has FMA): matvec and batch_matvec give the same bits.
+PV = 8  # vectors of sums per panel (a0..a7 below): 8 chains hide the multiply-add's latency (~4 cycles, 2 a cycle)
+PANEL = PV * LANES  # columns per panel
+KC = max(1, 4096 // PANEL)  # rows of a panel (16 KB) that batch_matvec's streams share from L1
 
-    Row k of W is added scaled by x[k], four rows per pass over out: the inner loop runs over
-    contiguous memory and vectorises, out is loaded and stored a quarter as often, and W is read
-    front to back (hardware prefetchers follow it; they stop at 4 KiB pages, so reading column
-    slices of a wide W row by row is several times slower)."""
-    D, M = W.shape
-    J = M - M % LANES  # full vectors, then the rest (see "explicit vectors")
-    out[:] = 0.0
-    k = 0
-    while k + 4 <= D:
-        x0, x1, x2, x3 = x[k], x[k + 1], x[k + 2], x[k + 3]
-        _add_rows_lanes(out, x0, W[k], x1, W[k + 1], x2, W[k + 2], x3, W[k + 3], 0, J, LANES)
-        _add_rows_lanes(out, x0, W[k], x1, W[k + 1], x2, W[k + 2], x3, W[k + 3], J, M, M - J)
-        k += 4
-    while k < D:
+
+@intrinsic
+def muladd(typingctx, x, v, acc):
+    """acc + x * v lane by lane (x a float, v and acc Lanes), by llvm.fmuladd: one fused
+    multiply-add where the CPU has FMA, a multiply and an add where it has not."""
+    def codegen(context, builder, signature, args):
+        vec = _vector()
+        x_ = _splat(builder, context.cast(builder, args[0], signature.args[0], types.float32), vec)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{LANES}f32")
+        return builder.call(fma, [x_, args[1], args[2]])
+    if isinstance(v, Lanes) and v == acc and v.dtype == types.float32 and isinstance(x, types.Float):
+        return acc(x, v, acc), codegen
+
+
+@intrinsic
+def zero_lanes(typingctx):
+    """float32 Lanes of zeros."""
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_vector(), None)
+    return Lanes(types.float32)(), codegen
+
+
+@njit(inline="always", error_model="numpy")
+def _panel_sums(x, Wp, p, k0, k1, out, nv):
+    """out[j0 : j0 + the panel's valid columns] (+)= x[k0:k1] @ panel p's rows k0:k1, j0 = p*PANEL:
+    assigned when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored
+    and loaded back is the same number). nv (1..PV) vectors of the panel hold valid columns; it
+    is a constant at each call (see _panel_into), so the unused sums are compiled away and the
+    others stay in registers."""
+    j0 = p * PANEL
+    M = out.shape[0]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero_lanes()
+    if k0 > 0:
+        a0 = lanes(out, j0, _valid(M, j0))
+        if nv > 1: a1 = lanes(out, j0 + LANES, _valid(M, j0 + LANES))  # one line a vector
+        if nv > 2: a2 = lanes(out, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES))
+        if nv > 3: a3 = lanes(out, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES))
+        if nv > 4: a4 = lanes(out, j0 + 4 * LANES, _valid(M, j0 + 4 * LANES))
+        if nv > 5: a5 = lanes(out, j0 + 5 * LANES, _valid(M, j0 + 5 * LANES))
+        if nv > 6: a6 = lanes(out, j0 + 6 * LANES, _valid(M, j0 + 6 * LANES))
+        if nv > 7: a7 = lanes(out, j0 + 7 * LANES, _valid(M, j0 + 7 * LANES))
+    for k in range(k0, k1):
+        row = Wp[p, k]  # (PANEL,)
         xk = x[k]
-        for j in range(M):
-            out[j] += xk * W[k, j]
-        k += 1
+        a0 = muladd(xk, lanes(row, 0, LANES), a0)
+        if nv > 1: a1 = muladd(xk, lanes(row, LANES, LANES), a1)
+        if nv > 2: a2 = muladd(xk, lanes(row, 2 * LANES, LANES), a2)
+        if nv > 3: a3 = muladd(xk, lanes(row, 3 * LANES, LANES), a3)
+        if nv > 4: a4 = muladd(xk, lanes(row, 4 * LANES, LANES), a4)
+        if nv > 5: a5 = muladd(xk, lanes(row, 5 * LANES, LANES), a5)
+        if nv > 6: a6 = muladd(xk, lanes(row, 6 * LANES, LANES), a6)
+        if nv > 7: a7 = muladd(xk, lanes(row, 7 * LANES, LANES), a7)
+    put(out, j0, _valid(M, j0), a0)
+    if nv > 1: put(out, j0 + LANES, _valid(M, j0 + LANES), a1)
+    if nv > 2: put(out, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES), a2)
+    if nv > 3: put(out, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES), a3)
+    if nv > 4: put(out, j0 + 4 * LANES, _valid(M, j0 + 4 * LANES), a4)
+    if nv > 5: put(out, j0 + 5 * LANES, _valid(M, j0 + 5 * LANES), a5)
+    if nv > 6: put(out, j0 + 6 * LANES, _valid(M, j0 + 6 * LANES), a6)
+    if nv > 7: put(out, j0 + 7 * LANES, _valid(M, j0 + 7 * LANES), a7)
+
+
+@njit(inline="always")
+def _valid(M, j):
+    """Lanes of the vector at column j that hold one of M columns: LANES, fewer at the end, or 0."""
+    return min(LANES, max(0, M - j))
 
 
 @njit(inline="always", error_model="numpy")
-def _add_rows_lanes(out, x0, w0, x1, w1, x2, w2, x3, w3, j0, j1, n):
-    """out[j] += x0 w0[j] + x1 w1[j] + x2 w2[j] + x3 w3[j] for j0 .. j1-1, n at a time."""
-    for j in range(j0, j1, LANES):
-        _add_four_rows(out, j, n, x0, x1, x2, x3, lanes(w0, j, n), lanes(w1, j, n), lanes(w2, j, n), lanes(w3, j, n))
+def _panel_into(x, Wp, p, k0, k1, out):
+    """_panel_sums for panel p with its count of valid vectors as a constant: PV for every panel
+    but the last, which may hold fewer."""
+    nv = min(PV, (out.shape[0] - p * PANEL + LANES - 1) // LANES)
+    if nv == PV:
+        _panel_sums(x, Wp, p, k0, k1, out, PV)
+    elif nv == 1:
+        _panel_sums(x, Wp, p, k0, k1, out, 1)
+    elif nv == 2:
+        _panel_sums(x, Wp, p, k0, k1, out, 2)
+    elif nv == 3:
+        _panel_sums(x, Wp, p, k0, k1, out, 3)
+    elif nv == 4:
+        _panel_sums(x, Wp, p, k0, k1, out, 4)
+    elif nv == 5:
+        _panel_sums(x, Wp, p, k0, k1, out, 5)
+    elif nv == 6:
+        _panel_sums(x, Wp, p, k0, k1, out, 6)
+    else:
+        _panel_sums(x, Wp, p, k0, k1, out, 7)
 
 
-@njit(inline="always", error_model="numpy")
-def _add_four_rows(o, j, n, x0, x1, x2, x3, v0, v1, v2, v3):
-    """o[j : j+n] += x0 v0 + x1 v1 + x2 v2 + x3 v3, summed in that order (v: Lanes of four rows of
-    W): the one sum of matvec and batch_matvec, so their rows agree bit for bit."""
-    put(o, j, n, lanes(o, j, n) + (((x0 * v0 + x1 * v1) + x2 * v2) + x3 * v3))
+@njit(fastmath=CONTRACT, **JIT)
+def matvec(x, Wp, out):
+    """out = x @ W: x (D,), W (D, M) as its vector panels Wp (P, D, PANEL) (P >= M / PANEL, zero
+    past column M) -> out (M,), float32, each sum a chain in row order. Reference: numpy's x @ W."""
+    for p in range((out.shape[0] + PANEL - 1) // PANEL):
+        _panel_into(x, Wp, p, 0, x.shape[0], out)
 
 
 # ---------------------------------------------------------------- kernels: the head and the draw
 @njit(**JIT)
 def head_kernel(h, W, b, logits):
-    """logits = h @ W + b: h (H,), W (H, V), b (V,) -> logits (V,)."""
+    """logits = h @ W + b: h (H,), W (H, V) as its vector panels, b (V,) -> logits (V,)."""
     matvec(h, W, logits)
     for j in range(logits.shape[0]):
         logits[j] += b[j]
@@ -1323,11 +1395,19 @@ SYNC_LINE = 8  # int64 counters 64 bytes apart: one cache line each, no false sh
 DONE = 0  # sync[DONE]: units finished in this call, all phases together
 
 
+@njit(inline="always")
+def head_block_width(net):
+    """Vb: the head's columns per block of a RecurrentNet, ceil(V / NB)."""
+    NB = net.head_W.shape[0]
+    return (net.head_b.shape[0] + NB - 1) // NB
+
+
 @njit(**JIT)
 def head_block_kernel(h, net, blk, logits):
     """logits[blk*Vb : (blk+1)*Vb] = h @ net.head_W[blk] + head.b (the bias on the columns < V):
     head column block blk of RecurrentNet, h (Hp,), logits (NB * Vb,)."""
-    Vb, V = net.head_W.shape[2], net.head_b.shape[0]
+    V = net.head_b.shape[0]
+    Vb = head_block_width(net)
     part = logits[blk * Vb : (blk + 1) * Vb]
     matvec(h, net.head_W[blk], part)
     for j in range(min(Vb, V - blk * Vb)):
@@ -1378,11 +1458,11 @@ def sample_scratch(net):
     """sample_steps' shared arrays for a RecurrentNet of NB blocks of GB gate columns and w units:
     sync (SYNC_LINE * (2NB + 1),) zeros, xa, ha, gates (NB, GB), zero (GB,) zeros, aux (NB, w),
     logits (NB * Vb,)."""
-    NB, Hp, GB = net.Wh.shape[1], net.Wh.shape[2], net.Wh.shape[3]
+    NB, Hp, GB = net.Wh.shape[1], net.Wh.shape[3], net.x0.shape[2]
     sync = np.zeros((2 * NB + 1) * SYNC_LINE, dtype=np.int64)
     zero = np.zeros(GB, dtype=np.float32)  # the bias the row kernels add: already in xa
     xa, ha, gates = np.empty((NB, GB), np.float32), np.empty((NB, GB), np.float32), np.empty((NB, GB), np.float32)
-    return sync, xa, ha, zero, gates, np.empty((NB, Hp // NB), np.float32), np.empty(NB * net.head_W.shape[2], np.float32)
+    return sync, xa, ha, zero, gates, np.empty((NB, Hp // NB), np.float32), np.empty(NB * head_block_width(net), np.float32)
 
 
 @njit(parallel=True, **JIT)
@@ -1473,69 +1553,81 @@ def mlp_sample_kernel(net, window, feed, u, temperature, top_k, top_p, argmax, o
 # the same order, the same row kernels, the same pick. They take the layout with one unit block
 # (NB = 1). With parts > 1 the streams run in that many groups on parallel threads, one region
 # per call, each group on its own copy of its state: a stream's numbers do not depend on the group.
-@njit(**JIT)
-def batch_matvec(X, W, out):
-    """out[s] = X[s] @ W for every stream s: X (S, D), W (D, M) -> out (S, M), float32. Each row is
-    summed exactly as matvec sums it (four rows of W per pass, in the same order), so a row equals
-    matvec of it bit for bit. The streams go four at a time (then two, then one) through one pass
-    over the four rows of W: each vector of W loaded serves four streams from a register, where
-    a pass per stream re-read W's rows (32 KB at G = 2048, the L1's size) from L2 for each."""
-    S = X.shape[0]
-    D, M = W.shape
-    J = M - M % LANES  # full vectors, then the rest (see "explicit vectors")
-    out[:] = 0.0
-    k = 0
-    while k + 4 <= D:
-        w0, w1, w2, w3 = W[k], W[k + 1], W[k + 2], W[k + 3]
-        s = 0
-        while s + 4 <= S:
-            _add_rows_streams_lanes(X, s, 4, k, out, w0, w1, w2, w3, 0, J, LANES)
-            _add_rows_streams_lanes(X, s, 4, k, out, w0, w1, w2, w3, J, M, M - J)
-            s += 4
-        if s + 2 <= S:
-            _add_rows_streams_lanes(X, s, 2, k, out, w0, w1, w2, w3, 0, J, LANES)
-            _add_rows_streams_lanes(X, s, 2, k, out, w0, w1, w2, w3, J, M, M - J)
-            s += 2
-        if s < S:  # as the loop was before streams were grouped (one stream: matvec's loop)
-            x0, x1, x2, x3 = X[s, k], X[s, k + 1], X[s, k + 2], X[s, k + 3]
-            _add_rows_lanes(out[s], x0, w0, x1, w1, x2, w2, x3, w3, 0, J, LANES)
-            _add_rows_lanes(out[s], x0, w0, x1, w1, x2, w2, x3, w3, J, M, M - J)
-        k += 4
-    while k < D:
-        for s in range(S):
-            xk = X[s, k]
-            for j in range(M):
-                out[s, j] += xk * W[k, j]
-        k += 1
+@njit(inline="always", error_model="numpy")
+def _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, nv):
+    """_panel_sums for two streams at once, over the panel's vectors v0 .. v0+nv-1 (nv 1..4, a
+    constant at each call): each vector of W loaded serves both streams' sums, eight in registers."""
+    j0 = p * PANEL + v0 * LANES
+    M = oa.shape[0]
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero_lanes()
+    if k0 > 0:
+        a0, b0 = lanes(oa, j0, _valid(M, j0)), lanes(ob, j0, _valid(M, j0))
+        if nv > 1: a1, b1 = lanes(oa, j0 + LANES, _valid(M, j0 + LANES)), lanes(ob, j0 + LANES, _valid(M, j0 + LANES))
+        if nv > 2: a2, b2 = lanes(oa, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES)), lanes(ob, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES))
+        if nv > 3: a3, b3 = lanes(oa, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES)), lanes(ob, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES))
+    for k in range(k0, k1):
+        row = Wp[p, k]  # (PANEL,)
+        xak, xbk = xa[k], xb[k]
+        w = lanes(row, v0 * LANES, LANES)
+        a0, b0 = muladd(xak, w, a0), muladd(xbk, w, b0)
+        if nv > 1:
+            w = lanes(row, (v0 + 1) * LANES, LANES)
+            a1, b1 = muladd(xak, w, a1), muladd(xbk, w, b1)
+        if nv > 2:
+            w = lanes(row, (v0 + 2) * LANES, LANES)
+            a2, b2 = muladd(xak, w, a2), muladd(xbk, w, b2)
+        if nv > 3:
+            w = lanes(row, (v0 + 3) * LANES, LANES)
+            a3, b3 = muladd(xak, w, a3), muladd(xbk, w, b3)
+    put(oa, j0, _valid(M, j0), a0)
+    put(ob, j0, _valid(M, j0), b0)
+    if nv > 1:
+        put(oa, j0 + LANES, _valid(M, j0 + LANES), a1)
+        put(ob, j0 + LANES, _valid(M, j0 + LANES), b1)
+    if nv > 2:
+        put(oa, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES), a2)
+        put(ob, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES), b2)
+    if nv > 3:
+        put(oa, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES), a3)
+        put(ob, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES), b3)
 
 
 @njit(inline="always", error_model="numpy")
-def _add_rows_streams_lanes(X, s, streams, k, out, w0, w1, w2, w3, j0, j1, n):
-    """_add_rows_lanes for streams s .. s+streams-1 (4 or 2) at once, each with its own x = X[s', k : k+4]."""
-    a0, a1, a2, a3 = X[s, k], X[s, k + 1], X[s, k + 2], X[s, k + 3]
-    b0, b1, b2, b3 = X[s + 1, k], X[s + 1, k + 1], X[s + 1, k + 2], X[s + 1, k + 3]
-    oa, ob = out[s], out[s + 1]
-    if streams == 4:
-        c0, c1, c2, c3 = X[s + 2, k], X[s + 2, k + 1], X[s + 2, k + 2], X[s + 2, k + 3]
-        d0, d1, d2, d3 = X[s + 3, k], X[s + 3, k + 1], X[s + 3, k + 2], X[s + 3, k + 3]
-        oc, od = out[s + 2], out[s + 3]
-        for j in range(j0, j1, LANES):
-            v0, v1, v2, v3 = lanes(w0, j, n), lanes(w1, j, n), lanes(w2, j, n), lanes(w3, j, n)
-            _add_four_rows(oa, j, n, a0, a1, a2, a3, v0, v1, v2, v3)
-            _add_four_rows(ob, j, n, b0, b1, b2, b3, v0, v1, v2, v3)
-            _add_four_rows(oc, j, n, c0, c1, c2, c3, v0, v1, v2, v3)
-            _add_four_rows(od, j, n, d0, d1, d2, d3, v0, v1, v2, v3)
-    else:
-        for j in range(j0, j1, LANES):
-            v0, v1, v2, v3 = lanes(w0, j, n), lanes(w1, j, n), lanes(w2, j, n), lanes(w3, j, n)
-            _add_four_rows(oa, j, n, a0, a1, a2, a3, v0, v1, v2, v3)
-            _add_four_rows(ob, j, n, b0, b1, b2, b3, v0, v1, v2, v3)
+def _pair_into(xa, xb, Wp, p, k0, k1, oa, ob):
+    """_pair_sums over panel p, four vectors at a time, each count a constant."""
+    nv = min(PV, (oa.shape[0] - p * PANEL + LANES - 1) // LANES)
+    for v0 in range(0, nv, 4):
+        n = nv - v0
+        if n >= 4:
+            _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, 4)
+        elif n == 3:
+            _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, 3)
+        elif n == 2:
+            _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, 2)
+        else:
+            _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, 1)
+
+
+@njit(fastmath=CONTRACT, **JIT)
+def batch_matvec(X, Wp, out):
+    """out[s] = X[s] @ W for every stream s: X (S, D), W (D, M) as its vector panels Wp -> out
+    (S, M), float32; each row is matvec's, bit for bit (the same chains). A panel's rows are taken
+    KC at a time (16 KB, in L1 while every stream uses them), the streams two at a time, each
+    vector of W loaded once for both; the sums are carried in out from one block of rows to the next."""
+    S, D = X.shape
+    for p in range((out.shape[1] + PANEL - 1) // PANEL):
+        for k0 in range(0, max(D, 1), KC):  # D = 0 still assigns the zero product
+            k1 = min(D, k0 + KC)
+            for s in range(0, S - 1, 2):
+                _pair_into(X[s], X[s + 1], Wp, p, k0, k1, out[s], out[s + 1])
+            if S % 2:
+                _panel_into(X[S - 1], Wp, p, k0, k1, out[S - 1])
 
 
 @njit(**JIT)
 def batch_pick(head_W, head_b, h_top, ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out):
-    """The head and the draw for every stream: logits (S, V) = h_top (S, H) @ head_W (H, V) + head_b,
-    then ids[s] = out[s, t] = pick with uniform u[s, t]."""
+    """The head and the draw for every stream: logits (S, V) = h_top (S, H) @ head.W (H, V) + head_b,
+    head.W as its vector panels head_W; then ids[s] = out[s, t] = pick with uniform u[s, t]."""
     batch_matvec(h_top, head_W, logits)
     for s in range(ids.shape[0]):
         for j in range(logits.shape[1]):
@@ -1567,7 +1659,7 @@ def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p
 def recurrent_batch_steps(net, h, c, first, u, temperature, top_k, top_p, argmax, out):
     """recurrent_batch_sample_kernel's streams on this thread: h, c (L, S, Hp), out (S, n)."""
     L, S, Hp = h.shape
-    G = net.Wh.shape[3]
+    G = net.x0.shape[2]
     V = net.head_b.shape[0]
     xa = np.empty((S, G), dtype=np.float32)
     ha = np.empty((S, G), dtype=np.float32)

@@ -44,7 +44,7 @@ from typing import Iterator, NamedTuple
 import numba
 import numpy as np
 
-from .kernels import (ACTIVATION_CODES, CELL_CODES, batch_matvec, mlp_batch_sample_kernel, mlp_sample_kernel,
+from .kernels import (ACTIVATION_CODES, CELL_CODES, PANEL, batch_matvec, mlp_batch_sample_kernel, mlp_sample_kernel,
                       recurrent_batch_sample_kernel, recurrent_sample_kernel)
 from .policy import TABLE
 from .threads import Chooser, forced_count, free_cpus, halvings, parallel_threads
@@ -61,18 +61,19 @@ class RecurrentNet(NamedTuple):
     The hidden units are split into NB blocks of w units, block b holding units [b*w, (b+1)*w) (H
     is padded with zero units to Hp = NB*w when NB > 1). A block's columns are its units' columns of
     every gate, gate-major (i, f, o, g blocks of w for the lstm): GB = gates * w. So one thread's
-    share of a layer is one contiguous (Hp, GB) matrix, streamed front to back. Padded units have
-    zero rows in every matrix they feed, so they add exact zeros, and two layouts of the same Hp
-    compute every logit with the same float32 operations in the same order. One layout serves
-    every thread count: `net._replace(threads=n)` shares its arrays."""
+    share of a layer is one (Hp, GB) matrix, stored as its vector panels (P, Hp, PANEL), P =
+    ceil(GB / PANEL), each streamed front to back (kernels.matvec). Padded units have zero rows in
+    every matrix they feed, so they add exact zeros, and two layouts of the same Hp compute every
+    logit with the same float32 operations in the same order. One layout serves every thread
+    count: `net._replace(threads=n)` shares its arrays."""
 
     cell: int  # RNN, LSTM or GRU
     act: int  # an activation code (the rnn's nonlinearity; unused by lstm / gru)
     x0: np.ndarray  # (NB, V, GB) layer 0's input projection of each id, bias included
-    Wx: np.ndarray  # (L-1, NB, Hp, GB) input weights of layers 1..L-1
+    Wx: np.ndarray  # (L-1, NB, P, Hp, PANEL) input weights of layers 1..L-1, by block, in vector panels
     b: np.ndarray  # (L-1, NB, GB) biases of layers 1..L-1
-    Wh: np.ndarray  # (L, NB, Hp, GB) recurrent weights
-    head_W: np.ndarray  # (NB, Hp, Vb) the head's columns in NB blocks of Vb = ceil(V / NB), zero-padded
+    Wh: np.ndarray  # (L, NB, P, Hp, PANEL) recurrent weights, by block, in vector panels
+    head_W: np.ndarray  # (NB, Ph, Hp, PANEL) the head's columns in NB blocks of Vb = ceil(V / NB), in vector panels
     head_b: np.ndarray  # (V,)
     threads: int = 1  # 1: the blocks of a layer run one after another; > 1: on parallel threads
 
@@ -82,9 +83,9 @@ class MLPNet(NamedTuple):
 
     act: int  # an activation code
     x0: np.ndarray  # (K, V+1, H) layer 0's contribution of id v at window position j
-    W: np.ndarray  # (L-1, H, H) weights of layers 1..L-1
+    W: np.ndarray  # (L-1, P, H, PANEL) weights of layers 1..L-1 in vector panels
     b: np.ndarray  # (L, H) biases of all layers
-    head_W: np.ndarray  # (H, V)
+    head_W: np.ndarray  # (Ph, H, PANEL) head.W (H, V) in vector panels
     head_b: np.ndarray  # (V,)
 
 
@@ -93,11 +94,25 @@ def _f32(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def vector_panels(W) -> np.ndarray:
+    """W (..., D, M) -> Wp (..., P, D, PANEL) float32, P = ceil(M / PANEL): each matrix's vector
+    panels for kernels.matvec, Wp[..., p, k, j] = W[..., k, p*PANEL + j], zero past column M (the
+    layout of kernels.pack_panels_kernel, at the samplers' panel width). In numpy: a layout is
+    built once per model, and the packing kernel is compiled by training's units, which compile
+    beside sampling's (charnn.compile.PHASES)."""
+    W = np.asarray(W)
+    *lead, D, M = W.shape
+    P = -(-M // PANEL)
+    padded = np.zeros((*lead, D, P * PANEL), dtype=np.float32)
+    padded[..., :M] = W
+    return np.ascontiguousarray(np.moveaxis(padded.reshape(*lead, D, P, PANEL), -2, -3))
+
+
 def _product(A, B) -> np.ndarray:
     """A (M, K) @ B (K, N) in float32 on this thread: numpy's BLAS would leave its worker threads
     spinning for a while after the call, on the cores the parallel sampling threads need next."""
     out = np.empty((A.shape[0], B.shape[1]), dtype=np.float32)
-    batch_matvec(_f32(A), _f32(B), out)
+    batch_matvec(_f32(A), vector_panels(B), out)
     return out
 
 
@@ -150,10 +165,10 @@ def recurrent_net(model, n_blocks: int = 1, Hp: int | None = None) -> RecurrentN
         cell=CELL_CODES[cfg.model],
         act=ACTIVATION_CODES[cfg.activation],
         x0=_unit_blocks(x0, gates, n_blocks, Hp, x0_blocks),
-        Wx=Wx,
+        Wx=vector_panels(Wx),
         b=b,
-        Wh=Wh,
-        head_W=head_W,
+        Wh=vector_panels(Wh),
+        head_W=vector_panels(head_W),
         head_b=_f32(p["head.b"]),
     )
 
@@ -200,9 +215,9 @@ def mlp_net(model) -> MLPNet:
     return MLPNet(
         act=ACTIVATION_CODES[cfg.activation],
         x0=_f32(x0),
-        W=_f32(np.stack([p[f"layer{l}.W"] for l in range(1, L)]) if L > 1 else np.zeros((0, H, H))),
+        W=vector_panels(np.stack([p[f"layer{l}.W"] for l in range(1, L)]) if L > 1 else np.zeros((0, H, H))),
         b=_f32(np.stack([p[f"layer{l}.b"] for l in range(L)])),
-        head_W=_f32(p["head.W"]),
+        head_W=vector_panels(p["head.W"]),
         head_b=_f32(p["head.b"]),
     )
 
