@@ -1080,7 +1080,7 @@ def gru_backward_rows(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp, pa
 # one multiply-add a row (fused where the CPU has FMA): matvec and batch_matvec give the same bits.
 PV = 8  # vectors of sums per panel (a0..a7 below): 8 chains hide the multiply-add's latency (~4 cycles, 2 a cycle)
 PANEL = PV * LANES  # columns per panel
-KC = max(1, 4096 // PANEL)  # rows of a panel (16 KB) that batch_matvec's streams share from L1
+KC = max(1, 8192 // PANEL)  # rows of a panel (32 KB) that batch_matvec's streams share from L1
 
 
 @intrinsic
@@ -1105,6 +1105,24 @@ def zero_lanes(typingctx):
 
 
 @njit(inline="always", error_model="numpy")
+def _get(out, j):
+    """out[j : j+LANES] as Lanes, the lanes past out's end zero: a plain load where the vector is
+    whole, a masked one only for the last, partial vector."""
+    n = min(LANES, out.shape[0] - j)
+    return lanes(out, j, LANES) if n == LANES else lanes(out, j, n)
+
+
+@njit(inline="always", error_model="numpy")
+def _set(out, j, v):
+    """out[j : j+LANES] = v, the lanes past out's end left alone (a plain store where whole)."""
+    n = min(LANES, out.shape[0] - j)
+    if n == LANES:
+        put(out, j, LANES, v)
+    else:
+        put(out, j, n, v)
+
+
+@njit(inline="always", error_model="numpy")
 def _panel_sums(x, Wp, p, k0, k1, out, nv):
     """out[j0 : j0 + the panel's valid columns] (+)= x[k0:k1] @ panel p's rows k0:k1, j0 = p*PANEL:
     assigned when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored
@@ -1112,20 +1130,20 @@ def _panel_sums(x, Wp, p, k0, k1, out, nv):
     is a constant at each call (see _panel_into), so the unused sums are compiled away and the
     others stay in registers."""
     j0 = p * PANEL
-    M = out.shape[0]
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero_lanes()
     if k0 > 0:
-        a0 = lanes(out, j0, _valid(M, j0))
-        if nv > 1: a1 = lanes(out, j0 + LANES, _valid(M, j0 + LANES))  # one line a vector
-        if nv > 2: a2 = lanes(out, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES))
-        if nv > 3: a3 = lanes(out, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES))
-        if nv > 4: a4 = lanes(out, j0 + 4 * LANES, _valid(M, j0 + 4 * LANES))
-        if nv > 5: a5 = lanes(out, j0 + 5 * LANES, _valid(M, j0 + 5 * LANES))
-        if nv > 6: a6 = lanes(out, j0 + 6 * LANES, _valid(M, j0 + 6 * LANES))
-        if nv > 7: a7 = lanes(out, j0 + 7 * LANES, _valid(M, j0 + 7 * LANES))
-    for k in range(k0, k1):
-        row = Wp[p, k]  # (PANEL,)
-        xk = x[k]
+        a0 = _get(out, j0)
+        if nv > 1: a1 = _get(out, j0 + LANES)  # one line a vector
+        if nv > 2: a2 = _get(out, j0 + 2 * LANES)
+        if nv > 3: a3 = _get(out, j0 + 3 * LANES)
+        if nv > 4: a4 = _get(out, j0 + 4 * LANES)
+        if nv > 5: a5 = _get(out, j0 + 5 * LANES)
+        if nv > 6: a6 = _get(out, j0 + 6 * LANES)
+        if nv > 7: a7 = _get(out, j0 + 7 * LANES)
+    xs, rows = x[k0:k1], Wp[p, k0:k1]  # indexed from 0: no wraparound arithmetic for k in the loop
+    for i in range(k1 - k0):
+        row = rows[i]  # (PANEL,)
+        xk = xs[i]
         a0 = muladd(xk, lanes(row, 0, LANES), a0)
         if nv > 1: a1 = muladd(xk, lanes(row, LANES, LANES), a1)
         if nv > 2: a2 = muladd(xk, lanes(row, 2 * LANES, LANES), a2)
@@ -1134,20 +1152,14 @@ def _panel_sums(x, Wp, p, k0, k1, out, nv):
         if nv > 5: a5 = muladd(xk, lanes(row, 5 * LANES, LANES), a5)
         if nv > 6: a6 = muladd(xk, lanes(row, 6 * LANES, LANES), a6)
         if nv > 7: a7 = muladd(xk, lanes(row, 7 * LANES, LANES), a7)
-    put(out, j0, _valid(M, j0), a0)
-    if nv > 1: put(out, j0 + LANES, _valid(M, j0 + LANES), a1)
-    if nv > 2: put(out, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES), a2)
-    if nv > 3: put(out, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES), a3)
-    if nv > 4: put(out, j0 + 4 * LANES, _valid(M, j0 + 4 * LANES), a4)
-    if nv > 5: put(out, j0 + 5 * LANES, _valid(M, j0 + 5 * LANES), a5)
-    if nv > 6: put(out, j0 + 6 * LANES, _valid(M, j0 + 6 * LANES), a6)
-    if nv > 7: put(out, j0 + 7 * LANES, _valid(M, j0 + 7 * LANES), a7)
-
-
-@njit(inline="always")
-def _valid(M, j):
-    """Lanes of the vector at column j that hold one of M columns: LANES, fewer at the end, or 0."""
-    return min(LANES, max(0, M - j))
+    _set(out, j0, a0)
+    if nv > 1: _set(out, j0 + LANES, a1)
+    if nv > 2: _set(out, j0 + 2 * LANES, a2)
+    if nv > 3: _set(out, j0 + 3 * LANES, a3)
+    if nv > 4: _set(out, j0 + 4 * LANES, a4)
+    if nv > 5: _set(out, j0 + 5 * LANES, a5)
+    if nv > 6: _set(out, j0 + 6 * LANES, a6)
+    if nv > 7: _set(out, j0 + 7 * LANES, a7)
 
 
 @njit(inline="always", error_model="numpy")
@@ -1558,16 +1570,16 @@ def _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, nv):
     """_panel_sums for two streams at once, over the panel's vectors v0 .. v0+nv-1 (nv 1..4, a
     constant at each call): each vector of W loaded serves both streams' sums, eight in registers."""
     j0 = p * PANEL + v0 * LANES
-    M = oa.shape[0]
     a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero_lanes()
     if k0 > 0:
-        a0, b0 = lanes(oa, j0, _valid(M, j0)), lanes(ob, j0, _valid(M, j0))
-        if nv > 1: a1, b1 = lanes(oa, j0 + LANES, _valid(M, j0 + LANES)), lanes(ob, j0 + LANES, _valid(M, j0 + LANES))
-        if nv > 2: a2, b2 = lanes(oa, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES)), lanes(ob, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES))
-        if nv > 3: a3, b3 = lanes(oa, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES)), lanes(ob, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES))
-    for k in range(k0, k1):
-        row = Wp[p, k]  # (PANEL,)
-        xak, xbk = xa[k], xb[k]
+        a0, b0 = _get(oa, j0), _get(ob, j0)
+        if nv > 1: a1, b1 = _get(oa, j0 + LANES), _get(ob, j0 + LANES)
+        if nv > 2: a2, b2 = _get(oa, j0 + 2 * LANES), _get(ob, j0 + 2 * LANES)
+        if nv > 3: a3, b3 = _get(oa, j0 + 3 * LANES), _get(ob, j0 + 3 * LANES)
+    xas, xbs, rows = xa[k0:k1], xb[k0:k1], Wp[p, k0:k1]  # indexed from 0 (see _panel_sums)
+    for i in range(k1 - k0):
+        row = rows[i]  # (PANEL,)
+        xak, xbk = xas[i], xbs[i]
         w = lanes(row, v0 * LANES, LANES)
         a0, b0 = muladd(xak, w, a0), muladd(xbk, w, b0)
         if nv > 1:
@@ -1579,17 +1591,17 @@ def _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, nv):
         if nv > 3:
             w = lanes(row, (v0 + 3) * LANES, LANES)
             a3, b3 = muladd(xak, w, a3), muladd(xbk, w, b3)
-    put(oa, j0, _valid(M, j0), a0)
-    put(ob, j0, _valid(M, j0), b0)
+    _set(oa, j0, a0)
+    _set(ob, j0, b0)
     if nv > 1:
-        put(oa, j0 + LANES, _valid(M, j0 + LANES), a1)
-        put(ob, j0 + LANES, _valid(M, j0 + LANES), b1)
+        _set(oa, j0 + LANES, a1)
+        _set(ob, j0 + LANES, b1)
     if nv > 2:
-        put(oa, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES), a2)
-        put(ob, j0 + 2 * LANES, _valid(M, j0 + 2 * LANES), b2)
+        _set(oa, j0 + 2 * LANES, a2)
+        _set(ob, j0 + 2 * LANES, b2)
     if nv > 3:
-        put(oa, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES), a3)
-        put(ob, j0 + 3 * LANES, _valid(M, j0 + 3 * LANES), b3)
+        _set(oa, j0 + 3 * LANES, a3)
+        _set(ob, j0 + 3 * LANES, b3)
 
 
 @njit(inline="always", error_model="numpy")
@@ -1612,7 +1624,7 @@ def _pair_into(xa, xb, Wp, p, k0, k1, oa, ob):
 def batch_matvec(X, Wp, out):
     """out[s] = X[s] @ W for every stream s: X (S, D), W (D, M) as its vector panels Wp -> out
     (S, M), float32; each row is matvec's, bit for bit (the same chains). A panel's rows are taken
-    KC at a time (16 KB, in L1 while every stream uses them), the streams two at a time, each
+    KC at a time (32 KB, in L1 while every stream uses them), the streams two at a time, each
     vector of W loaded once for both; the sums are carried in out from one block of rows to the next."""
     S, D = X.shape
     for p in range((out.shape[1] + PANEL - 1) // PANEL):
