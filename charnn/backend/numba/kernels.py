@@ -645,14 +645,21 @@ def _lanes_fma(typingctx, acc, offset, A, i, k, Bp, p, j):
     return types.void(acc, offset, A, i, k, Bp, p, j), codegen
 
 
+def _fmuladd(builder, a, b, c):
+    """a * b + c for float32 vectors of LANES lanes, by llvm.fmuladd (see _lanes_fma: fused where
+    the CPU has FMA): the one multiply-add of the tiles and the samplers' products."""
+    vec = _vector()
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{LANES}f32")
+    return builder.call(fma, [a, b, c])
+
+
 def _fma_into(context, builder, acc_ptr, offset, a, Bp_ty, Bp, b_index):
     """The multiply-add of _lanes_fma, once A's float a is loaded: acc[offset : offset+LANES] +=
     a * the LANES floats of Bp from b_index on."""
     vec = _vector()
     b = builder.load(builder.bitcast(_pointer(context, builder, Bp_ty, Bp, b_index), vec.as_pointer()), align=4)
     sums_ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer())
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{LANES}f32")
-    builder.store(builder.call(fma, [_splat(builder, a, vec), b, builder.load(sums_ptr, align=4)]), sums_ptr, align=4)
+    builder.store(_fmuladd(builder, _splat(builder, a, vec), b, builder.load(sums_ptr, align=4)), sums_ptr, align=4)
 
 
 @intrinsic
@@ -1088,10 +1095,8 @@ def muladd(typingctx, x, v, acc):
     """acc + x * v lane by lane (x a float, v and acc Lanes), by llvm.fmuladd: one fused
     multiply-add where the CPU has FMA, a multiply and an add where it has not."""
     def codegen(context, builder, signature, args):
-        vec = _vector()
-        x_ = _splat(builder, context.cast(builder, args[0], signature.args[0], types.float32), vec)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{LANES}f32")
-        return builder.call(fma, [x_, args[1], args[2]])
+        x_ = _splat(builder, context.cast(builder, args[0], signature.args[0], types.float32), _vector())
+        return _fmuladd(builder, x_, args[1], args[2])
     if isinstance(v, Lanes) and v == acc and v.dtype == types.float32 and isinstance(x, types.Float):
         return acc(x, v, acc), codegen
 

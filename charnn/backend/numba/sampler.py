@@ -160,7 +160,7 @@ def recurrent_net(model, n_blocks: int = 1, Hp: int | None = None) -> RecurrentN
     Vb = -(-V // n_blocks)
     head_W = np.zeros((Hp, n_blocks * Vb), dtype=np.float32)
     head_W[:H, :V] = p["head.W"]
-    head_W = np.ascontiguousarray(head_W.reshape(Hp, n_blocks, Vb).transpose(1, 0, 2))  # (NB, Hp, Vb)
+    head_W = head_W.reshape(Hp, n_blocks, Vb).transpose(1, 0, 2)  # (NB, Hp, Vb), a view: vector_panels copies it
     return RecurrentNet(
         cell=CELL_CODES[cfg.model],
         act=ACTIVATION_CODES[cfg.activation],
