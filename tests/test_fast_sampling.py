@@ -720,15 +720,15 @@ def _panel_shapes():
 @pytest.mark.parametrize("D, M", _panel_shapes())
 def test_batch_matvec_rows_are_matvec_bit_for_bit_for_every_count_of_streams(D, M):
     """batch_matvec carries each stream's sums through blocks of KC rows: every row must still be
-    the lone matvec's sums, bit for bit, for every count of streams, and both are numpy's product
-    to float32 rounding."""
-    from charnn.backend.numba.kernels import batch_matvec, matvec
+    the lone matvec's sums, bit for bit, for every count of streams (a whole group of SAMPLE_GROUP,
+    every count left over, and two groups and more), and both are numpy's product to float32 rounding."""
+    from charnn.backend.numba.kernels import SAMPLE_GROUP, batch_matvec, matvec
     from charnn.backend.numba.sampler import vector_panels
 
     rng = np.random.default_rng(D * 100 + M)
     W = rng.standard_normal((D, M)).astype(np.float32)
     Wp = vector_panels(W)
-    for S in range(1, 6):
+    for S in range(1, 2 * SAMPLE_GROUP + 2):
         X = rng.standard_normal((S, D)).astype(np.float32)
         out = np.full((S, M), np.nan, np.float32)
         batch_matvec(X, Wp, out)

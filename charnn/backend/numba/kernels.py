@@ -29,7 +29,7 @@ Conventions:
 - The products and the row kernels of the cells use fastmath, and only its "contract" flag
   (fused multiply-add: the tanh polynomial in half the instructions).
 - Vectors of the register width are explicit where the time goes: the products' tiles
-  (_lanes_fma), the cells' row kernels and the samplers' matvec and batch_matvec (Lanes, muladd). LLVM's vectoriser, which
+  (_lanes_fma), the cells' row kernels and the samplers' matvec and batch_matvec (Lanes, _lanes_fma). LLVM's vectoriser, which
   the remaining loops are left to, runs at half width on Intel's AVX-512 cores.
 - Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
   Adam; matrix products; then sampling (batch-1, and batches of streams), whose Python side
@@ -120,14 +120,15 @@ def _lanes_array(ty):
 
 
 def _masked(context, builder, operation, ty, a, j, n):
-    """LLVM's masked load or store ("load", "store") of a[j : j+n] of the array type ty: the
-    function, and its arguments but the stored value (pointer, alignment, mask of the first n lanes)."""
+    """LLVM's masked load or store ("load", "store") of a[j : j+n] of the array type ty (j a list
+    of indices if a has more than one dimension): the function, and its arguments but the stored
+    value (pointer, alignment, mask of the first n lanes)."""
     vec = _vector(ty.dtype)
     mask = ir.VectorType(ir.IntType(1), LANES)
     args = [vec.as_pointer(), ir.IntType(32), mask, vec] if operation == "load" else [vec, vec.as_pointer(), ir.IntType(32), mask]
     name = f"llvm.masked.{operation}.v{LANES}f{ty.dtype.bitwidth}.p0"
     function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec if operation == "load" else ir.VoidType(), args), name)
-    ptr = builder.bitcast(_pointer(context, builder, ty, a, [j]), vec.as_pointer())
+    ptr = builder.bitcast(_pointer(context, builder, ty, a, j if isinstance(j, list) else [j]), vec.as_pointer())
     return function, [ptr, ir.Constant(ir.IntType(32), ty.dtype.bitwidth // 8), _first(builder, n)]
 
 
@@ -636,10 +637,10 @@ def _lanes_fma(typingctx, acc, offset, A, i, k, Bp, p, j):
     vectoriser at 256 bits even where AVX-512 is present, and 64 sums in 256-bit registers do not
     fit; a vector type in the IR is kept at its width. llvm.fmuladd, not llvm.fma: fused wherever
     the CPU has FMA (every AVX2 and AVX-512 one), a multiply and an add where it has not, instead
-    of a library call per lane. Bp (P, K, NR) C-contiguous."""
+    of a library call per lane. Bp (P, K, panel width) C-contiguous; A may be one row, (K,), then i is unused."""
     def codegen(context, builder, signature, args):
         acc_ptr, offset, A_, i_, k_, Bp_, p_, j_ = args
-        a = builder.load(_pointer(context, builder, signature.args[2], A_, [i_, k_]))
+        a = builder.load(_pointer(context, builder, signature.args[2], A_, [k_] if signature.args[2].ndim == 1 else [i_, k_]))
         _fma_into(context, builder, acc_ptr, offset, a, signature.args[5], Bp_, [p_, k_, j_])
         return context.get_dummy_value()
     return types.void(acc, offset, A, i, k, Bp, p, j), codegen
@@ -1079,115 +1080,155 @@ def gru_backward_rows(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp, pa
 
 # ---------------------------------------------------------------- kernels: linear algebra
 # The samplers' products x @ W read W laid out in vector panels (pack_panels_kernel with panels of
-# PANEL = PV vectors, Wp (P, D, PANEL)): each panel's PV sums stay in registers from the first row
-# to the last, so a row of the panel costs PV loads and PV multiply-adds and no load or store of
-# the sums. A row-major W read four rows at a time loaded and stored the sums at every pass, and
-# took 1.1-1.4x the time per product (bench/README.md, "Sampling's products in vector panels").
+# PANEL = PV vectors, Wp (P, D, PANEL)). Both are made of one tile, _stream_tile: the sums of a few
+# streams over a few of a panel's vectors, kept in registers from the first row to the last, so a
+# row costs its loads and multiply-adds and no load or store of a sum. matvec (one stream) covers a
+# whole panel a pass: PV = 8 chains hide the multiply-add's latency (~4 cycles, 2 a cycle), and W's
+# vectors, used once, stay operands of the multiply-adds. batch_matvec (S streams) covers a panel in
+# passes as wide as the registers allow (SAMPLE_PASS): there W's vectors of a row are held for every
+# stream, and 4 streams x 3 vectors (AVX2) keep 12 chains in flight where pairs x 4 kept 8, 1.2-1.4x
+# faster (bench/README.md, "Sampling's products in vector panels").
 # Every sum is one chain in row order, out[j] = (...(x[0] W[0, j] + x[1] W[1, j]) + ...) + x[D-1] W[D-1, j],
 # one multiply-add a row (fused where the CPU has FMA): matvec and batch_matvec give the same bits.
-PV = 8  # vectors of sums per panel (a0..a7 below): 8 chains hide the multiply-add's latency (~4 cycles, 2 a cycle)
+PV = 8  # vectors per panel
 PANEL = PV * LANES  # columns per panel
-KC = max(1, 8192 // PANEL)  # rows of a panel (32 KB) that batch_matvec's streams share from L1
+KC = max(1, 8192 // PANEL)  # rows of a panel (32 KB) that batch_matvec's groups of streams share from L1
+REGISTERS = 32 if LANES == 16 else 16  # vector registers: 32 with AVX-512, 16 with AVX2 or SSE
+
+
+def _pass_width(rows: int) -> int:
+    """Vectors of a panel one pass of _stream_tile covers for `rows` streams: its rows x nv sums,
+    the row's nv vectors of W (shared by the streams) and one broadcast x fit in the registers,
+    and the panel's PV vectors split into passes of equal width. One stream: the whole panel."""
+    if rows == 1:
+        return PV
+    most = max(1, min(PV, (REGISTERS - 1) // (rows + 1)))
+    passes = -(-PV // most)
+    return -(-PV // passes)
+
+
+SAMPLE_PASS = tuple(_pass_width(rows) for rows in range(1, PV + 1))  # [rows - 1]: AVX2 8 4 3 3 2 2 1 1
+SAMPLE_GROUP = max(range(1, PV + 1), key=lambda rows: rows * SAMPLE_PASS[rows - 1])  # streams a tile: the most sums
+SAMPLE_SUMS = max(rows * SAMPLE_PASS[rows - 1] for rows in range(1, PV + 1)) * LANES  # floats of a tile's sums
 
 
 @intrinsic
-def muladd(typingctx, x, v, acc):
-    """acc + x * v lane by lane (x a float, v and acc Lanes), by llvm.fmuladd: one fused
-    multiply-add where the CPU has FMA, a multiply and an add where it has not."""
+def _sums_scratch(typingctx):
+    """float32[SAMPLE_SUMS] on the stack, indexed only by constants: in registers (see _tile_scratch)."""
     def codegen(context, builder, signature, args):
-        x_ = _splat(builder, context.cast(builder, args[0], signature.args[0], types.float32), _vector())
-        return _fmuladd(builder, x_, args[1], args[2])
-    if isinstance(v, Lanes) and v == acc and v.dtype == types.float32 and isinstance(x, types.Float):
-        return acc(x, v, acc), codegen
+        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=SAMPLE_SUMS)
+    return types.CPointer(types.float32)(), codegen
+
+
+def _sums_and_row(context, builder, signature, args, to_row):
+    """Moves LANES sums between acc[offset:] and out[s, j : j+LANES] (out[j:] if out is one row):
+    a plain load or store where out has LANES columns from j on, a masked one (lanes past out's
+    end: 0 loaded, left alone) for the last, partial vector."""
+    acc, offset, out, s, j = args
+    ty = signature.args[2]
+    vec = _vector()
+    sums = builder.bitcast(builder.gep(acc, [offset]), vec.as_pointer())
+    index = [j] if ty.ndim == 1 else [s, j]
+    n = builder.sub(cgutils.unpack_tuple(builder, context.make_array(ty)(context, builder, out).shape)[-1], j)
+    row = builder.bitcast(_pointer(context, builder, ty, out, index), vec.as_pointer())
+    with builder.if_else(builder.icmp_signed(">=", n, ir.Constant(n.type, LANES))) as (whole, part):
+        with whole:
+            if to_row:
+                builder.store(builder.load(sums, align=4), row, align=4)
+            else:
+                builder.store(builder.load(row, align=4), sums, align=4)
+        with part:
+            function, operands = _masked(context, builder, "store" if to_row else "load", ty, out, index, n)
+            if to_row:
+                builder.call(function, [builder.load(sums, align=4)] + operands)
+            else:
+                builder.store(builder.call(function, operands + [ir.Constant(vec, None)]), sums, align=4)
+    return context.get_dummy_value()
+
+
+def _row_type(out):
+    """out, checked while typing: the sums' rows are a C-contiguous float32 (M,) or (S, M) array."""
+    if not (isinstance(out, types.Array) and out.ndim in (1, 2) and out.dtype == types.float32 and out.layout == "C"):
+        raise TypingError(f"the products' sums go to a C-contiguous 1-D or 2-D float32 array, not {out}")
+    return out
 
 
 @intrinsic
-def zero_lanes(typingctx):
-    """float32 Lanes of zeros."""
+def _sums_from(typingctx, acc, offset, out, s, j):
+    """acc[offset : offset+LANES] = out[s, j : j+LANES] (see _sums_and_row)."""
     def codegen(context, builder, signature, args):
-        return ir.Constant(_vector(), None)
-    return Lanes(types.float32)(), codegen
+        return _sums_and_row(context, builder, signature, args, to_row=False)
+    return types.void(acc, offset, _row_type(out), types.intp, types.intp), codegen
+
+
+@intrinsic
+def _sums_to(typingctx, acc, offset, out, s, j):
+    """out[s, j : j+LANES] = acc[offset : offset+LANES], out's own columns only (see _sums_and_row)."""
+    def codegen(context, builder, signature, args):
+        return _sums_and_row(context, builder, signature, args, to_row=True)
+    return types.void(acc, offset, _row_type(out), types.intp, types.intp), codegen
+
+
+@intrinsic
+def _sums_zero(typingctx, acc, offset):
+    """acc[offset : offset+LANES] = 0."""
+    def codegen(context, builder, signature, args):
+        builder.store(ir.Constant(_vector(), None), builder.bitcast(builder.gep(args[0], [args[1]]), _vector().as_pointer()), align=4)
+        return context.get_dummy_value()
+    return types.void(acc, offset), codegen
+
+
+@njit(inline="always", fastmath=CONTRACT, error_model="numpy")
+def _stream_tile(X, s0, rows, Wp, p, v0, nv, k0, k1, out):
+    """out[s0 : s0+rows, j0 : j0 + nv*LANES] (+)= X[s0 : s0+rows, k0:k1] @ panel p's rows k0:k1, its
+    vectors v0 .. v0+nv-1 (j0 = p*PANEL + v0*LANES; columns past out's end are left alone): assigned
+    when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored and loaded
+    back is the same number). X (S, D) and out (S, M), or one row each, X (D,) and out (M,) with
+    s0 = 0 and rows = 1 (matvec). rows and nv are constants at each call (see _panel_rows), so the
+    loops unroll and the rows x nv sums stay in registers."""
+    acc = _sums_scratch()
+    j0 = p * PANEL + v0 * LANES
+    for i in range(rows):
+        for v in range(nv):
+            if k0 > 0:
+                _sums_from(acc, (i * nv + v) * LANES, out, s0 + i, j0 + v * LANES)
+            else:
+                _sums_zero(acc, (i * nv + v) * LANES)
+    for k in range(k0, k1):
+        for i in range(rows):
+            for v in range(nv):
+                _lanes_fma(acc, (i * nv + v) * LANES, X, s0 + i, k, Wp, p, (v0 + v) * LANES)
+    for i in range(rows):
+        for v in range(nv):
+            _sums_to(acc, (i * nv + v) * LANES, out, s0 + i, j0 + v * LANES)
 
 
 @njit(inline="always", error_model="numpy")
-def _get(out, j):
-    """out[j : j+LANES] as Lanes, the lanes past out's end zero: a plain load where the vector is
-    whole, a masked one only for the last, partial vector."""
-    n = min(LANES, out.shape[0] - j)
-    return lanes(out, j, LANES) if n == LANES else lanes(out, j, n)
-
-
-@njit(inline="always", error_model="numpy")
-def _set(out, j, v):
-    """out[j : j+LANES] = v, the lanes past out's end left alone (a plain store where whole)."""
-    n = min(LANES, out.shape[0] - j)
-    if n == LANES:
-        put(out, j, LANES, v)
-    else:
-        put(out, j, n, v)
-
-
-@njit(inline="always", error_model="numpy")
-def _panel_sums(x, Wp, p, k0, k1, out, nv):
-    """out[j0 : j0 + the panel's valid columns] (+)= x[k0:k1] @ panel p's rows k0:k1, j0 = p*PANEL:
-    assigned when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored
-    and loaded back is the same number). nv (1..PV) vectors of the panel hold valid columns; it
-    is a constant at each call (see _panel_into), so the unused sums are compiled away and the
-    others stay in registers."""
-    j0 = p * PANEL
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero_lanes()
-    if k0 > 0:
-        a0 = _get(out, j0)
-        if nv > 1: a1 = _get(out, j0 + LANES)  # one line a vector
-        if nv > 2: a2 = _get(out, j0 + 2 * LANES)
-        if nv > 3: a3 = _get(out, j0 + 3 * LANES)
-        if nv > 4: a4 = _get(out, j0 + 4 * LANES)
-        if nv > 5: a5 = _get(out, j0 + 5 * LANES)
-        if nv > 6: a6 = _get(out, j0 + 6 * LANES)
-        if nv > 7: a7 = _get(out, j0 + 7 * LANES)
-    xs, rows = x[k0:k1], Wp[p, k0:k1]  # indexed from 0: no wraparound arithmetic for k in the loop
-    for i in range(k1 - k0):
-        row = rows[i]  # (PANEL,)
-        xk = xs[i]
-        a0 = muladd(xk, lanes(row, 0, LANES), a0)
-        if nv > 1: a1 = muladd(xk, lanes(row, LANES, LANES), a1)
-        if nv > 2: a2 = muladd(xk, lanes(row, 2 * LANES, LANES), a2)
-        if nv > 3: a3 = muladd(xk, lanes(row, 3 * LANES, LANES), a3)
-        if nv > 4: a4 = muladd(xk, lanes(row, 4 * LANES, LANES), a4)
-        if nv > 5: a5 = muladd(xk, lanes(row, 5 * LANES, LANES), a5)
-        if nv > 6: a6 = muladd(xk, lanes(row, 6 * LANES, LANES), a6)
-        if nv > 7: a7 = muladd(xk, lanes(row, 7 * LANES, LANES), a7)
-    _set(out, j0, a0)
-    if nv > 1: _set(out, j0 + LANES, a1)
-    if nv > 2: _set(out, j0 + 2 * LANES, a2)
-    if nv > 3: _set(out, j0 + 3 * LANES, a3)
-    if nv > 4: _set(out, j0 + 4 * LANES, a4)
-    if nv > 5: _set(out, j0 + 5 * LANES, a5)
-    if nv > 6: _set(out, j0 + 6 * LANES, a6)
-    if nv > 7: _set(out, j0 + 7 * LANES, a7)
-
-
-@njit(inline="always", error_model="numpy")
-def _panel_into(x, Wp, p, k0, k1, out):
-    """_panel_sums for panel p with its count of valid vectors as a constant: PV for every panel
-    but the last, which may hold fewer."""
-    nv = min(PV, (out.shape[0] - p * PANEL + LANES - 1) // LANES)
-    if nv == PV:
-        _panel_sums(x, Wp, p, k0, k1, out, PV)
-    elif nv == 1:
-        _panel_sums(x, Wp, p, k0, k1, out, 1)
-    elif nv == 2:
-        _panel_sums(x, Wp, p, k0, k1, out, 2)
-    elif nv == 3:
-        _panel_sums(x, Wp, p, k0, k1, out, 3)
-    elif nv == 4:
-        _panel_sums(x, Wp, p, k0, k1, out, 4)
-    elif nv == 5:
-        _panel_sums(x, Wp, p, k0, k1, out, 5)
-    elif nv == 6:
-        _panel_sums(x, Wp, p, k0, k1, out, 6)
-    else:
-        _panel_sums(x, Wp, p, k0, k1, out, 7)
+def _panel_rows(X, s0, rows, Wp, p, k0, k1, out):
+    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (rows a constant), in passes of
+    SAMPLE_PASS[rows - 1] vectors; the last panel may hold fewer vectors of valid columns, and
+    each count is a constant at its call (the tests of width drop the counts a pass never has
+    before they are compiled)."""
+    nvp = min(PV, (out.shape[-1] - p * PANEL + LANES - 1) // LANES)
+    width = SAMPLE_PASS[rows - 1]
+    for v0 in range(0, nvp, width):
+        nv = min(width, nvp - v0)
+        if nv == width:
+            _stream_tile(X, s0, rows, Wp, p, v0, width, k0, k1, out)
+        elif nv == 1:
+            _stream_tile(X, s0, rows, Wp, p, v0, 1, k0, k1, out)
+        elif nv == 2 and width > 2:
+            _stream_tile(X, s0, rows, Wp, p, v0, 2, k0, k1, out)
+        elif nv == 3 and width > 3:
+            _stream_tile(X, s0, rows, Wp, p, v0, 3, k0, k1, out)
+        elif nv == 4 and width > 4:
+            _stream_tile(X, s0, rows, Wp, p, v0, 4, k0, k1, out)
+        elif nv == 5 and width > 5:
+            _stream_tile(X, s0, rows, Wp, p, v0, 5, k0, k1, out)
+        elif nv == 6 and width > 6:
+            _stream_tile(X, s0, rows, Wp, p, v0, 6, k0, k1, out)
+        elif nv == 7 and width > 7:
+            _stream_tile(X, s0, rows, Wp, p, v0, 7, k0, k1, out)
 
 
 @njit(fastmath=CONTRACT, **JIT)
@@ -1195,7 +1236,7 @@ def matvec(x, Wp, out):
     """out = x @ W: x (D,), W (D, M) as its vector panels Wp (P, D, PANEL) (P >= M / PANEL, zero
     past column M) -> out (M,), float32, each sum a chain in row order. Reference: numpy's x @ W."""
     for p in range((out.shape[0] + PANEL - 1) // PANEL):
-        _panel_into(x, Wp, p, 0, x.shape[0], out)
+        _panel_rows(x, 0, 1, Wp, p, 0, x.shape[0], out)
 
 
 # ---------------------------------------------------------------- kernels: the head and the draw
@@ -1570,75 +1611,36 @@ def mlp_sample_kernel(net, window, feed, u, temperature, top_k, top_p, argmax, o
 # the same order, the same row kernels, the same pick. They take the layout with one unit block
 # (NB = 1). With parts > 1 the streams run in that many groups on parallel threads, one region
 # per call, each group on its own copy of its state: a stream's numbers do not depend on the group.
-@njit(inline="always", error_model="numpy")
-def _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, nv):
-    """_panel_sums for two streams at once, over the panel's vectors v0 .. v0+nv-1 (nv 1..4, a
-    constant at each call): each vector of W loaded serves both streams' sums, eight in registers."""
-    j0 = p * PANEL + v0 * LANES
-    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero_lanes()
-    if k0 > 0:
-        a0, b0 = _get(oa, j0), _get(ob, j0)
-        if nv > 1: a1, b1 = _get(oa, j0 + LANES), _get(ob, j0 + LANES)
-        if nv > 2: a2, b2 = _get(oa, j0 + 2 * LANES), _get(ob, j0 + 2 * LANES)
-        if nv > 3: a3, b3 = _get(oa, j0 + 3 * LANES), _get(ob, j0 + 3 * LANES)
-    xas, xbs, rows = xa[k0:k1], xb[k0:k1], Wp[p, k0:k1]  # indexed from 0 (see _panel_sums)
-    for i in range(k1 - k0):
-        row = rows[i]  # (PANEL,)
-        xak, xbk = xas[i], xbs[i]
-        w = lanes(row, v0 * LANES, LANES)
-        a0, b0 = muladd(xak, w, a0), muladd(xbk, w, b0)
-        if nv > 1:
-            w = lanes(row, (v0 + 1) * LANES, LANES)
-            a1, b1 = muladd(xak, w, a1), muladd(xbk, w, b1)
-        if nv > 2:
-            w = lanes(row, (v0 + 2) * LANES, LANES)
-            a2, b2 = muladd(xak, w, a2), muladd(xbk, w, b2)
-        if nv > 3:
-            w = lanes(row, (v0 + 3) * LANES, LANES)
-            a3, b3 = muladd(xak, w, a3), muladd(xbk, w, b3)
-    _set(oa, j0, a0)
-    _set(ob, j0, b0)
-    if nv > 1:
-        _set(oa, j0 + LANES, a1)
-        _set(ob, j0 + LANES, b1)
-    if nv > 2:
-        _set(oa, j0 + 2 * LANES, a2)
-        _set(ob, j0 + 2 * LANES, b2)
-    if nv > 3:
-        _set(oa, j0 + 3 * LANES, a3)
-        _set(ob, j0 + 3 * LANES, b3)
-
-
-@njit(inline="always", error_model="numpy")
-def _pair_into(xa, xb, Wp, p, k0, k1, oa, ob):
-    """_pair_sums over panel p, four vectors at a time, each count a constant."""
-    nv = min(PV, (oa.shape[0] - p * PANEL + LANES - 1) // LANES)
-    for v0 in range(0, nv, 4):
-        n = nv - v0
-        if n >= 4:
-            _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, 4)
-        elif n == 3:
-            _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, 3)
-        elif n == 2:
-            _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, 2)
-        else:
-            _pair_sums(xa, xb, Wp, p, v0, k0, k1, oa, ob, 1)
-
-
 @njit(fastmath=CONTRACT, **JIT)
 def batch_matvec(X, Wp, out):
     """out[s] = X[s] @ W for every stream s: X (S, D), W (D, M) as its vector panels Wp -> out
     (S, M), float32; each row is matvec's, bit for bit (the same chains). A panel's rows are taken
-    KC at a time (32 KB, in L1 while every stream uses them), the streams two at a time, each
-    vector of W loaded once for both; the sums are carried in out from one block of rows to the next."""
+    KC at a time (32 KB, in L1 while every group of streams uses them), the streams SAMPLE_GROUP at
+    a time (each vector of W loaded once for the group); the sums are carried in out from one block
+    of rows to the next."""
     S, D = X.shape
     for p in range((out.shape[1] + PANEL - 1) // PANEL):
         for k0 in range(0, max(D, 1), KC):  # D = 0 still assigns the zero product
             k1 = min(D, k0 + KC)
-            for s in range(0, S - 1, 2):
-                _pair_into(X[s], X[s + 1], Wp, p, k0, k1, out[s], out[s + 1])
-            if S % 2:
-                _panel_into(X[S - 1], Wp, p, k0, k1, out[S - 1])
+            s0 = 0
+            while s0 + SAMPLE_GROUP <= S:
+                _panel_rows(X, s0, SAMPLE_GROUP, Wp, p, k0, k1, out)
+                s0 += SAMPLE_GROUP
+            rest = S - s0  # fewer streams than a group: each count a constant
+            if rest == 1:
+                _panel_rows(X, s0, 1, Wp, p, k0, k1, out)
+            elif rest == 2 and SAMPLE_GROUP > 2:
+                _panel_rows(X, s0, 2, Wp, p, k0, k1, out)
+            elif rest == 3 and SAMPLE_GROUP > 3:
+                _panel_rows(X, s0, 3, Wp, p, k0, k1, out)
+            elif rest == 4 and SAMPLE_GROUP > 4:
+                _panel_rows(X, s0, 4, Wp, p, k0, k1, out)
+            elif rest == 5 and SAMPLE_GROUP > 5:
+                _panel_rows(X, s0, 5, Wp, p, k0, k1, out)
+            elif rest == 6 and SAMPLE_GROUP > 6:
+                _panel_rows(X, s0, 6, Wp, p, k0, k1, out)
+            elif rest == 7 and SAMPLE_GROUP > 7:
+                _panel_rows(X, s0, 7, Wp, p, k0, k1, out)
 
 
 @njit(**JIT)
