@@ -637,10 +637,10 @@ def _lanes_fma(typingctx, acc, offset, A, i, k, Bp, p, j):
     vectoriser at 256 bits even where AVX-512 is present, and 64 sums in 256-bit registers do not
     fit; a vector type in the IR is kept at its width. llvm.fmuladd, not llvm.fma: fused wherever
     the CPU has FMA (every AVX2 and AVX-512 one), a multiply and an add where it has not, instead
-    of a library call per lane. Bp (P, K, panel width) C-contiguous; A may be one row, (K,), then i is unused."""
+    of a library call per lane. Bp (P, K, panel width) C-contiguous."""
     def codegen(context, builder, signature, args):
         acc_ptr, offset, A_, i_, k_, Bp_, p_, j_ = args
-        a = builder.load(_pointer(context, builder, signature.args[2], A_, [k_] if signature.args[2].ndim == 1 else [i_, k_]))
+        a = builder.load(_pointer(context, builder, signature.args[2], A_, [i_, k_]))
         _fma_into(context, builder, acc_ptr, offset, a, signature.args[5], Bp_, [p_, k_, j_])
         return context.get_dummy_value()
     return types.void(acc, offset, A, i, k, Bp, p, j), codegen
@@ -1080,17 +1080,20 @@ def gru_backward_rows(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp, pa
 
 # ---------------------------------------------------------------- kernels: linear algebra
 # The samplers' products x @ W read W laid out in vector panels (pack_panels_kernel with panels of
-# PANEL = PV vectors, Wp (P, D, PANEL)). Both are made of one tile, _stream_tile: the sums of a few
-# streams over a few of a panel's vectors, kept in registers from the first row to the last, so a
-# row costs its loads and multiply-adds and no load or store of a sum. matvec (one stream) covers a
-# whole panel a pass: PV = 8 chains hide the multiply-add's latency (~4 cycles, 2 a cycle), and W's
-# vectors, used once, stay operands of the multiply-adds. batch_matvec (S streams) covers a panel in
-# passes as wide as the registers allow (SAMPLE_PASS): there W's vectors of a row are held for every
-# stream, and 4 streams x 3 vectors (AVX2) keep 12 chains in flight where pairs x 4 kept 8, 1.2-1.4x
-# faster (bench/README.md, "Sampling's products in vector panels").
+# PANEL = PV vectors, Wp (P, D, PANEL)), and keep their sums in registers from the first row to
+# the last, so a row costs its loads and multiply-adds and no load or store of a sum.
+# - matvec (one stream, _panel_sums) covers a whole panel a pass: PV = 8 chains hide the
+#   multiply-add's latency (~4 cycles, 2 a cycle), and W's vectors, used once, stay operands of the
+#   multiply-adds. Its eight sums are named, not a tile (below): the tile's dispatch over counts of
+#   vectors costs numba reference counting in the panel loop, ~50 ns a panel, 15-20% of a small
+#   block's product (bench/README.md, "2026-12-07 (thirteenth session)").
+# - batch_matvec (S streams, _stream_tile) takes SAMPLE_GROUP streams at a time and covers a panel
+#   in passes as wide as the registers allow (SAMPLE_PASS): each vector of W loaded serves every
+#   stream of the group, and 4 streams x 3 vectors (AVX2; 6 x 4 with AVX-512) keep 12 (24) chains
+#   in flight where pairs of streams kept 8: 0.7-0.8x the time (same section).
 # Every sum is one chain in row order, out[j] = (...(x[0] W[0, j] + x[1] W[1, j]) + ...) + x[D-1] W[D-1, j],
 # one multiply-add a row (fused where the CPU has FMA): matvec and batch_matvec give the same bits.
-PV = 8  # vectors per panel
+PV = 8  # vectors per panel (a0..a7 in _panel_sums)
 PANEL = PV * LANES  # columns per panel
 KC = max(1, 8192 // PANEL)  # rows of a panel (32 KB) that batch_matvec's groups of streams share from L1
 REGISTERS = 32 if LANES == 16 else 16  # vector registers: 32 with AVX-512, 16 with AVX2 or SSE
@@ -1121,15 +1124,14 @@ def _sums_scratch(typingctx):
 
 
 def _sums_and_row(context, builder, signature, args, to_row):
-    """Moves LANES sums between acc[offset:] and out[s, j : j+LANES] (out[j:] if out is one row):
-    a plain load or store where out has LANES columns from j on, a masked one (lanes past out's
+    """Moves LANES sums between acc[offset:] and out[s, j : j+LANES]: a plain load or store where out has LANES columns from j on, a masked one (lanes past out's
     end: 0 loaded, left alone) for the last, partial vector."""
     acc, offset, out, s, j = args
     ty = signature.args[2]
     vec = _vector()
     sums = builder.bitcast(builder.gep(acc, [offset]), vec.as_pointer())
-    index = [j] if ty.ndim == 1 else [s, j]
-    n = builder.sub(cgutils.unpack_tuple(builder, context.make_array(ty)(context, builder, out).shape)[-1], j)
+    index = [s, j]
+    n = builder.sub(cgutils.unpack_tuple(builder, context.make_array(ty)(context, builder, out).shape)[1], j)
     row = builder.bitcast(_pointer(context, builder, ty, out, index), vec.as_pointer())
     with builder.if_else(builder.icmp_signed(">=", n, ir.Constant(n.type, LANES))) as (whole, part):
         with whole:
@@ -1147,9 +1149,9 @@ def _sums_and_row(context, builder, signature, args, to_row):
 
 
 def _row_type(out):
-    """out, checked while typing: the sums' rows are a C-contiguous float32 (M,) or (S, M) array."""
-    if not (isinstance(out, types.Array) and out.ndim in (1, 2) and out.dtype == types.float32 and out.layout == "C"):
-        raise TypingError(f"the products' sums go to a C-contiguous 1-D or 2-D float32 array, not {out}")
+    """out, checked while typing: the sums' rows are a C-contiguous float32 (S, M) array."""
+    if not (isinstance(out, types.Array) and out.ndim == 2 and out.dtype == types.float32 and out.layout == "C"):
+        raise TypingError(f"the products' sums go to a C-contiguous 2-D float32 array, not {out}")
     return out
 
 
@@ -1178,13 +1180,112 @@ def _sums_zero(typingctx, acc, offset):
     return types.void(acc, offset), codegen
 
 
+@intrinsic
+def muladd(typingctx, x, v, acc):
+    """acc + x * v lane by lane (x a float, v and acc Lanes), by llvm.fmuladd: one fused
+    multiply-add where the CPU has FMA, a multiply and an add where it has not."""
+    def codegen(context, builder, signature, args):
+        x_ = _splat(builder, context.cast(builder, args[0], signature.args[0], types.float32), _vector())
+        return _fmuladd(builder, x_, args[1], args[2])
+    if isinstance(v, Lanes) and v == acc and v.dtype == types.float32 and isinstance(x, types.Float):
+        return acc(x, v, acc), codegen
+
+
+@intrinsic
+def zero_lanes(typingctx):
+    """float32 Lanes of zeros."""
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_vector(), None)
+    return Lanes(types.float32)(), codegen
+
+
+@njit(inline="always", error_model="numpy")
+def _get(out, j):
+    """out[j : j+LANES] as Lanes, the lanes past out's end zero: a plain load where the vector is
+    whole, a masked one only for the last, partial vector."""
+    n = min(LANES, out.shape[0] - j)
+    return lanes(out, j, LANES) if n == LANES else lanes(out, j, n)
+
+
+@njit(inline="always", error_model="numpy")
+def _set(out, j, v):
+    """out[j : j+LANES] = v, the lanes past out's end left alone (a plain store where whole)."""
+    n = min(LANES, out.shape[0] - j)
+    if n == LANES:
+        put(out, j, LANES, v)
+    else:
+        put(out, j, n, v)
+
+
+@njit(inline="always", error_model="numpy")
+def _panel_sums(x, Wp, p, k0, k1, out, nv):
+    """out[j0 : j0 + the panel's valid columns] (+)= x[k0:k1] @ panel p's rows k0:k1, j0 = p*PANEL:
+    assigned when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored
+    and loaded back is the same number). nv (1..PV) vectors of the panel hold valid columns; it
+    is a constant at each call (see _panel_into), so the unused sums are compiled away and the
+    others stay in registers."""
+    j0 = p * PANEL
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero_lanes()
+    if k0 > 0:
+        a0 = _get(out, j0)
+        if nv > 1: a1 = _get(out, j0 + LANES)  # one line a vector
+        if nv > 2: a2 = _get(out, j0 + 2 * LANES)
+        if nv > 3: a3 = _get(out, j0 + 3 * LANES)
+        if nv > 4: a4 = _get(out, j0 + 4 * LANES)
+        if nv > 5: a5 = _get(out, j0 + 5 * LANES)
+        if nv > 6: a6 = _get(out, j0 + 6 * LANES)
+        if nv > 7: a7 = _get(out, j0 + 7 * LANES)
+    xs, rows = x[k0:k1], Wp[p, k0:k1]  # indexed from 0: no wraparound arithmetic for k in the loop
+    for i in range(k1 - k0):
+        row = rows[i]  # (PANEL,)
+        xk = xs[i]
+        a0 = muladd(xk, lanes(row, 0, LANES), a0)
+        if nv > 1: a1 = muladd(xk, lanes(row, LANES, LANES), a1)
+        if nv > 2: a2 = muladd(xk, lanes(row, 2 * LANES, LANES), a2)
+        if nv > 3: a3 = muladd(xk, lanes(row, 3 * LANES, LANES), a3)
+        if nv > 4: a4 = muladd(xk, lanes(row, 4 * LANES, LANES), a4)
+        if nv > 5: a5 = muladd(xk, lanes(row, 5 * LANES, LANES), a5)
+        if nv > 6: a6 = muladd(xk, lanes(row, 6 * LANES, LANES), a6)
+        if nv > 7: a7 = muladd(xk, lanes(row, 7 * LANES, LANES), a7)
+    _set(out, j0, a0)
+    if nv > 1: _set(out, j0 + LANES, a1)
+    if nv > 2: _set(out, j0 + 2 * LANES, a2)
+    if nv > 3: _set(out, j0 + 3 * LANES, a3)
+    if nv > 4: _set(out, j0 + 4 * LANES, a4)
+    if nv > 5: _set(out, j0 + 5 * LANES, a5)
+    if nv > 6: _set(out, j0 + 6 * LANES, a6)
+    if nv > 7: _set(out, j0 + 7 * LANES, a7)
+
+
+@njit(inline="always", error_model="numpy")
+def _panel_into(x, Wp, p, k0, k1, out):
+    """_panel_sums for panel p with its count of valid vectors as a constant: PV for every panel
+    but the last, which may hold fewer."""
+    nv = min(PV, (out.shape[0] - p * PANEL + LANES - 1) // LANES)
+    if nv == PV:
+        _panel_sums(x, Wp, p, k0, k1, out, PV)
+    elif nv == 1:
+        _panel_sums(x, Wp, p, k0, k1, out, 1)
+    elif nv == 2:
+        _panel_sums(x, Wp, p, k0, k1, out, 2)
+    elif nv == 3:
+        _panel_sums(x, Wp, p, k0, k1, out, 3)
+    elif nv == 4:
+        _panel_sums(x, Wp, p, k0, k1, out, 4)
+    elif nv == 5:
+        _panel_sums(x, Wp, p, k0, k1, out, 5)
+    elif nv == 6:
+        _panel_sums(x, Wp, p, k0, k1, out, 6)
+    else:
+        _panel_sums(x, Wp, p, k0, k1, out, 7)
+
+
 @njit(inline="always", fastmath=CONTRACT, error_model="numpy")
 def _stream_tile(X, s0, rows, Wp, p, v0, nv, k0, k1, out):
     """out[s0 : s0+rows, j0 : j0 + nv*LANES] (+)= X[s0 : s0+rows, k0:k1] @ panel p's rows k0:k1, its
     vectors v0 .. v0+nv-1 (j0 = p*PANEL + v0*LANES; columns past out's end are left alone): assigned
     when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored and loaded
-    back is the same number). X (S, D) and out (S, M), or one row each, X (D,) and out (M,) with
-    s0 = 0 and rows = 1 (matvec). rows and nv are constants at each call (see _panel_rows), so the
+    back is the same number). X (S, D), out (S, M). rows (2 .. SAMPLE_GROUP) and nv are constants at each call (see _panel_rows), so the
     loops unroll and the rows x nv sums stay in registers."""
     acc = _sums_scratch()
     j0 = p * PANEL + v0 * LANES
@@ -1205,11 +1306,11 @@ def _stream_tile(X, s0, rows, Wp, p, v0, nv, k0, k1, out):
 
 @njit(inline="always", error_model="numpy")
 def _panel_rows(X, s0, rows, Wp, p, k0, k1, out):
-    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (rows a constant), in passes of
+    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (rows a constant, 2 or more), in passes of
     SAMPLE_PASS[rows - 1] vectors; the last panel may hold fewer vectors of valid columns, and
     each count is a constant at its call (the tests of width drop the counts a pass never has
     before they are compiled)."""
-    nvp = min(PV, (out.shape[-1] - p * PANEL + LANES - 1) // LANES)
+    nvp = min(PV, (out.shape[1] - p * PANEL + LANES - 1) // LANES)
     width = SAMPLE_PASS[rows - 1]
     for v0 in range(0, nvp, width):
         nv = min(width, nvp - v0)
@@ -1236,7 +1337,7 @@ def matvec(x, Wp, out):
     """out = x @ W: x (D,), W (D, M) as its vector panels Wp (P, D, PANEL) (P >= M / PANEL, zero
     past column M) -> out (M,), float32, each sum a chain in row order. Reference: numpy's x @ W."""
     for p in range((out.shape[0] + PANEL - 1) // PANEL):
-        _panel_rows(x, 0, 1, Wp, p, 0, x.shape[0], out)
+        _panel_into(x, Wp, p, 0, x.shape[0], out)
 
 
 # ---------------------------------------------------------------- kernels: the head and the draw
@@ -1628,7 +1729,7 @@ def batch_matvec(X, Wp, out):
                 s0 += SAMPLE_GROUP
             rest = S - s0  # fewer streams than a group: each count a constant
             if rest == 1:
-                _panel_rows(X, s0, 1, Wp, p, k0, k1, out)
+                _panel_into(X[s0], Wp, p, k0, k1, out[s0])
             elif rest == 2 and SAMPLE_GROUP > 2:
                 _panel_rows(X, s0, 2, Wp, p, k0, k1, out)
             elif rest == 3 and SAMPLE_GROUP > 3:
