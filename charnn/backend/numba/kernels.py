@@ -29,7 +29,7 @@ Conventions:
 - The products and the row kernels of the cells use fastmath, and only its "contract" flag
   (fused multiply-add: the tanh polynomial in half the instructions).
 - Vectors of the register width are explicit where the time goes: the products' tiles
-  (_lanes_fma), the cells' row kernels and the samplers' matvec and batch_matvec (Lanes, _lanes_fma). LLVM's vectoriser, which
+  (_lanes_fma), the cells' row kernels and the samplers' matvec (Lanes, muladd) and batch_matvec (_lanes_fma). LLVM's vectoriser, which
   the remaining loops are left to, runs at half width on Intel's AVX-512 cores.
 - Sections: scalar functions; the training step kernels (rnn, lstm, gru), softmax-CE, embedding,
   Adam; matrix products; then sampling (batch-1, and batches of streams), whose Python side
