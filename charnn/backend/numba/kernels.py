@@ -1124,8 +1124,9 @@ def _sums_scratch(typingctx):
 
 
 def _sums_and_row(context, builder, signature, args, to_row):
-    """Moves LANES sums between acc[offset:] and out[s, j : j+LANES]: a plain load or store where out has LANES columns from j on, a masked one (lanes past out's
-    end: 0 loaded, left alone) for the last, partial vector."""
+    """Moves LANES sums between acc[offset:] and out[s, j : j+LANES]: a plain load or store where
+    out has LANES columns from j on, a masked one (lanes past out's end: 0 loaded, left alone) for
+    the last, partial vector."""
     acc, offset, out, s, j = args
     ty = signature.args[2]
     vec = _vector()
@@ -1285,8 +1286,8 @@ def _stream_tile(X, s0, rows, Wp, p, v0, nv, k0, k1, out):
     """out[s0 : s0+rows, j0 : j0 + nv*LANES] (+)= X[s0 : s0+rows, k0:k1] @ panel p's rows k0:k1, its
     vectors v0 .. v0+nv-1 (j0 = p*PANEL + v0*LANES; columns past out's end are left alone): assigned
     when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored and loaded
-    back is the same number). X (S, D), out (S, M). rows (2 .. SAMPLE_GROUP) and nv are constants at each call (see _panel_rows), so the
-    loops unroll and the rows x nv sums stay in registers."""
+    back is the same number). X (S, D), out (S, M). rows (2 .. SAMPLE_GROUP) and nv are constants
+    at each call (see _panel_rows), so the loops unroll and the rows x nv sums stay in registers."""
     acc = _sums_scratch()
     j0 = p * PANEL + v0 * LANES
     for i in range(rows):
@@ -1306,10 +1307,10 @@ def _stream_tile(X, s0, rows, Wp, p, v0, nv, k0, k1, out):
 
 @njit(inline="always", error_model="numpy")
 def _panel_rows(X, s0, rows, Wp, p, k0, k1, out):
-    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (rows a constant, 2 or more), in passes of
-    SAMPLE_PASS[rows - 1] vectors; the last panel may hold fewer vectors of valid columns, and
-    each count is a constant at its call (the tests of width drop the counts a pass never has
-    before they are compiled)."""
+    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (rows a constant, 2 or more), in
+    passes of SAMPLE_PASS[rows - 1] vectors; the last panel may hold fewer vectors of valid
+    columns, and each count is a constant at its call (the tests of width drop the counts a pass
+    never has before they are compiled)."""
     nvp = min(PV, (out.shape[1] - p * PANEL + LANES - 1) // LANES)
     width = SAMPLE_PASS[rows - 1]
     for v0 in range(0, nvp, width):
