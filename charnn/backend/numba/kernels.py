@@ -119,16 +119,16 @@ def _lanes_array(ty):
     return ty
 
 
-def _masked(context, builder, operation, ty, a, j, n):
-    """LLVM's masked load or store ("load", "store") of a[j : j+n] of the array type ty (j a list
-    of indices if a has more than one dimension): the function, and its arguments but the stored
+def _masked(context, builder, operation, ty, a, index, n):
+    """LLVM's masked load or store ("load", "store") of the n floats of a (array type ty) from
+    a[index] on (index a list, one per dimension): the function, and its arguments but the stored
     value (pointer, alignment, mask of the first n lanes)."""
     vec = _vector(ty.dtype)
     mask = ir.VectorType(ir.IntType(1), LANES)
     args = [vec.as_pointer(), ir.IntType(32), mask, vec] if operation == "load" else [vec, vec.as_pointer(), ir.IntType(32), mask]
     name = f"llvm.masked.{operation}.v{LANES}f{ty.dtype.bitwidth}.p0"
     function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec if operation == "load" else ir.VoidType(), args), name)
-    ptr = builder.bitcast(_pointer(context, builder, ty, a, j if isinstance(j, list) else [j]), vec.as_pointer())
+    ptr = builder.bitcast(_pointer(context, builder, ty, a, index), vec.as_pointer())
     return function, [ptr, ir.Constant(ir.IntType(32), ty.dtype.bitwidth // 8), _first(builder, n)]
 
 
@@ -136,8 +136,8 @@ def _masked(context, builder, operation, ty, a, j, n):
 def lanes(typingctx, a, j, n):
     """a[j : j+n] as Lanes, lanes n.. zero: a (H,) contiguous, 0 <= j, n <= LANES, j + n <= H."""
     def codegen(context, builder, signature, args):
-        ty = signature.args[0]
-        load, operands = _masked(context, builder, "load", ty, *args)
+        ty, (a_, j_, n_) = signature.args[0], args
+        load, operands = _masked(context, builder, "load", ty, a_, [j_], n_)
         return builder.call(load, operands + [ir.Constant(_vector(ty.dtype), None)])
     return Lanes(_lanes_array(a).dtype)(a, types.intp, types.intp), codegen
 
@@ -146,7 +146,8 @@ def lanes(typingctx, a, j, n):
 def put(typingctx, a, j, n, v):
     """a[j : j+n] = the first n lanes of v (see lanes)."""
     def codegen(context, builder, signature, args):
-        store, operands = _masked(context, builder, "store", signature.args[0], *args[:3])
+        a_, j_, n_, _ = args
+        store, operands = _masked(context, builder, "store", signature.args[0], a_, [j_], n_)
         builder.call(store, [args[3]] + operands)
         return context.get_dummy_value()
     return types.void(a, types.intp, types.intp, Lanes(_lanes_array(a).dtype)), codegen
@@ -622,11 +623,12 @@ KB = 128  # k block: partial sums of at most KB products each (accuracy; see gem
 
 @intrinsic
 def _tile_scratch(typingctx):
-    """float32[MR * NR] on the stack. A fixed-size stack buffer indexed only by constants (the
-    loops below have constant trip counts and unroll) is promoted by LLVM into registers; a numba
-    heap array is not, and then every FMA loads and stores its sum through L1."""
+    """float32[max(MR * NR, SAMPLE_SUMS)] on the stack, for the training tile's sums and the
+    samplers' (_stream_tile). A fixed-size stack buffer indexed only by constants (the loops have
+    constant trip counts and unroll) is promoted by LLVM into registers; a numba heap array is
+    not, and then every FMA loads and stores its sum through L1."""
     def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=MR * NR)
+        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=max(MR * NR, SAMPLE_SUMS))
     return types.CPointer(types.float32)(), codegen
 
 
@@ -1115,14 +1117,6 @@ SAMPLE_GROUP = max(range(1, PV + 1), key=lambda rows: rows * SAMPLE_PASS[rows - 
 SAMPLE_SUMS = max(rows * SAMPLE_PASS[rows - 1] for rows in range(1, PV + 1)) * LANES  # floats of a tile's sums
 
 
-@intrinsic
-def _sums_scratch(typingctx):
-    """float32[SAMPLE_SUMS] on the stack, indexed only by constants: in registers (see _tile_scratch)."""
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=SAMPLE_SUMS)
-    return types.CPointer(types.float32)(), codegen
-
-
 def _sums_and_row(context, builder, signature, args, to_row):
     """Moves LANES sums between acc[offset:] and out[s, j : j+LANES]: a plain load or store where
     out has LANES columns from j on, a masked one (lanes past out's end: 0 loaded, left alone) for
@@ -1288,7 +1282,7 @@ def _stream_tile(X, s0, rows, Wp, p, v0, nv, k0, k1, out):
     when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored and loaded
     back is the same number). X (S, D), out (S, M). rows (2 .. SAMPLE_GROUP) and nv are constants
     at each call (see _panel_rows), so the loops unroll and the rows x nv sums stay in registers."""
-    acc = _sums_scratch()
+    acc = _tile_scratch()
     j0 = p * PANEL + v0 * LANES
     for i in range(rows):
         for v in range(nv):
