@@ -10,8 +10,9 @@ character, medians of 5 runs of `--chars` characters in one compiled loop each:
 - "head": head_block_kernel over every block on one thread (h @ head.W + head.b), "pick":
   pick_kernel (temperature, softmax, draw);
 - with --streams S (S > 1): "batch": recurrent_batch_sample_kernel stepping S streams together
-  (what `charnn sample --num-samples S` runs), on one thread and in groups on numba's threads,
-  microseconds a character of one stream (the call's time / (S x chars)).
+  (what `charnn sample --num-samples S` runs), on one thread and on numba's threads (sharing each
+  layer's unit blocks, or in groups of streams where there are fewer blocks than threads:
+  "batch_way"), microseconds a character of one stream (the call's time / (S x chars)).
 "weight_mb" is what one character reads (every recurrent weight and the head), and
 "layers_gb_per_s" what the serial layers read per second: compare it with bench/peak.py's
 "memory" rows at that size to see whether sampling is bound by the read rate.
@@ -87,16 +88,21 @@ def profile(name: str, chars: int, streams: int = 1) -> dict:
 
         row[f"whole_us_{n_threads}_threads"] = _median_us(whole, chars)
         row[f"layers_us_{n_threads}_threads"] = _median_us(layers, chars)
-    if streams > 1:  # the layout and state of sample_batch_ids (one unit block of the same Hp)
-        batch_net = sampler.recurrent_net(model, 1, Hp)
+    if streams > 1:  # the layouts of sample_batch_ids: one unit block, or net1's blocks shared by threads
+        batch = sampler.Batch(K.recurrent_sample_kernel, K.recurrent_batch_sample_kernel, sampler.recurrent_net(model, 1, Hp),
+                              (), 1, net1 if threads > 1 else None)
         row["streams"] = streams
-        for parts in sorted({1, min(parallel_threads(), streams)}):
-            def batch(n, parts=parts):
+        for n_threads in sorted({1, min(parallel_threads(), max(streams, batch.blocks))}):
+            batch_net, parts = batch.layout(n_threads, streams)
+
+            def run(n, batch_net=batch_net, parts=parts):
                 h, c = np.zeros((L, streams, Hp), np.float32), np.zeros((L, streams, Hp), np.float32)
                 K.recurrent_batch_sample_kernel(batch_net, h, c, np.zeros(streams, np.int64), rng.random((streams, n)),
                                                 1.0, 0, 1.0, False, np.empty((streams, n), np.int64), parts)
 
-            row[f"batch_us_{parts}_threads"] = round(_median_us(batch, max(1, chars // streams)) / streams, 3)
+            row[f"batch_us_{n_threads}_threads"] = round(_median_us(run, max(1, chars // streams)) / streams, 3)
+            row[f"batch_way_{n_threads}_threads"] = ("one thread" if parts == 1 else "unit blocks shared"
+                                                     if batch_net is net1 else "groups of streams")
     h_top = rng.standard_normal(Hp).astype(np.float32)
     logits = (h_top[: model.config.hidden] @ model.params["head.W"] + net1.head_b).astype(np.float32)
     u = rng.random(1024)

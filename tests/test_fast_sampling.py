@@ -22,8 +22,9 @@ from charnn.backend.numba import compile as numba_compile
 from charnn.backend.numba.kernels import ACTIVATION_CODES, activate_row
 from charnn.backend.numba.kernels import atomic_add, claim, pick_kernel
 from charnn.backend.numba import sampler as sampler_module
-from charnn.backend.numba.sampler import (BLOCK, FIRST_BLOCK, chooser_for, prepare, prepare_batch,
-                                          sample_batch_ids, sample_ids, warm_up)
+from charnn.backend.numba import kernels as K
+from charnn.backend.numba.sampler import (BLOCK, FIRST_BLOCK, chooser_for, padded_width, prepare, prepare_batch,
+                                          recurrent_net, sample_batch_ids, sample_ids, warm_up)
 from charnn.sampling import pick
 from charnn.backend.numba.threads import Chooser, free_cpus
 
@@ -211,6 +212,54 @@ def test_batch_kernel_steps_every_stream_as_the_batch_1_kernel_bit_for_bit(spec,
         assert np.array_equal(h[:, s], h1) and np.array_equal(c[:, s], c1)  # the same state, bit for bit
 
 
+@pytest.mark.parametrize("blocks,parts", [(2, 1), (2, 2), (3, 2), (3, 3), (4, 3)])
+@pytest.mark.parametrize("spec", [s for s in BATCH_SPECS if s[0] != "mlp"], ids=spec_id)
+def test_threads_sharing_unit_blocks_step_every_stream_as_the_batch_1_kernel_bit_for_bit(spec, blocks, parts):
+    """The batch kernel on a layout of NB unit blocks, its layers' blocks shared by parts <= NB
+    threads (3 threads on 4 blocks: one thread takes two), the head and the draws by groups of
+    streams (5 streams in 3 or 4 groups: some of one stream, some of two)."""
+    model = make_model(*spec)
+    Hp = padded_width(model.config.hidden, blocks)
+    net = recurrent_net(model, blocks, Hp)
+    first, S, n = np.array([3, 1, 5, 0, 7], dtype=np.int64), 5, 24
+    u = np.random.default_rng(3).random((S, n))
+    state = (np.zeros((model.config.layers, Hp), np.float32), np.zeros((model.config.layers, Hp), np.float32))
+    warm_up(K.recurrent_sample_kernel, net, state, np.array([1, 2, 0, 6]))
+    h, c = (np.ascontiguousarray(np.repeat(a[:, None], S, axis=1)) for a in state)  # (L, S, Hp)
+    out = np.empty((S, n), dtype=np.int64)
+    K.recurrent_batch_sample_kernel(net, h, c, first, u, 0.9, 6, 0.95, False, out, parts)
+    one = recurrent_net(model, 1, Hp)
+    for s in range(S):
+        h1, c1 = state[0].copy(), state[1].copy()
+        out1 = np.empty(n, dtype=np.int64)
+        K.recurrent_sample_kernel(one, h1, c1, first[s : s + 1], u[s], 0.9, 6, 0.95, False, out1)
+        assert np.array_equal(out[s], out1), s
+        assert np.array_equal(h[:, s], h1) and np.array_equal(c[:, s], c1)  # the same state, bit for bit
+
+
+def test_batch_sampling_shares_unit_blocks_up_to_their_count_and_groups_streams_past_it(monkeypatch):
+    """Batch.layout: 2..NB threads share the blocks of the NB-block layout, whatever the number of
+    live streams; one thread, or more threads than blocks, take the one-block layout, in at most
+    one group of streams a thread. Through sample_batch_ids, each way gives each stream's ids."""
+    monkeypatch.setattr(sampler_module, "thread_counts", lambda model, threads=None: (1, 2))  # NB = 2
+    model = make_model("lstm", "tanh", 8, 2, 12)
+    batch = prepare_batch(model)
+    assert batch.blocks == 2 and batch.blocks_net.Wh.shape[1] == 2 and batch.net.Wh.shape[1] == 1
+    assert batch.blocks_net.Wh.shape[3] == batch.net.Wh.shape[3]  # one padded width Hp
+    assert batch.layout(2, 1) == (batch.blocks_net, 2)
+    assert batch.layout(1, 4)[1] == 1 and batch.layout(1, 4)[0] is batch.net
+    assert batch.layout(3, 4) == (batch.net, 3) and batch.layout(3, 2) == (batch.net, 2)
+    assert prepare_batch(make_model("mlp", "tanh", 5, 2, 12)).blocks == 1
+
+    def run(threads):
+        rngs = [np.random.default_rng(s) for s in range(3)]
+        blocks = sample_batch_ids(model, np.array([1, 2]), np.array([0, 3, 5]), 300, rngs=rngs, threads=threads,
+                                  temperature=0.8, top_p=0.9)
+        return np.concatenate(list(blocks), axis=1)
+
+    assert np.array_equal(run(2), run(1)) and np.array_equal(run(3), run(1))
+
+
 def test_block_draws_are_the_stream_of_single_draws():
     singles = np.random.default_rng(7)
     expected = np.array([singles.random() for _ in range(FIRST_BLOCK + 3 * BLOCK + 5)])
@@ -396,6 +445,8 @@ def test_sampling_threads_are_the_cpus_other_tasks_leave(monkeypatch):
     monkeypatch.setattr(sampler_module, "free_cpus", lambda n: n)
     assert sampler_module.batch_thread_counts(16) == (1, 2, 4, 8)  # groups of streams: as many as the CPUs
     assert sampler_module.batch_thread_counts(3) == (1, 3) and sampler_module.batch_thread_counts(1) == (1,)  # never more than streams
+    assert sampler_module.batch_thread_counts(1, blocks=8) == (1, 2, 4, 8)  # threads sharing a layer's unit blocks
+    assert sampler_module.batch_thread_counts(3, blocks=2) == (1, 3)  # 2 would share blocks, 3 takes groups
 
 
 def test_is_compiled_follows_charnns_own_stamp(monkeypatch, tmp_path):
@@ -558,6 +609,22 @@ def test_a_thread_that_starts_late_or_never_changes_nothing(spec):
         assert np.array_equal(c, expected[2])
 
 
+def test_a_batch_thread_that_starts_late_or_never_changes_nothing():
+    """As above for S streams stepped together (batch_sample_steps): thread 2 of three alone steps
+    every block and head group; thread 0, after it, finds nothing left to claim."""
+    model = make_model("gru", "tanh", 8, 2, 12)
+    net = recurrent_net(model, 3)
+    L, Hp = model.config.layers, net.Wh.shape[3]
+    first, u = np.array([3, 1, 4, 1]), np.random.default_rng(6).random((4, 25))
+    h, c, expected = np.zeros((L, 4, Hp), np.float32), np.zeros((L, 4, Hp), np.float32), np.empty((4, 25), np.int64)
+    K.recurrent_batch_sample_kernel(net, h, c, first, u, 1.0, 0, 1.0, False, expected, 1)
+    c2, out = np.zeros((L, 4, Hp), np.float32), np.empty((4, 25), np.int64)
+    hs, ids, *scratch = K.batch_scratch(net, np.zeros((L, 4, Hp), np.float32), first)
+    for tid in (2, 0):
+        K.batch_sample_steps(tid, net, hs, c2, ids, u, 1.0, 0, 1.0, False, out, *scratch)
+        assert np.array_equal(out, expected) and np.array_equal(hs[25 % 2], h) and np.array_equal(c2, c)
+
+
 def test_parallel_sampling_on_fewer_threads_than_blocks_neither_waits_forever_nor_changes_the_ids():
     """numba's parallel region runs its iterations on one thread when it has only one: the sampler's
     threads then run one after another, and the first does all the work. In a child process, with a
@@ -576,6 +643,10 @@ for threads, numba_threads in ((1, 2), (2, 1), (2, 2)):
     K.recurrent_sample_kernel(net._replace(threads=threads), h, c, np.array([2, 5]), np.linspace(0, 0.99, 40),
                               1.0, 0, 1.0, False, out)
     runs.append(out.tolist() + h.ravel().tolist())
+    hb, cb, outb = np.zeros((L, 3, Hp), np.float32), np.zeros((L, 3, Hp), np.float32), np.empty((3, 20), np.int64)
+    K.recurrent_batch_sample_kernel(net, hb, cb, np.array([2, 5, 1]), np.linspace(0, 0.99, 60).reshape(3, 20),
+                                    1.0, 0, 1.0, False, outb, threads)  # three streams, the blocks on `threads`
+    runs[-1] += outb.ravel().tolist() + hb.ravel().tolist()
 assert runs[0] == runs[1] == runs[2], runs
 print("same")
 """
@@ -691,7 +762,7 @@ def test_batch_sampling_times_one_thread_against_groups_of_streams_and_obeys_the
     from charnn.backend.numba.sampler import batch_thread_counts
 
     monkeypatch.setattr(sampler_module, "_BATCH_CHOOSERS", {})
-    monkeypatch.setattr(sampler_module, "batch_thread_counts", lambda streams, threads=None: (1, 2) if threads is None else (threads,))
+    monkeypatch.setattr(sampler_module, "batch_thread_counts", lambda streams, threads=None, blocks=1: (1, 2) if threads is None else (threads,))
     model = make_model("lstm", "tanh", 8, 2, 12)
 
     def run(threads):

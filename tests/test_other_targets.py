@@ -84,12 +84,13 @@ CHILD = textwrap.dedent("""
                 first = K.recurrent_sample_kernel(net, np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), ids,
                                                   np.zeros(1), 1.0, 0, 1.0, True, np.empty(1, np.int64))
                 error = float(np.abs(first - want[0]).max() / np.abs(want[0]).max())
-        # three streams together, on one thread and in two groups: each stream a batch-1 run
+        # three streams together: on one thread, in two groups, and two threads sharing the unit
+        # blocks of the two-block layout: each stream a batch-1 run
         bnet, u3, first3 = recurrent_net(model, 1, Hp), rng.random((3, 30)), np.array([1, 4, 7])
         batch_runs = []
-        for parts in (1, 2):
+        for layout, parts in ((bnet, 1), (bnet, 2), (net, 2)):
             hb, cb, out3 = np.zeros((L, 3, Hp), np.float32), np.zeros((L, 3, Hp), np.float32), np.empty((3, 30), np.int64)
-            K.recurrent_batch_sample_kernel(bnet, hb, cb, first3, u3, 1.0, 0, 1.0, False, out3, parts)
+            K.recurrent_batch_sample_kernel(layout, hb, cb, first3, u3, 1.0, 0, 1.0, False, out3, parts)
             batch_runs.append(out3.tolist())
         singles = []
         for s_ in range(3):
@@ -98,7 +99,7 @@ CHILD = textwrap.dedent("""
                                       u3[s_], 1.0, 0, 1.0, False, o)
             singles.append(o.tolist())
         sampled[cell] = {"logits_error": error, "threads_same_ids": runs[0] == runs[1],
-                         "batch_same_ids": batch_runs[0] == batch_runs[1] == singles}
+                         "batch_same_ids": batch_runs[0] == batch_runs[1] == batch_runs[2] == singles}
     out["sampling"] = sampled
     asm = "".join(K.gemm_kernel.inspect_asm().values())
     out["zmm_in_gemm"] = "zmm" in asm

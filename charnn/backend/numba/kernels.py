@@ -1704,9 +1704,11 @@ def mlp_sample_kernel(net, window, feed, u, temperature, top_k, top_p, argmax, o
 # ---------------------------------------------------------------- kernels: batches of streams
 # S streams sampled together: each weight row is read once per step for all of them (batch_matvec),
 # and every stream's numbers are those of the batch-1 kernels above, bit for bit: the same sums in
-# the same order, the same row kernels, the same pick. They take the layout with one unit block
-# (NB = 1). With parts > 1 the streams run in that many groups on parallel threads, one region
-# per call, each group on its own copy of its state: a stream's numbers do not depend on the group.
+# the same order, the same row kernels, the same pick, in the batch-1 layout (any NB of the same Hp).
+# On several threads, the threads share each layer's unit blocks as batch-1 sampling's do, so each
+# weight is read once a step by one core; with fewer blocks than threads (NB = 1: small models),
+# the streams run in groups on threads of their own instead, each group on its own copy of its
+# state. A stream's numbers depend on neither.
 @njit(fastmath=CONTRACT, **JIT)
 def batch_matvec(X, Wp, out):
     """out[s] = X[s] @ W for every stream s: X (S, D), W (D, M) as its vector panels Wp -> out
@@ -1751,15 +1753,131 @@ def batch_pick(head_W, head_b, h_top, ids, logits, u, t, temperature, top_k, top
         out[s, t] = ids[s]
 
 
-@njit(parallel=True, **JIT)
-def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p, argmax, out, parts):
-    """Sample n = out.shape[1] ids for each of S streams into out (S, n), stream s continuing from
-    input id first[s] (S,); u (S, n) float64 one uniform per sampled id (unused if argmax).
-    h, c (L, S, Hp) float32 are the streams' carried states, updated in place. net: one unit block.
-    parts: the streams in this many groups on parallel threads (1: all on this thread)."""
-    if parts <= 1:
-        recurrent_batch_steps(net, h, c, first, u, temperature, top_k, top_p, argmax, out)
+@njit(**JIT)
+def batch_block_kernel(net, l, ids, blk, below, prev, c, h_next, xa, ha, zero, gates, aux):
+    """layer_block_kernel for S streams at once: layer l's step for the units of block blk, each
+    weight vector of the block read once for all the streams (batch_matvec). ids (S,) the inputs
+    (used at l = 0); below, prev, h_next (S, Hp); c (L, S, Hp); xa, ha (NB, S, GB); zero (GB,)
+    zeros; gates (NB, GB), aux (NB, w) scratch for the GRU."""
+    xa_b, ha_b = xa[blk], ha[blk]  # (S, GB)
+    S, GB = xa_b.shape
+    if l == 0:
+        for s in range(S):
+            xa_b[s] = net.x0[blk, ids[s]]  # embed.W[id] @ Wx0 + b0, tabulated
+    else:
+        batch_matvec(below, net.Wx[l - 1, blk], xa_b)  # the layer below, already stepped
+        for s in range(S):
+            for j in range(GB):
+                xa_b[s, j] += net.b[l - 1, blk, j]
+    batch_matvec(prev, net.Wh[l, blk], ha_b)  # h_prev @ Wh
+    w = aux.shape[1]
+    j0, j1 = blk * w, (blk + 1) * w  # the block's units
+    for s in range(S):
+        if net.cell == LSTM:
+            lstm_block_forward(xa_b[s], ha_b[s], c[l, s, j0:j1], h_next[s, j0:j1])
+        elif net.cell == GRU:
+            gru_row_forward(xa_b[s], zero, ha_b[s], prev[s, j0:j1], h_next[s, j0:j1], gates[blk], aux[blk])
+        else:
+            rnn_row_forward(xa_b[s], zero, ha_b[s], h_next[s, j0:j1], net.act)
+
+
+@njit(**JIT)
+def batch_head_group(net, k, h_top, ids, logits, row, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out):
+    """The head and the draws of the streams in group k of NB, s0 = k*S // NB to s1 = (k+1)*S // NB:
+    logits[blk, s] (NB, S, Vb) = h_top[s] (S, Hp) @ the head's column block blk, for every block;
+    then each stream's V logits plus head.b gathered into row (V,) and ids[s] = out[s, t] = pick
+    with uniform u[s, t]: head_block_kernel's sums and pick, stream by stream."""
+    NB = net.head_W.shape[0]
+    S = h_top.shape[0]
+    s0, s1 = k * S // NB, (k + 1) * S // NB
+    if s1 == s0:
         return
+    V = net.head_b.shape[0]
+    Vb = head_block_width(net)
+    for blk in range(NB):
+        batch_matvec(h_top[s0:s1], net.head_W[blk], logits[blk, s0:s1])
+    for s in range(s0, s1):
+        for j in range(V):
+            row[j] = logits[j // Vb, s, j - (j // Vb) * Vb] + net.head_b[j]
+        ids[s] = pick_kernel(row, u[s, t], temperature, top_k, top_p, argmax, z, top, cdf)
+        out[s, t] = ids[s]
+
+
+@njit(**JIT)
+def batch_sample_steps(tid, net, hs, c, ids, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates,
+                       aux, logits):
+    """One thread's part of recurrent_batch_sample_kernel: sample_steps for S streams stepped together. For
+    each step t < n (out (S, n)): each layer's NB unit blocks (batch_block_kernel), then the head
+    and the draws in NB groups of streams (batch_head_group); every unit is claimed by one thread
+    and each phase waits for all of its units, as in sample_steps. hs (2, L, S, Hp): step t reads
+    hs[t % 2] and writes hs[(t + 1) % 2]; ids (S,) the streams' inputs, then their draws. sync
+    (SYNC_LINE * (2NB + 1),): DONE, then the claims of layer block k at (k + 1) * SYNC_LINE and of
+    head group k at (NB + k + 1) * SYNC_LINE. tid: the thread's first block to try."""
+    L = hs.shape[1]
+    NB = xa.shape[0]
+    V = net.head_b.shape[0]
+    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
+    row = np.empty(V, dtype=np.float32)
+    for t in range(out.shape[1]):
+        new, old = hs[(t + 1) % 2], hs[t % 2]
+        done = t * (L + 1) * NB  # units of the steps before this one
+        for l in range(L):
+            for k in range(NB):
+                blk = (tid + k) % NB
+                if claim(sync, (blk + 1) * SYNC_LINE, t * L + l):
+                    batch_block_kernel(net, l, ids, np.int64(blk), new[max(l - 1, 0)], old[l], c, new[l], xa, ha, zero,
+                                       gates, aux)
+                    atomic_add(sync, DONE, 1)
+            done += NB
+            wait_until(sync, DONE, done)
+        for k in range(NB):
+            group = (tid + k) % NB
+            if claim(sync, (NB + group + 1) * SYNC_LINE, t):
+                batch_head_group(net, np.int64(group), new[L - 1], ids, logits, row, u, t, temperature, top_k, top_p,
+                                 argmax, z, top, cdf, out)
+                atomic_add(sync, DONE, 1)
+        wait_until(sync, DONE, done + NB)  # every draw is in ids before the next step reads them
+
+
+@njit(parallel=True, **JIT)
+def batch_sample_threads(net, threads, hs, c, ids, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero,
+                         gates, aux, logits):
+    """batch_sample_steps on `threads` threads in one parallel region."""
+    for tid in prange(threads):  # (tid as int64, the serial call's type: one compiled batch_sample_steps)
+        batch_sample_steps(np.int64(tid), net, hs, c, ids, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero,
+                           gates, aux, logits)
+
+
+@njit(**JIT)
+def batch_scratch(net, h, first):
+    """What batch_sample_steps shares between its threads, for the streams of h (L, S, Hp): hs (2, L,
+    S, Hp) with hs[0] = h, ids = first (S,) copied, sync zeros, xa, ha (NB, S, GB), zero (GB,) zeros,
+    gates (NB, GB), aux (NB, w), logits (NB, S, Vb)."""
+    L, S, Hp = h.shape
+    NB, GB = net.x0.shape[0], net.x0.shape[2]
+    hs = np.empty((2, L, S, Hp), dtype=np.float32)  # the states before and after a step
+    hs[0] = h
+    sync = np.zeros((2 * NB + 1) * SYNC_LINE, dtype=np.int64)
+    xa, ha = np.empty((NB, S, GB), np.float32), np.empty((NB, S, GB), np.float32)
+    zero = np.zeros(GB, dtype=np.float32)  # the bias the row kernels add: already in xa
+    gates, aux = np.empty((NB, GB), np.float32), np.empty((NB, Hp // NB), np.float32)
+    logits = np.empty((NB, S, head_block_width(net)), np.float32)
+    return hs, first.copy(), sync, xa, ha, zero, gates, aux, logits
+
+
+@njit(**JIT)
+def recurrent_batch_steps(net, h, c, first, u, temperature, top_k, top_p, argmax, out):
+    """The S streams of h, c (L, S, Hp) stepped together on this thread, out (S, n)."""
+    hs, ids, sync, xa, ha, zero, gates, aux, logits = batch_scratch(net, h, first)
+    batch_sample_steps(np.int64(0), net, hs, c, ids, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero,
+                       gates, aux, logits)
+    h[:] = hs[out.shape[1] % 2]
+
+
+@njit(parallel=True, **JIT)
+def batch_stream_groups(net, h, c, first, u, temperature, top_k, top_p, argmax, out, parts):
+    """recurrent_batch_sample_kernel's streams in `parts` groups, each stepped on a thread of its
+    own (recurrent_batch_steps) with its own copy of its state."""
     S = h.shape[1]
     for p in prange(parts):
         s0, s1 = p * S // parts, (p + 1) * S // parts
@@ -1771,42 +1889,22 @@ def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p
 
 
 @njit(**JIT)
-def recurrent_batch_steps(net, h, c, first, u, temperature, top_k, top_p, argmax, out):
-    """recurrent_batch_sample_kernel's streams on this thread: h, c (L, S, Hp), out (S, n)."""
-    L, S, Hp = h.shape
-    G = net.x0.shape[2]
-    V = net.head_b.shape[0]
-    xa = np.empty((S, G), dtype=np.float32)
-    ha = np.empty((S, G), dtype=np.float32)
-    h_next = np.empty((S, Hp), dtype=np.float32)
-    zero = np.zeros(G, dtype=np.float32)  # the bias the row kernels add: already in xa
-    gates = np.empty(G, dtype=np.float32)
-    aux = np.empty(Hp, dtype=np.float32)
-    logits = np.empty((S, V), dtype=np.float32)
-    z, top, cdf = np.empty(V), np.empty(V), np.empty(V)
-    ids = first.copy()  # (S,) each stream's input
-    for t in range(out.shape[1]):
-        for l in range(L):
-            if l == 0:
-                for s in range(S):
-                    xa[s] = net.x0[0, ids[s]]  # embed.W[id] @ Wx0 + b0, tabulated
-            else:
-                batch_matvec(h[l - 1], net.Wx[l - 1, 0], xa)  # the layer below, already stepped
-                for s in range(S):
-                    for j in range(G):
-                        xa[s, j] += net.b[l - 1, 0, j]
-            batch_matvec(h[l], net.Wh[l, 0], ha)  # h_prev @ Wh
-            for s in range(S):
-                if net.cell == LSTM:
-                    lstm_block_forward(xa[s], ha[s], c[l, s], h_next[s])
-                elif net.cell == GRU:
-                    gru_row_forward(xa[s], zero, ha[s], h[l, s], h_next[s], gates, aux)
-                else:
-                    rnn_row_forward(xa[s], zero, ha[s], h_next[s], net.act)
-            for s in range(S):
-                for j in range(Hp):
-                    h[l, s, j] = h_next[s, j]
-        batch_pick(net.head_W[0], net.head_b, h[L - 1], ids, logits, u, t, temperature, top_k, top_p, argmax, z, top, cdf, out)
+def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p, argmax, out, parts):
+    """Sample n = out.shape[1] ids for each of S streams into out (S, n), stream s continuing from
+    input id first[s] (S,); u (S, n) float64 one uniform per sampled id (unused if argmax).
+    h, c (L, S, Hp) float32 are the streams' carried states, updated in place. parts: threads.
+    Where the layout has a unit block for each thread (NB >= parts), the threads share each layer's
+    blocks and the streams step together, so each weight is read once a step, by one thread; else
+    the streams run in `parts` groups on threads of their own, each group reading every weight."""
+    if parts <= 1:
+        recurrent_batch_steps(net, h, c, first, u, temperature, top_k, top_p, argmax, out)
+    elif net.x0.shape[0] >= parts:
+        hs, ids, sync, xa, ha, zero, gates, aux, logits = batch_scratch(net, h, first)
+        batch_sample_threads(net, parts, hs, c, ids, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero,
+                             gates, aux, logits)
+        h[:] = hs[out.shape[1] % 2]
+    else:
+        batch_stream_groups(net, h, c, first, u, temperature, top_k, top_p, argmax, out, parts)
 
 
 @njit(parallel=True, **JIT)

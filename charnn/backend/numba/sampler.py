@@ -30,10 +30,11 @@ call with one product and layer 0 needs no input matvec:
 
 The kernels live with every other @njit function in kernels.py (section "batch-1 sampling");
 this module lays a model's weights out for them, chooses the thread count and streams the ids.
-Weights and state are float32 (float64 models are cast on the way in). Three kernels are parallel:
-`recurrent_sample_kernel` can split a layer's hidden units over threads (see RecurrentNet, prepare
-and sample_ids for when it pays), and the batch kernels can run groups of streams on threads of
-their own (batch_thread_counts, sample_batch_ids).
+Weights and state are float32 (float64 models are cast on the way in). The kernels can run on
+several threads: `recurrent_sample_kernel` and `recurrent_batch_sample_kernel` split a layer's
+hidden units over them (see RecurrentNet, prepare and sample_ids for when it pays), and the batch
+kernels can run groups of streams on threads of their own where there are more threads than unit
+blocks (batch_thread_counts, Batch.layout, sample_batch_ids).
 """
 from __future__ import annotations
 
@@ -286,34 +287,54 @@ def prepare(model, threads: int | None = None):
     return mlp_sample_kernel, {1: mlp_net(model)}, (np.full(cfg.context, cfg.vocab_size, dtype=np.int64),)
 
 
-def batch_thread_counts(streams: int, threads: int | None = None) -> tuple[int, ...]:
+def batch_thread_counts(streams: int, threads: int | None = None, blocks: int = 1) -> tuple[int, ...]:
     """The thread counts S streams sampled together may run on: 1 (one after another) and, where
-    numba has a fast threading layer and other tasks leave CPUs free, one group of streams on each
-    of up to S of those CPUs, to be chosen between as they run (sample_batch_ids). threads: a
-    count to run on without a choice (default CHARNN_SAMPLE_THREADS, if set), at most one a stream."""
-    return tuple(dict.fromkeys(min(n, streams) for n in _thread_choice(streams, threads)))
+    numba has a fast threading layer and other tasks leave CPUs free, the halvings of those CPUs up
+    to the larger of `blocks` (the threads then share each layer's unit blocks: Batch.layout) and S
+    (one group of streams a thread), to be chosen between as they run (sample_batch_ids). threads:
+    a count to run on without a choice (default CHARNN_SAMPLE_THREADS, if set), at most that larger."""
+    most = max(streams, blocks)
+    return tuple(dict.fromkeys(min(n, most) for n in _thread_choice(most, threads)))
 
 
 class Batch(NamedTuple):
     """What sample_batch_ids runs: the batch-1 kernel and state for the shared warm-up, the batch
-    kernel, the layout both take, and the axis of the streams in the batch kernel's state arrays."""
+    kernel, the layouts it takes, and the axis of the streams in the batch kernel's state arrays."""
 
     kernel: object  # recurrent_sample_kernel or mlp_sample_kernel: warms up `state`
     batch_kernel: object  # recurrent_batch_sample_kernel or mlp_batch_sample_kernel
     net: object  # RecurrentNet with one unit block (of the batch-1 run's padded width), or MLPNet
     state: tuple  # the batch-1 state: (h, c) (L, Hp) or (window (K,),)
     axis: int  # of the streams in the batch state: 1 for h, c (L, S, Hp); 0 for windows (S, K)
+    blocks_net: object = None  # RecurrentNet of the same Hp in NB > 1 unit blocks (the batch-1 one), or None
+
+    @property
+    def blocks(self) -> int:
+        """NB: how many threads at most can share each layer's unit blocks (1: none)."""
+        return 1 if self.blocks_net is None else self.blocks_net.Wh.shape[1]
+
+    def layout(self, threads: int, streams: int) -> tuple:
+        """(net, parts) for the batch kernel to step `streams` streams on `threads` threads: n <= NB
+        threads share each layer's unit blocks, so every weight is read once a step by one core
+        (which ran 1.1-1.4x as fast as groups of streams, each group reading every weight:
+        bench/README.md); more threads than blocks take groups of streams, one a thread, on the
+        one-block layout, which one thread also runs (its larger panels run faster alone)."""
+        if 1 < threads <= self.blocks:
+            return self.blocks_net, threads
+        return self.net, max(1, min(threads, streams))
 
 
 def prepare_batch(model) -> Batch:
-    """A charnn model -> its Batch. The unit layout has the padded width Hp of the batch-1 run
-    (prepare), so that a stream's numbers are the batch-1 run's; the blocks run serially."""
+    """A charnn model -> its Batch. The unit layouts have the padded width Hp of the batch-1 run
+    (prepare), so that a stream's numbers are the batch-1 run's."""
     _check(model)
     cfg = model.config
     if cfg.model in CELL_CODES:
-        Hp = padded_width(cfg.hidden, max(thread_counts(model)))
+        NB = max(thread_counts(model))
+        Hp = padded_width(cfg.hidden, NB)
         state = (np.zeros((cfg.layers, Hp), dtype=np.float32), np.zeros((cfg.layers, Hp), dtype=np.float32))
-        return Batch(recurrent_sample_kernel, recurrent_batch_sample_kernel, kept_recurrent_net(model, 1, Hp), state, 1)
+        return Batch(recurrent_sample_kernel, recurrent_batch_sample_kernel, kept_recurrent_net(model, 1, Hp), state, 1,
+                     kept_recurrent_net(model, NB, Hp) if NB > 1 else None)
     window = np.full(cfg.context, cfg.vocab_size, dtype=np.int64)
     return Batch(mlp_sample_kernel, mlp_batch_sample_kernel, mlp_net(model), (window,), 0)
 
@@ -517,7 +538,7 @@ def sample_batch_ids(model, warm_ids, first_ids, length: int | None, temperature
     batch = prepare_batch(model)
     warm_up(batch.kernel, batch.net, batch.state, warm_ids, progress)
     S = len(first_ids)
-    counts = batch_thread_counts(S, threads)
+    counts = batch_thread_counts(S, threads, batch.blocks)
     key = (*_shape(model), S, counts)
     if key not in _BATCH_CHOOSERS:
         _BATCH_CHOOSERS[key] = Chooser(list(counts))
@@ -536,13 +557,13 @@ def sample_batch_ids(model, warm_ids, first_ids, length: int | None, temperature
         u = np.zeros((rows.size, n)) if argmax else np.stack([rngs[s].random(n) for s in rows])  # (A, n)
         out = np.empty((rows.size, n), dtype=np.int64)
         threads_now = chooser.next()
-        parts = min(threads_now, rows.size)
+        net, parts = batch.layout(threads_now, rows.size)
         t0 = perf_counter()
         if rows.size == S:
-            batch.batch_kernel(batch.net, *states, current, u, *draw, out, parts)
+            batch.batch_kernel(net, *states, current, u, *draw, out, parts)
         else:  # the live streams' states, stepped, then put back
             live = [np.ascontiguousarray(np.take(a, rows, axis=batch.axis)) for a in states]
-            batch.batch_kernel(batch.net, *live, current[rows], u, *draw, out, parts)
+            batch.batch_kernel(net, *live, current[rows], u, *draw, out, parts)
             for a, b in zip(states, live):
                 index = [slice(None)] * a.ndim
                 index[batch.axis] = rows
