@@ -22,8 +22,8 @@ Conventions:
   layer's lookups over rows, the batch sampling kernels over groups of streams (each group on a
   copy of its own state). The scatter-adds (embedding gradients) split the columns, never the
   rows: rows repeat, and adds into the same row from two threads would race. One exception: the
-  batch-1 sampler's threads share a parallel region for a whole call and claim its units of work
-  through atomic counters (sample_steps), so each unit is still written by one thread.
+  samplers' threads share a parallel region for a whole call and claim its units of work
+  through atomic counters (sample_steps, batch_sample_steps), so each unit is still written by one thread.
 - Shapes: B batch, T steps, H hidden width, G gate width (4H lstm, 3H gru, H rnn), V vocabulary,
   N rows, S sampled streams; each kernel's docstring gives its arrays' shapes.
 - The products and the row kernels of the cells use fastmath, and only its "contract" flag
@@ -1797,8 +1797,9 @@ def batch_head_group(net, k, h_top, ids, logits, row, u, t, temperature, top_k, 
     for blk in range(NB):
         batch_matvec(h_top[s0:s1], net.head_W[blk], logits[blk, s0:s1])
     for s in range(s0, s1):
-        for j in range(V):
-            row[j] = logits[j // Vb, s, j - (j // Vb) * Vb] + net.head_b[j]
+        for blk in range(NB):
+            for j in range(min(Vb, V - blk * Vb)):
+                row[blk * Vb + j] = logits[blk, s, j] + net.head_b[blk * Vb + j]
         ids[s] = pick_kernel(row, u[s, t], temperature, top_k, top_p, argmax, z, top, cdf)
         out[s, t] = ids[s]
 
@@ -1839,15 +1840,6 @@ def batch_sample_steps(tid, net, hs, c, ids, u, temperature, top_k, top_p, argma
         wait_until(sync, DONE, done + NB)  # every draw is in ids before the next step reads them
 
 
-@njit(parallel=True, **JIT)
-def batch_sample_threads(net, threads, hs, c, ids, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero,
-                         gates, aux, logits):
-    """batch_sample_steps on `threads` threads in one parallel region."""
-    for tid in prange(threads):  # (tid as int64, the serial call's type: one compiled batch_sample_steps)
-        batch_sample_steps(np.int64(tid), net, hs, c, ids, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero,
-                           gates, aux, logits)
-
-
 @njit(**JIT)
 def batch_scratch(net, h, first):
     """What batch_sample_steps shares between its threads, for the streams of h (L, S, Hp): hs (2, L,
@@ -1865,46 +1857,35 @@ def batch_scratch(net, h, first):
     return hs, first.copy(), sync, xa, ha, zero, gates, aux, logits
 
 
-@njit(**JIT)
-def recurrent_batch_steps(net, h, c, first, u, temperature, top_k, top_p, argmax, out):
-    """The S streams of h, c (L, S, Hp) stepped together on this thread, out (S, n)."""
-    hs, ids, sync, xa, ha, zero, gates, aux, logits = batch_scratch(net, h, first)
-    batch_sample_steps(np.int64(0), net, hs, c, ids, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero,
-                       gates, aux, logits)
-    h[:] = hs[out.shape[1] % 2]
-
-
 @njit(parallel=True, **JIT)
-def batch_stream_groups(net, h, c, first, u, temperature, top_k, top_p, argmax, out, parts):
-    """recurrent_batch_sample_kernel's streams in `parts` groups, each stepped on a thread of its
-    own (recurrent_batch_steps) with its own copy of its state."""
-    S = h.shape[1]
-    for p in prange(parts):
-        s0, s1 = p * S // parts, (p + 1) * S // parts
-        if s1 > s0:
-            hg, cg = np.ascontiguousarray(h[:, s0:s1]), np.ascontiguousarray(c[:, s0:s1])
-            recurrent_batch_steps(net, hg, cg, first[s0:s1], u[s0:s1], temperature, top_k, top_p, argmax, out[s0:s1])
-            h[:, s0:s1] = hg
-            c[:, s0:s1] = cg
-
-
-@njit(**JIT)
 def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p, argmax, out, parts):
     """Sample n = out.shape[1] ids for each of S streams into out (S, n), stream s continuing from
     input id first[s] (S,); u (S, n) float64 one uniform per sampled id (unused if argmax).
     h, c (L, S, Hp) float32 are the streams' carried states, updated in place. parts: threads.
-    Where the layout has a unit block for each thread (NB >= parts), the threads share each layer's
-    blocks and the streams step together, so each weight is read once a step, by one thread; else
-    the streams run in `parts` groups on threads of their own, each group reading every weight."""
-    if parts <= 1:
-        recurrent_batch_steps(net, h, c, first, u, temperature, top_k, top_p, argmax, out)
-    elif net.x0.shape[0] >= parts:
-        hs, ids, sync, xa, ha, zero, gates, aux, logits = batch_scratch(net, h, first)
-        batch_sample_threads(net, parts, hs, c, ids, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero,
-                             gates, aux, logits)
+    Where the layout has a unit block for each of several threads (1 < parts <= NB), the threads
+    share each layer's blocks and the streams step together, so each weight is read once a step,
+    by one thread; else the streams run in `parts` groups (1: all together on one thread), each
+    group on a thread of its own with its own copy of its state, reading every weight."""
+    parts = max(1, parts)
+    shared = 1 < parts <= net.x0.shape[0]
+    hs, ids, sync, xa, ha, zero, gates, aux, logits = batch_scratch(net, h, first)  # shared by the threads
+    S = h.shape[1]
+    for p in prange(parts):
+        if shared:
+            batch_sample_steps(np.int64(p), net, hs, c, ids, u, temperature, top_k, top_p, argmax, out, sync, xa, ha,
+                               zero, gates, aux, logits)
+        else:
+            s0, s1 = p * S // parts, (p + 1) * S // parts
+            if s1 > s0:  # the group's streams, alone
+                cg = np.ascontiguousarray(c[:, s0:s1])
+                hs_g, ids_g, sync_g, xa_g, ha_g, zero_g, gates_g, aux_g, logits_g = batch_scratch(
+                    net, np.ascontiguousarray(h[:, s0:s1]), first[s0:s1])
+                batch_sample_steps(np.int64(0), net, hs_g, cg, ids_g, u[s0:s1], temperature, top_k, top_p, argmax,
+                                   out[s0:s1], sync_g, xa_g, ha_g, zero_g, gates_g, aux_g, logits_g)
+                h[:, s0:s1] = hs_g[out.shape[1] % 2]
+                c[:, s0:s1] = cg
+    if shared:
         h[:] = hs[out.shape[1] % 2]
-    else:
-        batch_stream_groups(net, h, c, first, u, temperature, top_k, top_p, argmax, out, parts)
 
 
 @njit(parallel=True, **JIT)

@@ -316,7 +316,7 @@ class Batch(NamedTuple):
     def layout(self, threads: int, streams: int) -> tuple:
         """(net, parts) for the batch kernel to step `streams` streams on `threads` threads: n <= NB
         threads share each layer's unit blocks, so every weight is read once a step by one core
-        (which ran 1.1-1.4x as fast as groups of streams, each group reading every weight:
+        (on a Zen 3, 1.06-1.35x as fast as groups of streams, each reading every weight:
         bench/README.md); more threads than blocks take groups of streams, one a thread, on the
         one-block layout, which one thread also runs (its larger panels run faster alone)."""
         if 1 < threads <= self.blocks:
