@@ -1862,12 +1862,12 @@ def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p
     """Sample n = out.shape[1] ids for each of S streams into out (S, n), stream s continuing from
     input id first[s] (S,); u (S, n) float64 one uniform per sampled id (unused if argmax).
     h, c (L, S, Hp) float32 are the streams' carried states, updated in place. parts: threads.
-    Where the layout has a unit block for each of several threads (1 < parts <= NB), the threads
-    share each layer's blocks and the streams step together, so each weight is read once a step,
-    by one thread; else the streams run in `parts` groups (1: all together on one thread), each
-    group on a thread of its own with its own copy of its state, reading every weight."""
+    Where the layout has a unit block for each thread (parts <= NB; one thread takes them all), the
+    threads share each layer's blocks and the streams step together, so each weight is read once a
+    step, by one thread; else the streams run in `parts` groups, each group on a thread of its own
+    with its own copy of its state, reading every weight."""
     parts = max(1, parts)
-    shared = 1 < parts <= net.x0.shape[0]
+    shared = parts <= net.x0.shape[0]
     hs, ids, sync, xa, ha, zero, gates, aux, logits = batch_scratch(net, h, first)  # shared by the threads
     S = h.shape[1]
     for p in prange(parts):
