@@ -435,14 +435,34 @@ def test_free_cpus_does_not_count_an_own_thread_falling_asleep(monkeypatch):
     assert threads.free_cpus(2, window=10.0) == 2
 
 
+def test_a_task_runnable_for_a_few_milliseconds_does_not_make_a_sample_serial(monkeypatch):
+    """A sample's thread counts hold for its calls, and a count left out is never timed: a stray task
+    (one often shows for a few ms right after this process's own parallel region) must not drop the
+    parallel count; a task that stays runnable does."""
+    import time
+    from charnn.backend.numba import threads
+    monkeypatch.setattr(sampler_module, "parallel_threads", lambda: 2)
+    monkeypatch.setattr(sampler_module, "LOOKS", threads.Looks(window=sampler_module.LOOKS.window, every=0.0))
+    monkeypatch.setattr(threads, "cpus", lambda: 2)
+    monkeypatch.setattr(threads, "own_running_threads", lambda: 1)
+    model = make_model("rnn", "tanh", 8, 1, 512)
+    end = time.perf_counter() + 0.005
+    monkeypatch.setattr(threads, "_runnable_tasks", lambda: 1 + (time.perf_counter() < end))  # another task for 5 ms
+    assert sampler_module.thread_counts(model) == (1, 2)
+    monkeypatch.setattr(threads, "_runnable_tasks", lambda: 2)  # another task all along
+    assert sampler_module.thread_counts(model) == (1,)
+
+
 def test_sampling_threads_are_the_cpus_other_tasks_leave(monkeypatch):
+    from charnn.backend.numba import threads
     monkeypatch.setattr(sampler_module, "parallel_threads", lambda: 8)
     model = make_model("rnn", "tanh", 8, 1, 512)
+    monkeypatch.setattr(sampler_module, "LOOKS", threads.Looks(window=0.02, every=0.0))  # a new look each call
     for free, counts in ((8, (1, 2, 4, 8)), (6, (1, 3, 6)), (2, (1, 2)), (1, (1,))):  # and the halvings between
-        monkeypatch.setattr(sampler_module, "free_cpus", lambda n, free=free: min(n, free))
+        monkeypatch.setattr(threads, "free_cpus", lambda n, window, free=free: min(n, free))
         assert sampler_module.thread_counts(model) == counts
     assert sampler_module.thread_counts(make_model("rnn", "tanh", 8, 1, 128)) == (1,)  # two blocks of 64 at least
-    monkeypatch.setattr(sampler_module, "free_cpus", lambda n: n)
+    monkeypatch.setattr(threads, "free_cpus", lambda n, window: n)
     assert sampler_module.batch_thread_counts(16) == (1, 2, 4, 8)  # groups of streams: as many as the CPUs
     assert sampler_module.batch_thread_counts(3) == (1, 3) and sampler_module.batch_thread_counts(1) == (1,)  # never more than streams
     assert sampler_module.batch_thread_counts(1, blocks=8) == (1, 2, 4, 8)  # threads sharing a layer's unit blocks

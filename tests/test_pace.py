@@ -24,18 +24,18 @@ def steps(p, seconds, n_steps):
 
 def test_a_quiet_machine_trains_on_every_thread_and_is_looked_at_rarely(monkeypatch):
     looks = []
-    monkeypatch.setattr(threads, "free_cpus", lambda n: looks.append(n) or n)
+    monkeypatch.setattr(threads, "free_cpus", lambda n, window: looks.append(n) or n)
     p = Pace(2)
     assert steps(p, lambda n, step: 0.05, 50) == [2] * 50
-    assert looks == [2]  # once: the next look is LOOK_S (0.5 s) of wall time later
+    assert looks == [2]  # once: the next look is half a second of wall time later
     assert p.choosers == {}  # quiet steps are not the busy spells' timings
 
 
 def test_a_busy_machine_moves_to_one_thread_where_that_is_faster_and_says_so_once(monkeypatch):
-    monkeypatch.setattr(threads, "free_cpus", lambda n: 1)
+    monkeypatch.setattr(threads, "free_cpus", lambda n, window: 1)
     said = []
     p = Pace(2, say=said.append)
-    p.LOOK_S = 0.0
+    p.looks.every = 0.0
     used = steps(p, lambda n, step: {1: 0.11, 2: 0.18}[n], 40)  # as measured beside another training
     assert used[:3] == [2, 2, 1]  # the first step is not timed (compiling); one thread tried at the third
     assert set(used[3:]) == {1, 2} and used[3:].count(1) >= 30  # then one thread, two probed ever less often
@@ -43,18 +43,18 @@ def test_a_busy_machine_moves_to_one_thread_where_that_is_faster_and_says_so_onc
 
 
 def test_a_busy_look_keeps_every_thread_where_one_is_slower(monkeypatch):
-    monkeypatch.setattr(threads, "free_cpus", lambda n: 1)
+    monkeypatch.setattr(threads, "free_cpus", lambda n, window: 1)
     p = Pace(2, say=lambda text: pytest.fail("said it moved to one thread"))
-    p.LOOK_S = 0.0
+    p.looks.every = 0.0
     used = steps(p, lambda n, step: {1: 0.10, 2: 0.06}[n], 40)  # a light load: two threads still win
     assert used.count(1) <= 4 and used[-5:] == [2] * 5
 
 
 def test_the_machine_going_quiet_gives_the_threads_back(monkeypatch):
     free = [1]
-    monkeypatch.setattr(threads, "free_cpus", lambda n: free[0])
+    monkeypatch.setattr(threads, "free_cpus", lambda n, window: free[0])
     p = Pace(2)
-    p.LOOK_S = 0.0
+    p.looks.every = 0.0
     steps(p, lambda n, step: {1: 0.11, 2: 0.18}[n], 10)
     assert p.choosers[1].best == 1
     free[0] = 2
@@ -62,13 +62,24 @@ def test_the_machine_going_quiet_gives_the_threads_back(monkeypatch):
 
 
 def test_on_many_cores_the_other_count_is_what_other_tasks_leave_free(monkeypatch):
-    monkeypatch.setattr(threads, "free_cpus", lambda n: 6)  # eight threads, two CPUs taken
+    monkeypatch.setattr(threads, "free_cpus", lambda n, window: 6)  # eight threads, two CPUs taken
     said = []
     p = Pace(8, say=said.append)
-    p.LOOK_S = 0.0
+    p.looks.every = 0.0
     used = steps(p, lambda n, step: {6: 0.10, 8: 0.16}[n], 20)
     assert used[:3] == [8, 8, 6] and used[3:].count(6) >= 15  # six tried at the third step, then kept
     assert said == ["other tasks are using the CPUs: training runs on 6 threads instead of 8 while that is faster"]
+
+
+def test_a_look_at_the_machine_stands_until_the_next_is_due(monkeypatch):
+    looks = []
+    monkeypatch.setattr(threads, "free_cpus", lambda n, window: looks.append((n, window)) or 1)
+    looks_ = threads.Looks(window=0.02, every=3600.0)
+    assert [looks_.free(2), looks_.free(2), looks_.free(4), looks_.free(2)] == [1, 1, 1, 1]
+    assert looks == [(2, 0.02), (4, 0.02)]  # each count asked for looked at once, with the window
+    looks_.every = 0.0
+    looks_.free(2)
+    assert looks == [(2, 0.02), (4, 0.02), (2, 0.02)]  # due again: a new look
 
 
 def test_free_cpus_counts_the_cpus_other_processes_leave(monkeypatch):

@@ -48,11 +48,15 @@ import numpy as np
 from .kernels import (ACTIVATION_CODES, CELL_CODES, PANEL, batch_matvec, mlp_batch_sample_kernel, mlp_sample_kernel,
                       recurrent_batch_sample_kernel, recurrent_sample_kernel)
 from .policy import TABLE
-from .threads import Chooser, forced_count, free_cpus, halvings, parallel_threads
+from .threads import Chooser, Looks, forced_count, halvings, parallel_threads
 
 FIRST_BLOCK = 8  # characters in the first kernel call, so the first output appears at once
 BLOCK = 64  # characters per kernel call after that
 WARM_BLOCK = 1 << 14  # prime characters per kernel call in the warm-up, between progress reports
+# the CPUs other tasks leave, for the thread counts of the sampling calls of the next half second:
+# a count left out is not timed in those calls, so a task counts as another's only if it stays
+# runnable for 20 ms (after this process's own parallel region one often shows for a few ms)
+LOOKS = Looks(window=0.02)
 
 
 # ---------------------------------------------------------------- weights as the kernels see them
@@ -255,7 +259,7 @@ def _thread_choice(most: int, threads: int | None) -> tuple[int, ...]:
     n = min(parallel_threads(), most)
     # a parallel region waits for a time slice of every busy CPU it needs (~100x slower): only the
     # CPUs other tasks leave free
-    n = free_cpus(n) if n > 1 else 1
+    n = LOOKS.free(n) if n > 1 else 1
     return tuple(sorted(halvings(n)))
 
 

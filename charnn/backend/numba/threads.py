@@ -121,6 +121,26 @@ def free_cpus(wanted: int, window: float = 1e-3) -> int:
         return wanted
 
 
+class Looks:
+    """free_cpus(wanted, window), looked at again only once `every` seconds have passed since the
+    last look: in between, the last look's answer (a look costs ~0.2 ms on a quiet machine, up to
+    `window` on a busy one). window: how long another task must stay runnable to count as taking
+    a CPU."""
+
+    def __init__(self, window: float, every: float = 0.5):
+        self.window, self.every = window, every
+        self.looked = -math.inf
+        self.seen: dict[int, int] = {}  # wanted -> free CPUs, at the last look
+
+    def free(self, wanted: int) -> int:
+        now = time.perf_counter()
+        if now - self.looked >= self.every:
+            self.looked, self.seen = now, {}
+        if wanted not in self.seen:
+            self.seen[wanted] = free_cpus(wanted, self.window)
+        return self.seen[wanted]
+
+
 class Chooser:
     """Run the thread count with the lower measured time per step, and now and then try each other
     count on a short block: first at the third call (the first may compile, the second times the
@@ -172,21 +192,18 @@ class Pace:
     (free_cpus) the Chooser times faster per step (two trainings side by side on two cores each run
     faster on one thread: bench/README.md, "2026-12-06 (fourth session)"). The count changes no
     result: every product block and batch row is computed the same way on any thread. The machine
-    is looked at at most every LOOK_S seconds; on a quiet one that is all it costs."""
-
-    LOOK_S = 0.5
+    is looked at at most every half second (Looks); on a quiet one that is all it costs."""
 
     def __init__(self, threads: int, say=None):
         self.threads, self.say = threads, say
         self.free = threads  # CPUs left free at the last look
+        self.looks = Looks(window=1e-3)  # a busy look costs little here: the Chooser times the spell
         self.choosers = {}  # free CPUs -> the Chooser of (threads, free): the timings of such spells
-        self.looked, self.steps, self.told = -math.inf, 0, False
+        self.steps, self.told = 0, False
 
     def next(self) -> int:
         """The thread count of the next step."""
-        now = time.perf_counter()
-        if now - self.looked >= self.LOOK_S:
-            self.free, self.looked = free_cpus(self.threads), now
+        self.free = self.looks.free(self.threads)
         chooser = self._chooser()
         n = self.threads if chooser is None else chooser.next()
         if n < self.threads and n == chooser.best and not self.told and self.say is not None:
