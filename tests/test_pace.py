@@ -47,7 +47,7 @@ def test_a_busy_look_keeps_every_thread_where_one_is_slower(monkeypatch):
     p = Pace(2, say=lambda text: pytest.fail("said it moved to one thread"))
     p.looks.every = 0.0
     used = steps(p, lambda n, step: {1: 0.10, 2: 0.06}[n], 40)  # a light load: two threads still win
-    assert used.count(1) <= 4 and used[-5:] == [2] * 5
+    assert used.count(1) <= 4 and used[-3:] == [2] * 3  # one thread probed rarely: it costs 2/3 of a step more
 
 
 def test_the_machine_going_quiet_gives_the_threads_back(monkeypatch):

@@ -38,6 +38,7 @@ blocks (batch_thread_counts, Batch.layout, sample_batch_ids).
 """
 from __future__ import annotations
 
+import math
 import weakref
 from time import perf_counter
 from typing import Iterator, NamedTuple
@@ -401,8 +402,20 @@ def chooser_for(model, counts) -> Chooser:
     machine measured best (stored_threads)."""
     key = (*_shape(model), tuple(counts))
     if key not in _CHOOSERS:
-        _CHOOSERS[key] = Chooser(list(counts), best=stored_threads(model, counts) if len(counts) > 1 else None)
+        row = TABLE.sampling().get(sample_name(model, counts)) if len(counts) > 1 else None
+        _CHOOSERS[key] = Chooser(list(counts), best=stored_threads(model, counts) if row else None,
+                                 known=_known_costs(row))
     return _CHOOSERS[key]
+
+
+def _known_costs(row) -> dict[int, float]:
+    """A kept sampling row's "us_per_char" as {count: us}, the entries that are a count and a
+    positive time (the table is a file in the user's cache folder: anything else is left out)."""
+    us = row.get("us_per_char") if isinstance(row, dict) else None
+    if not isinstance(us, dict):
+        return {}
+    return {int(n): float(t) for n, t in us.items()
+            if str(n).isdigit() and isinstance(t, (int, float)) and math.isfinite(t) and t > 0}
 
 
 def remember(model, chooser: Chooser) -> None:

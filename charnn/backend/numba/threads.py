@@ -144,26 +144,39 @@ class Looks:
 class Chooser:
     """Run the thread count with the lower measured time per step, and now and then try each other
     count on a short block: first at the third call (the first may compile, the second times the
-    count it starts from), then at intervals that double while it stays slower, so that the probes
-    cost little. Used by the sampler (per block of characters) and by training (Pace, per step).
-    A count's cost is the lower of its last two timings: one block held up by a stray time slice
-    (a parallel region stalls for a scheduler tick, ~4 ms, whenever either of its CPUs is taken)
-    does not condemn it, but when the best slows down for good (another process takes a core:
-    every parallel region then waits, ~100x slower) the switch comes after two blocks.
+    count it starts from), then at intervals that double while it stays slower, and never more
+    often than keeps the probes' extra time to PROBE_SHARE of the run's (a count twice as slow is
+    probed at most every 50 calls). Used by the sampler (per block of characters) and by training
+    (Pace, per step). A count's cost is the lower of its last two timings: one block held up by a
+    stray time slice (a parallel region stalls for a scheduler tick, ~4 ms, whenever either of its
+    CPUs is taken) does not condemn it, but when the best slows down for good (another process
+    takes a core: every parallel region then waits, ~100x slower) the switch comes after two blocks.
     best: a count measured best earlier (kept by policy.py): it starts there, and the first probe
     of another waits 2 x first_gap calls instead of three (the sampler's 16 blocks: about 1,000
-    characters), so a short sample runs on it throughout."""
+    characters), or longer where `known` (the seconds per step measured with it) has that count
+    slower, so a short sample runs on the best throughout."""
 
-    def __init__(self, counts, first_gap: int = 8, max_gap: int = 1024, best: int | None = None):
+    PROBE_SHARE = 0.02
+
+    def __init__(self, counts, first_gap: int = 8, max_gap: int = 1024, best: int | None = None,
+                 known: dict | None = None):
         self.counts = list(counts)
-        known = best in self.counts
-        self.best = best if known else self.counts[0]
+        is_known = best in self.counts
+        self.best = best if is_known else self.counts[0]
         self.first_gap, self.max_gap = first_gap, max_gap
         self.cost = {}  # seconds per step: the lower of the last two timings
         self.last = {}  # the last timing of each count
         self.gap = {n: first_gap for n in self.counts}  # calls between probes of n
-        self.wait = {n: 2 * first_gap if known else 3 for n in self.counts}  # calls until n is probed
+        known = known if is_known and known else {}
+        self.wait = {n: self._spaced(n, 2 * first_gap, known) if is_known else 3 for n in self.counts}  # calls until n is probed
         self.ran = {n: 0 for n in self.counts}  # steps run on n threads so far, timed or not (for reports)
+
+    def _spaced(self, n: int, gap: int, cost: dict) -> int:
+        """Calls until the next probe of n: gap, or as many as make a probe's extra time (n's cost
+        over the best's, as `cost` has them) PROBE_SHARE of theirs; at most max_gap."""
+        slower = cost[n] / cost[self.best] - 1 if n in cost and cost.get(self.best, 0) > 0 else 0.0
+        calls = min(slower / self.PROBE_SHARE, self.max_gap) if slower > 0 else 0  # (NaN: not slower)
+        return min(max(gap, math.ceil(calls)), self.max_gap)
 
     def next(self) -> int:
         for n in self.counts:
@@ -182,7 +195,7 @@ class Chooser:
             self.wait[self.best], self.gap[self.best] = self.first_gap, self.first_gap
             self.best = fastest
         elif n != self.best:  # a probe that lost: probe it ever less often
-            self.wait[n] = self.gap[n]
+            self.wait[n] = self._spaced(n, self.gap[n], self.cost)
             self.gap[n] = min(2 * self.gap[n], self.max_gap)
 
 
