@@ -54,10 +54,7 @@ from .threads import Chooser, Looks, forced_count, halvings, parallel_threads
 FIRST_BLOCK = 8  # characters in the first kernel call, so the first output appears at once
 BLOCK = 64  # characters per kernel call after that
 WARM_BLOCK = 1 << 14  # prime characters per kernel call in the warm-up, between progress reports
-# the CPUs other tasks leave, for the thread counts of the sampling calls of the next half second:
-# a count left out is not timed in those calls, so a task counts as another's only if it stays
-# runnable for 20 ms (after this process's own parallel region one often shows for a few ms)
-LOOKS = Looks(window=0.02)
+LOOKS = Looks()  # the CPUs other tasks leave, for the thread counts of the sampling calls of the next half second
 
 
 # ---------------------------------------------------------------- weights as the kernels see them

@@ -123,11 +123,12 @@ def free_cpus(wanted: int, window: float = 1e-3) -> int:
 
 class Looks:
     """free_cpus(wanted, window), looked at again only once `every` seconds have passed since the
-    last look: in between, the last look's answer (a look costs ~0.2 ms on a quiet machine, up to
-    `window` on a busy one). window: how long another task must stay runnable to count as taking
-    a CPU."""
+    last look: in between, the last look's answer. window: how long another task must stay
+    runnable to count as taking a CPU (right after this process's own parallel region one often
+    shows for a few ms, on an idle machine: bench/README.md). A look costs ~0.2 ms on a quiet
+    machine and the whole window on a busy one: at most 4% of the time."""
 
-    def __init__(self, window: float, every: float = 0.5):
+    def __init__(self, window: float = 0.02, every: float = 0.5):
         self.window, self.every = window, every
         self.looked = -math.inf
         self.seen: dict[int, int] = {}  # wanted -> free CPUs, at the last look
@@ -210,7 +211,7 @@ class Pace:
     def __init__(self, threads: int, say=None):
         self.threads, self.say = threads, say
         self.free = threads  # CPUs left free at the last look
-        self.looks = Looks(window=1e-3)  # a busy look costs little here: the Chooser times the spell
+        self.looks = Looks()
         self.choosers = {}  # free CPUs -> the Chooser of (threads, free): the timings of such spells
         self.steps, self.told = 0, False
 
