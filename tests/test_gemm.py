@@ -96,10 +96,11 @@ def test_packed_rows_give_gemm_kernels_bits(M, Kd, N, transposed):
     assert not np.isnan(Ap).any() and np.array_equal(rows[:M], A) and (rows[M:] == 0).all()
 
 
-def test_matmul_packs_a_transposed_a_where_the_table_says(table, monkeypatch):
-    """gemm.matmul on the tiles packs A first only for a transposed A (a weight gradient's X.T) whose
-    product the active shape measured faster packed (Table.packs), and the result is the same bits;
-    calibrate.forced(pack=...) overrides the table within its block."""
+def test_matmul_packs_a_where_the_table_says(table, monkeypatch):
+    """gemm.matmul on the tiles packs A first only for a product the active shape measured faster
+    packed (Table.packs; a transposed A, a weight gradient's X.T, and a row-major one are named
+    apart), and the result is the same bits; calibrate.forced(pack=...) overrides the table within
+    its block."""
     monkeypatch.setattr(gemm, "MODE", "tiles")
     rng = np.random.default_rng(5)
     X, B = rng.standard_normal((300, 37), dtype=np.float32), rng.standard_normal((300, 70), dtype=np.float32)
@@ -114,12 +115,19 @@ def test_matmul_packs_a_transposed_a_where_the_table_says(table, monkeypatch):
     table.active = SHAPE.name
     assert np.array_equal(gemm.matmul(X.T, B), direct) and calls == [(37, 300)]
     assert np.array_equal(gemm.matmul(X.T, gemm.pack(B)), direct) and len(calls) == 2  # B packed by the caller too
-    gemm.matmul(np.ascontiguousarray(X.T), B)  # row-major A: read in place, whatever the table
+    gemm.matmul(np.ascontiguousarray(X.T), B)  # row-major A: its own product, never measured: read in place
     assert len(calls) == 2
     with calibrate.forced("tiles", "panels", pack=False):
         gemm.matmul(X.T, B)
     assert len(calls) == 2 and table.forced_pack is None
     assert gemm.decisions()[SHAPE.name] == f"tiles, A packed: {name}"
+    row = policy.product_name(37, 300, 70, transposed=False)  # a row-major A measured faster packed
+    assert row == "37x300x70" and name == "37x300x70 T"
+    table.record(SHAPE.name, {"choice": "tiles", "tiles_ms": 1.0, "blas_ms": 2.0,
+                              "packed": {row: {"pack": True, "direct_ms": 2.0, "packed_ms": 1.0}}})
+    assert np.array_equal(gemm.matmul(np.ascontiguousarray(X.T), B), direct) and calls[2:] == [(37, 300)]
+    gemm.matmul(X.T, B)  # and the transposed one, not measured so, read in place
+    assert len(calls) == 3
 
 
 def test_long_sums_are_as_accurate_as_blas():
@@ -257,12 +265,14 @@ def test_calibration_times_a_training_pass_both_ways(table, cell, monkeypatch):
                                       ("panels",) if timed["rows_ms"] > timed["panels_ms"] else policy.SPLITS)
     else:
         assert "splits" not in row
-    if row["choice"] == "tiles":  # each product with a transposed A timed read in place and packed
+    if row["choice"] == "tiles":  # each product timed with A read in place and packed
         H, D, BT = shape.H, shape.D, shape.B * shape.T
         G = {"lstm": 4, "gru": 3}.get(cell, 1) * H
         if cell != "mlp":
             assert policy.product_name(H, BT, G) in row["packed"]  # dWh (and, past layer 0, dWx)
+            assert policy.product_name(BT, G, H, transposed=False) in row["packed"]  # layer 1's dx
         assert policy.product_name(H, BT, shape.V) in row["packed"]  # the head's dW
+        assert policy.product_name(BT, H, shape.V, transposed=False) in row["packed"]  # the head's logits
         for timed in row["packed"].values():
             assert timed["pack"] == (timed["packed_ms"] < timed["direct_ms"]) or timed["packed_ms"] == timed["direct_ms"]
     else:

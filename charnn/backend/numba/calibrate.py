@@ -14,9 +14,10 @@ running more threads than the CPUs it really gets, can step faster on fewer.
 With the tiles chosen on more than one thread, each of the shape's time loops (forward and
 backward, per input width) is timed split both ways, by panels and by batch rows (kernels.py):
 the rows split wins where the weights fit each core's cache, and loses where they do not, which
-depends on the CPU. Then each of the pass's products whose A is transposed (a weight gradient's
-X.T) is timed read in place and with A packed first (measure_packing): the copy pays where many
-column panels reuse it, and how much depends on the CPU. Every thread count, both splits and both
+depends on the CPU. Then each of the pass's products is timed with A read in place and packed
+first (measure_packing): the copy pays where many column panels reuse it and A's rows are far
+apart (a weight gradient's X.T; on some CPUs any A whose rows are a multiple of 4 KB apart), and
+how much depends on the CPU. Every thread count, both splits and both
 ways of reading A compute the same bits, so these choices change only the speed.
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ WAYS = (("tiles", "panels"), ("tiles", "rows"), ("blas", "panels"))  # (products
 @contextlib.contextmanager
 def forced(way: str, split: str, pack: bool | None = None):
     """Within the block, the products go to `way` ("tiles" or "blas") and the time loops split by
-    `split`, whatever this machine's table says, and (pack not None) the tiles pack every transposed
+    `split`, whatever this machine's table says, and (pack not None) the tiles pack every product's
     A, or none; afterwards as before."""
     before = gemm.MODE, TABLE.forced_split, TABLE.forced_pack
     gemm.MODE, TABLE.forced_split, TABLE.forced_pack = way, split, pack
@@ -55,7 +56,7 @@ def forced(way: str, split: str, pack: bool | None = None):
 
 def every_way():
     """One context manager per way a training step can compute here (WAYS; the tiles' products
-    with their transposed A packed in one of them, as they are in no other), so that a warm-up
+    with their A packed in one of them, as they are in no other), so that a warm-up
     run inside each compiles every kernel a later run may choose (charnn.compile)."""
     return [forced(way, split, pack=way == "tiles" and split == "rows") for way, split in WAYS]
 
@@ -275,9 +276,10 @@ def measure_splits(shape: Shape, rng) -> dict:
 
 def measure_packing(run, rng) -> dict:
     """{product_name: {"pack", "direct_ms", "packed_ms"}} for each product of the pass `run` (on the
-    tiles) whose A is transposed: that product on random arrays of its shape and layout, with A read
-    in place and packed first, alternating, REPEATS times each after an untimed round; "pack" where
-    the packed median is the lower. The two compute the same bits, so only the speed is at stake."""
+    tiles): that product on random arrays of its shape and A's layout (transposed or row-major),
+    with A read in place and packed first, alternating, REPEATS times each after an untimed round;
+    "pack" where the packed median is the lower. The two compute the same bits, so only the speed
+    is at stake."""
     gemm.products_seen = seen = {}
     try:
         with forced("tiles", "panels", pack=False):
@@ -285,8 +287,8 @@ def measure_packing(run, rng) -> dict:
     finally:
         gemm.products_seen = None
     found = {}
-    for name, (M, K_, N) in sorted(seen.items()):
-        A = rng.standard_normal((K_, M), dtype=np.float32).T  # X.T, as a weight gradient's
+    for name, (M, K_, N, transposed) in sorted(seen.items()):
+        A = rng.standard_normal((K_, M), dtype=np.float32).T if transposed else rng.standard_normal((M, K_), dtype=np.float32)
         Bm = rng.standard_normal((K_, N), dtype=np.float32)
         B, out = gemm.Packed(Bm, gemm.pack_panels(Bm)), np.empty((M, N), np.float32)
         times = {"direct": [], "packed": []}

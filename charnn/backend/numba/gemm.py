@@ -9,8 +9,9 @@ guessed from flags, and a run uses one of them for all its products.
 bench/gemm.py prints both side by side; the measurements are in bench/README.md.
 
 A product whose right-hand side is reused (a recurrent weight, applied at every step) is packed
-once: `Wp = pack(Wh)`, then `matmul(h_t, Wp, out=ha)` per step. A product whose A is transposed
-(a weight gradient, X.T @ dA) may pack A too, where the calibration measured that faster.
+once: `Wp = pack(Wh)`, then `matmul(h_t, Wp, out=ha)` per step. A product may pack A too (its
+MR-row strips, as BLAS libraries do), where the calibration measured that faster: a weight
+gradient's A, X.T, is read with a row of X between two k steps.
 CHARNN_GEMM=tiles or =blas overrides the calibration (read once, at import); the numpy backend
 never uses the tiles. With the tiles, a time loop's threads split each step's products by panels
 or the whole sequence by batch rows (kernels.py), as measured per loop (`loop_parts`);
@@ -85,19 +86,20 @@ def pack(B: np.ndarray) -> Packed:
     return Packed(B, pack_panels(B))
 
 
-# While calibrate.py looks for the products whose A could be packed, the tiles' products with a
-# transposed A add their (M, K, N) here under product_name (None otherwise).
+# While calibrate.py looks for the products whose A could be packed, the tiles' products add their
+# (M, K, N, transposed) here under product_name (None otherwise).
 products_seen: dict | None = None
 
 
 def _tiles(A: np.ndarray, panels: np.ndarray, out: np.ndarray) -> None:
-    """out = A @ B on the tiles, B packed as panels; A packed first where it is transposed and the
-    table says packing runs this product faster (policy.Table.packs). The same bits either way."""
+    """out = A @ B on the tiles, B packed as panels; A packed first where the table says packing
+    runs this product faster (policy.Table.packs). The same bits either way."""
     M, K_ = A.shape
-    if M > 1 and A.strides[0] < A.strides[1] and out.flags.c_contiguous:  # X.T: a weight gradient's
-        name = product_name(M, K_, out.shape[1])
+    if M > 1 and out.flags.c_contiguous:
+        transposed = A.strides[0] < A.strides[1]  # X.T: a weight gradient's
+        name = product_name(M, K_, out.shape[1], transposed)
         if products_seen is not None:
-            products_seen[name] = (M, K_, out.shape[1])
+            products_seen[name] = (M, K_, out.shape[1], transposed)
         if TABLE.packs(name):
             K.gemm_packed_strided(A, scratch.empty((-(-M // K.MR), K_, K.MR), np.float32), panels, out)
             return

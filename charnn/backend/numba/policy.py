@@ -47,10 +47,10 @@ def loop_name(loop: str, D: int, H: int) -> str:
     return f"{loop} {f'D{D}' if D else 'ids'} H{H}"
 
 
-def product_name(M: int, K: int, N: int) -> str:
-    """A product A (M, K) @ B (K, N) whose A is transposed (column-major, a weight gradient's X.T),
-    as the table names it: "512x2048x2048 T"."""
-    return f"{M}x{K}x{N} T"
+def product_name(M: int, K: int, N: int, transposed: bool = True) -> str:
+    """A product A (M, K) @ B (K, N) as the table names it: "512x2048x2048 T" where A is transposed
+    (column-major, a weight gradient's X.T), "2048x2048x512" where it is read row by row."""
+    return f"{M}x{K}x{N}" + " T" * transposed
 
 
 def path() -> str:
@@ -65,7 +65,7 @@ def key() -> dict:
             "numpy": np.__version__, "numba": numba.__version__, "llvmlite": llvmlite.__version__,
             "python": sys.version.split()[0], "tile": [K.MR, K.NR, K.LANES, K.KB], "splits": list(SPLITS),
             "first_layer": "ids",  # since its loops read ids (loop_name): earlier tables named them by width
-            "packing": "transposed A"}  # since the tiles may pack a product's A (product_name): earlier tables never timed it
+            "packing": "every A"}  # since the tiles may pack any product's A (product_name): earlier tables timed only X.T
 
 
 class Table:
@@ -73,7 +73,7 @@ class Table:
     "splits"}}, loaded from and saved to `path()`; and the one in effect in this process (`active`).
     "threads" is the thread count a step of the tiles ran fastest on ("threads_ms": the median
     pass on each count timed); "splits" maps each of the shape's time loops (loop_name) to the
-    split that ran it faster, with its timings; "packed" each of its products with a transposed A
+    split that ran it faster, with its timings; "packed" each of its products
     (product_name) to whether packing A first ran it faster ("pack"), with its timings.
     Beside them, the sampling choices {sample shape name: {"threads", "us_per_char"}} (sampling())."""
 
