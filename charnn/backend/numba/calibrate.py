@@ -288,7 +288,8 @@ def measure_packing(run, rng) -> dict:
         gemm.products_seen = None
     found = {}
     for name, (M, K_, N, transposed) in sorted(seen.items()):
-        A = rng.standard_normal((K_, M), dtype=np.float32).T if transposed else rng.standard_normal((M, K_), dtype=np.float32)
+        A = rng.standard_normal((K_, M) if transposed else (M, K_), dtype=np.float32)
+        A = A.T if transposed else A  # X.T, as a weight gradient's; or row-major
         Bm = rng.standard_normal((K_, N), dtype=np.float32)
         B, out = gemm.Packed(Bm, gemm.pack_panels(Bm)), np.empty((M, N), np.float32)
         times = {"direct": [], "packed": []}

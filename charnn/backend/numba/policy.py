@@ -65,7 +65,7 @@ def key() -> dict:
             "numpy": np.__version__, "numba": numba.__version__, "llvmlite": llvmlite.__version__,
             "python": sys.version.split()[0], "tile": [K.MR, K.NR, K.LANES, K.KB], "splits": list(SPLITS),
             "first_layer": "ids",  # since its loops read ids (loop_name): earlier tables named them by width
-            "packing": "every A"}  # since the tiles may pack any product's A (product_name): earlier tables timed only X.T
+            "packing": "every A"}  # since any product's A may be packed (product_name): earlier tables timed X.T's
 
 
 class Table:
