@@ -399,9 +399,8 @@ def chooser_for(model, counts) -> Chooser:
     machine measured best (stored_threads)."""
     key = (*_shape(model), tuple(counts))
     if key not in _CHOOSERS:
-        row = TABLE.sampling().get(sample_name(model, counts)) if len(counts) > 1 else None
-        _CHOOSERS[key] = Chooser(list(counts), best=stored_threads(model, counts) if row else None,
-                                 known=_known_costs(row))
+        known = _known_costs(TABLE.sampling().get(sample_name(model, counts)))
+        _CHOOSERS[key] = Chooser(list(counts), best=stored_threads(model, counts), known=known)
     return _CHOOSERS[key]
 
 

@@ -168,9 +168,8 @@ class Chooser:
         self.cost = {}  # seconds per step: the lower of the last two timings
         self.last = {}  # the last timing of each count
         self.gap = {n: first_gap for n in self.counts}  # calls between probes of n
-        known = known if is_known and known else {}
         # calls until n is probed
-        self.wait = {n: self._spaced(n, 2 * first_gap, known) if is_known else 3 for n in self.counts}
+        self.wait = {n: self._spaced(n, 2 * first_gap, known or {}) if is_known else 3 for n in self.counts}
         self.ran = {n: 0 for n in self.counts}  # steps run on n threads so far, timed or not (for reports)
 
     def _spaced(self, n: int, gap: int, cost: dict) -> int:
