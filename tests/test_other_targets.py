@@ -6,6 +6,10 @@ oldest CPU numba compiles for). The product kernels then use 8-lane vectors and 
 on Haswell, 4-lane ones and a 4 x 12 tile on x86-64.
 Batch-1 sampling runs there too, serially and on two threads (its atomic counters compiled for
 that target).
+A third child keeps the host's target but gives the kernels AVX-512's geometry: 16-float vectors,
+the 6 x 64 tile, 16-float sampling panels. LLVM splits each such vector into the registers the
+host has, so the code an AVX-512 CPU runs (its masks, tile and panel edges) is checked against the
+reference on every CPU, not only on those with AVX-512.
 """
 import json
 import os
@@ -15,8 +19,21 @@ import textwrap
 
 import pytest
 
+# Run before anything imports the numba backend: kernels.py reads its LANES from target_lanes
+# at import. The module is loaded alone, so its package's __init__ (which imports kernels) waits.
+WIDE = textwrap.dedent("""
+    import importlib.util, os, sys
+    import charnn
+    path = os.path.join(os.path.dirname(charnn.__file__), "backend", "numba", "target.py")
+    spec = importlib.util.spec_from_file_location("charnn.backend.numba.target", path)
+    sys.modules[spec.name] = target_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(target_module)
+    target_module.target_lanes = lambda: 16
+""")
+
 CHILD = textwrap.dedent("""
     import json
+    import llvmlite.binding
     import numpy as np
     from charnn.backend.numba import gemm, kernels as K, layers as fast
     from charnn.backend.numba.target import target, target_lanes
@@ -32,6 +49,15 @@ CHILD = textwrap.dedent("""
         got = gemm.matmul(A, gemm.pack(B))
         errors[f"{M}x{Kd}x{N}"] = float(np.abs(got - ref).max() / np.abs(ref).max())
     out["gemm_errors"] = errors
+    packed_same = []  # A packed first (gemm.py, where measured faster): the direct product's bits
+    for M, Kd, N in [(7, 40, 75), (130, 300, 70)]:
+        Bp = gemm.pack_panels(rng.standard_normal((Kd, N), dtype=np.float32))
+        for A in (rng.standard_normal((M, Kd), dtype=np.float32), rng.standard_normal((Kd, M), dtype=np.float32).T):
+            direct, packed = np.empty((M, N), np.float32), np.empty((M, N), np.float32)
+            K.gemm_strided(A, Bp, direct)
+            K.gemm_packed_strided(A, np.empty((-(-M // K.MR), Kd, K.MR), np.float32), Bp, packed)
+            packed_same.append(bool(np.array_equal(direct, packed)))
+    out["packed_a_same_bits"] = packed_same
     x = rng.standard_normal((3, 7, 5)).astype(np.float32) * 0.5
     h0 = rng.standard_normal((3, 16)).astype(np.float32) * 0.5
     cells = {}
@@ -106,22 +132,54 @@ CHILD = textwrap.dedent("""
     out["ymm_in_gemm"] = "ymm" in asm
     out["fused_in_gemm"] = "vfmadd" in asm  # FMA instructions
     out["fmaf_in_gemm"] = "fmaf" in asm  # a library call per lane: an exact fma on a CPU without FMA
+    out["host_features"] = llvmlite.binding.get_host_cpu_features().flatten()
     print(json.dumps(out))
 """)
 
 
-@pytest.fixture(scope="module", params=["haswell", "x86-64"])
-def child(request, tmp_path_factory):
-    """What the child process found on one target."""
-    # two numba threads even on a one-core machine, so the rows split really runs in two parts
-    env = dict(os.environ, NUMBA_CPU_NAME=request.param, NUMBA_CPU_FEATURES="", CHARNN_GEMM="tiles", NUMBA_NUM_THREADS="2",
-               NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp(f"numba-{request.param}")))
-    done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+TARGETS = ("haswell", "x86-64", "16 lanes")
+
+
+@pytest.fixture(scope="module")
+def children(tmp_path_factory):
+    """The three child processes, started together: each compiles the kernels on one core for
+    ~3-4 minutes, so side by side they take half the time on two cores. Their output goes to
+    files, which no child can fill and block on."""
+    folder = tmp_path_factory.mktemp("targets")
+    running = {}
+    for name in TARGETS:
+        # two numba threads even on a one-core machine, so the rows split really runs in two parts;
+        # a cache folder of its own: numba's cache is keyed by the target, not by the kernels' LANES
+        slug = name.replace(" ", "-")
+        env = dict(os.environ, CHARNN_GEMM="tiles", NUMBA_NUM_THREADS="2", NUMBA_CACHE_DIR=str(folder / f"numba-{slug}"))
+        code = CHILD
+        if name == "16 lanes":
+            code = WIDE + CHILD
+        else:
+            env.update(NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES="")
+        with open(folder / f"{slug}.out", "w") as out, open(folder / f"{slug}.err", "w") as err:
+            running[name] = (subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=err), folder / slug)
+    yield running
+    for process, _ in running.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def child(request, children):
+    """What the child process found on one target (for "16 lanes": the host's, at AVX-512's width)."""
+    process, stem = children[request.param]
+    returncode = process.wait(timeout=1200)
+    assert returncode == 0, stem.with_suffix(".err").read_text()[-3000:]
+    return json.loads(stem.with_suffix(".out").read_text().strip().splitlines()[-1])
 
 
 def test_the_tile_fits_the_targets_registers(child):
+    if child["lanes"] == 16:  # the host's target at AVX-512's width: zmm only where the host has them
+        assert child["tile"] == [6, 64] and not child["fmaf_in_gemm"]
+        assert child["zmm_in_gemm"] == ("+avx512f" in child["host_features"].split(","))
+        return
     assert child["target"]["features"] == "" and child["target"]["cpu"] in ("haswell", "x86-64")
     assert not child["zmm_in_gemm"]
     if child["target"]["cpu"] == "haswell":  # 256-bit registers and fused multiply-adds
@@ -136,6 +194,7 @@ def test_the_tile_fits_the_targets_registers(child):
 def test_products_agree_with_numpy(child):
     for shape, error in child["gemm_errors"].items():
         assert error < 3e-6, shape
+    assert child["packed_a_same_bits"] == [True] * 4  # row-major and transposed A, two shapes
 
 
 def test_recurrent_cells_agree_with_the_reference(child):
