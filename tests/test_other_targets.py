@@ -9,7 +9,8 @@ that target).
 A third child keeps the host's target but gives the kernels AVX-512's geometry: 16-float vectors,
 the 6 x 64 tile, 16-float sampling panels. LLVM splits each such vector into the registers the
 host has, so the code an AVX-512 CPU runs (its masks, tile and panel edges) is checked against the
-reference on every CPU, not only on those with AVX-512.
+reference on every CPU, not only on those with AVX-512. Every sum runs in the same order at either
+width, so the Haswell child and this one must agree bit for bit (a digest of all their results).
 """
 import json
 import os
@@ -32,7 +33,10 @@ WIDE = textwrap.dedent("""
 """)
 
 CHILD = textwrap.dedent("""
+    import hashlib
     import json
+    import os
+    import tempfile
     import llvmlite.binding
     import numpy as np
     from charnn.backend.numba import gemm, kernels as K, layers as fast
@@ -41,12 +45,14 @@ CHILD = textwrap.dedent("""
 
     out = {"target": target(), "lanes": target_lanes(), "tile": [K.MR, K.NR]}
     rng = np.random.default_rng(0)
+    bits = []  # every result the kernels computed, for the digest at the end
     errors = {}
     for M, Kd, N in [(1, 3, 5), (7, 40, 75), (32, 256, 200), (130, 513, 24)]:
         A = rng.standard_normal((M, Kd), dtype=np.float32)
         B = rng.standard_normal((Kd, N), dtype=np.float32)
         ref = A.astype(np.float64) @ B
         got = gemm.matmul(A, gemm.pack(B))
+        bits.append(got)
         errors[f"{M}x{Kd}x{N}"] = float(np.abs(got - ref).max() / np.abs(ref).max())
     out["gemm_errors"] = errors
     packed_same = []  # A packed first (gemm.py, where measured faster): the direct product's bits
@@ -69,6 +75,7 @@ CHILD = textwrap.dedent("""
         want, _ = getattr(ref_mod, name + "_forward")(*args)[0], None
         got = getattr(fast, name + "_forward")(*args)[0]
         cells[name] = float(np.abs(got - want).max())
+        bits.append(got)
         gemm.SPLIT_MODE = "rows"  # the same layer, each thread the whole sequence for its own rows
         out.setdefault("rows_split_equal", {})[name] = bool(np.array_equal(getattr(fast, name + "_forward")(*args)[0], got))
         gemm.SPLIT_MODE = "auto"
@@ -80,6 +87,7 @@ CHILD = textwrap.dedent("""
         got, cache = getattr(fast, name + "_forward")(*eargs)[0], getattr(fast, name + "_forward")(*eargs)[-1]
         dtable = getattr(fast, name + "_backward")(dhs, cache)[0]
         dtable_ref = getattr(ref_mod, name + "_backward")(dhs, ref_cache)[0]
+        bits += [got, dtable]
         out.setdefault("ids_errors", {})[name] = [float(np.abs(got - want).max()),
                                                   float(np.abs(dtable - dtable_ref).max() / np.abs(dtable_ref).max())]
     out["cell_forward_errors"] = cells
@@ -106,6 +114,7 @@ CHILD = textwrap.dedent("""
             K.recurrent_sample_kernel(net._replace(threads=threads), h, c, ids, np.linspace(0, 0.99, 60), 1.0, 0, 1.0,
                                       False, ids_out)
             runs.append(ids_out.tolist())
+            bits.append(ids_out)
             if threads == 1:  # the logits after the prime, checked against the model's own step
                 first = K.recurrent_sample_kernel(net, np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), ids,
                                                   np.zeros(1), 1.0, 0, 1.0, True, np.empty(1, np.int64))
@@ -118,6 +127,7 @@ CHILD = textwrap.dedent("""
             hb, cb, out3 = np.zeros((L, 3, Hp), np.float32), np.zeros((L, 3, Hp), np.float32), np.empty((3, 30), np.int64)
             K.recurrent_batch_sample_kernel(layout, hb, cb, first3, u3, 1.0, 0, 1.0, False, out3, parts)
             batch_runs.append(out3.tolist())
+            bits.append(out3)
         singles = []
         for s_ in range(3):
             o = np.empty(30, np.int64)
@@ -127,6 +137,18 @@ CHILD = textwrap.dedent("""
         sampled[cell] = {"logits_error": error, "threads_same_ids": runs[0] == runs[1],
                          "batch_same_ids": batch_runs[0] == batch_runs[1] == batch_runs[2] == singles}
     out["sampling"] = sampled
+    # a few training steps of a two-layer LSTM: the loops both ways, weight gradients, Adam
+    import charnn
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = os.path.join(folder, "text.txt")
+        with open(corpus, "w") as f:
+            f.write("".join(vocab.chars[i] for i in rng.integers(0, len(vocab), 3000)))
+        result = charnn.train(charnn.TrainConfig(corpus=corpus, model="lstm", hidden=40, layers=2, embed=8, batch_size=4,
+                                                 seq_len=16, steps=6, eval_every=6, seed=3, backend="numba",
+                                                 out=os.path.join(folder, "m.npz")))
+    out["losses"] = [float(x) for x in result.losses]
+    bits.append(np.array(out["losses"]))
+    out["digest"] = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in bits)).hexdigest()
     asm = "".join(K.gemm_kernel.inspect_asm().values())
     out["zmm_in_gemm"] = "zmm" in asm
     out["ymm_in_gemm"] = "ymm" in asm
@@ -149,9 +171,11 @@ def children(tmp_path_factory):
     running = {}
     for name in TARGETS:
         # two numba threads even on a one-core machine, so the rows split really runs in two parts;
-        # a cache folder of its own: numba's cache is keyed by the target, not by the kernels' LANES
+        # cache folders of its own: numba's cache and the calibration's table are keyed by the
+        # target, not by the kernels' LANES
         slug = name.replace(" ", "-")
-        env = dict(os.environ, CHARNN_GEMM="tiles", NUMBA_NUM_THREADS="2", NUMBA_CACHE_DIR=str(folder / f"numba-{slug}"))
+        env = dict(os.environ, CHARNN_GEMM="tiles", NUMBA_NUM_THREADS="2", NUMBA_CACHE_DIR=str(folder / f"numba-{slug}"),
+                   CHARNN_CACHE_DIR=str(folder / f"charnn-{slug}"))
         code = CHILD
         if name == "16 lanes":
             code = WIDE + CHILD
@@ -189,6 +213,21 @@ def test_the_tile_fits_the_targets_registers(child):
         assert child["lanes"] == 4 and child["tile"] == [4, 12]
         assert not child["ymm_in_gemm"] and not child["fused_in_gemm"]
     assert not child["fmaf_in_gemm"]
+
+
+def test_the_vector_width_changes_no_bit(children):
+    """Every sum runs over k in the same order whatever the tile's shape or the vectors' width, so
+    the AVX2 target and AVX-512's width compute the same bits, products, cells, samples and training
+    losses alike (with fused multiply-adds on both: x86-64 has none, so its bits differ)."""
+    found = {}
+    for name in ("haswell", "16 lanes"):
+        process, stem = children[name]
+        assert process.wait(timeout=1200) == 0, stem.with_suffix(".err").read_text()[-3000:]
+        found[name] = json.loads(stem.with_suffix(".out").read_text().strip().splitlines()[-1])
+    if "+fma" not in found["16 lanes"]["host_features"].split(","):
+        pytest.skip("the host has no FMA, so its own target's sums round differently from Haswell's")
+    assert len(found["haswell"]["losses"]) == 6
+    assert found["haswell"]["digest"] == found["16 lanes"]["digest"]
 
 
 def test_products_agree_with_numpy(child):
