@@ -120,6 +120,7 @@ CHILD = textwrap.dedent("""
                 first = K.recurrent_sample_kernel(net, np.zeros((L, Hp), np.float32), np.zeros((L, Hp), np.float32), ids,
                                                   np.zeros(1), 1.0, 0, 1.0, True, np.empty(1, np.int64))
                 error = float(np.abs(first - want[0]).max() / np.abs(want[0]).max())
+                bits.append(first)
         # three streams together: on one thread, in two groups, and two threads sharing the unit
         # blocks of the two-block layout: each stream a batch-1 run
         bnet, u3, first3 = recurrent_net(model, 1, Hp), rng.random((3, 30)), np.array([1, 4, 7])
@@ -184,7 +185,8 @@ def children(tmp_path_factory):
         else:
             env.update(NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES="")
         with open(folder / f"{slug}.out", "w") as out, open(folder / f"{slug}.err", "w") as err:
-            running[name] = (subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=err), folder / slug)
+            running[name] = (subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=err, cwd=folder),
+                             folder / slug)
     yield running
     for process, _ in running.values():
         if process.poll() is None:
@@ -192,15 +194,18 @@ def children(tmp_path_factory):
             process.wait()
 
 
+def found(children, name: str) -> dict:
+    """What the child process found on target `name` (for "16 lanes": the host's, at AVX-512's width)."""
+    if name not in children:
+        pytest.skip(f"{name} is an x86 target; this host is {platform.machine()}")
+    process, stem = children[name]
+    assert process.wait(timeout=1200) == 0, stem.with_suffix(".err").read_text()[-3000:]
+    return json.loads(stem.with_suffix(".out").read_text().strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module", params=TARGETS)
 def child(request, children):
-    """What the child process found on one target (for "16 lanes": the host's, at AVX-512's width)."""
-    if request.param not in children:
-        pytest.skip(f"{request.param} is an x86 target; this host is {platform.machine()}")
-    process, stem = children[request.param]
-    returncode = process.wait(timeout=1200)
-    assert returncode == 0, stem.with_suffix(".err").read_text()[-3000:]
-    return json.loads(stem.with_suffix(".out").read_text().strip().splitlines()[-1])
+    return found(children, request.param)
 
 
 def test_the_tile_fits_the_targets_registers(child):
@@ -223,17 +228,11 @@ def test_the_vector_width_changes_no_bit(children):
     """Every sum runs over k in the same order whatever the tile's shape or the vectors' width, so
     the AVX2 target and AVX-512's width compute the same bits, products, cells, samples and training
     losses alike (with fused multiply-adds on both: x86-64 has none, so its bits differ)."""
-    if "haswell" not in children:
-        pytest.skip(f"Haswell is an x86 target; this host is {platform.machine()}")
-    found = {}
-    for name in ("haswell", "16 lanes"):
-        process, stem = children[name]
-        assert process.wait(timeout=1200) == 0, stem.with_suffix(".err").read_text()[-3000:]
-        found[name] = json.loads(stem.with_suffix(".out").read_text().strip().splitlines()[-1])
-    if "+fma" not in found["16 lanes"]["host_features"].split(","):
+    avx2, wide = found(children, "haswell"), found(children, "16 lanes")
+    if "+fma" not in wide["host_features"].split(","):
         pytest.skip("the host has no FMA, so its own target's sums round differently from Haswell's")
-    assert len(found["haswell"]["losses"]) == 6
-    assert found["haswell"]["digest"] == found["16 lanes"]["digest"]
+    assert len(avx2["losses"]) == 6
+    assert avx2["digest"] == wide["digest"]
 
 
 def test_products_agree_with_numpy(child):
