@@ -172,6 +172,25 @@ def test_softmax_cross_entropy_kernels_match_reference(N, V):
     close(fast.softmax_cross_entropy_backward(1.0, cache), layers.softmax_cross_entropy_backward(1.0, cache_ref), 1e-6)
 
 
+def test_softmax_cross_entropy_is_the_same_bits_on_any_number_of_threads():
+    """The rows run on the threads; the loss adds them in row order after, so a step's loss does
+    not depend on how many threads training's pace chose for it."""
+    import numba
+
+    from charnn.backend.numba.threads import numba_threads
+
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((2048, 65)) * 4).astype(np.float32)
+    targets = rng.integers(0, 65, 2048).astype(np.int64)
+    runs = []
+    for threads in (1, numba.get_num_threads()):
+        with numba_threads(threads):
+            loss, cache = fast.softmax_cross_entropy_forward(logits, targets)
+            runs.append((loss, cache.probs, fast.softmax_cross_entropy_backward(0.5, cache)))
+    (loss1, probs1, d1), (loss2, probs2, d2) = runs
+    assert loss1 == loss2 and np.array_equal(probs1, probs2) and np.array_equal(d1, d2)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (2, 5, 3)])
 @pytest.mark.parametrize("E", [6, 2 * K.SCATTER_COLUMNS + 40])  # one column task; three, the last partial
 def test_embedding_backward_kernel_matches_reference(shape, E):

@@ -507,13 +507,14 @@ def gru_step_backward_kernel(t, dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha
 
 
 # ---------------------------------------------------------------- softmax cross-entropy
-@njit(**JIT)
-def softmax_cross_entropy_kernel(logits, targets, probs):
-    """Writes softmax(logits) into probs (N, V); returns the summed -log p(target) (float64).
+@njit(parallel=True, **JIT)
+def softmax_cross_entropy_kernel(logits, targets, probs, losses):
+    """Writes softmax(logits) into probs (N, V) and each row's log p(target) into losses (N,)
+    float64; returns the summed -log p(target) (float64). The rows run on the threads, and their
+    losses are added in row order after: the same bits on any number of threads.
     Reference: layers.softmax_cross_entropy_forward (which returns the mean)."""
     N, V = logits.shape
-    total = 0.0
-    for n in range(N):
+    for n in prange(N):
         m = logits[n, 0]
         for v in range(1, V):
             m = max(m, logits[n, v])  # subtract the row max so exp cannot overflow
@@ -525,15 +526,19 @@ def softmax_cross_entropy_kernel(logits, targets, probs):
         inv = 1.0 / s
         for v in range(V):
             probs[n, v] *= inv
-        total -= logits[n, targets[n]] - m - math.log(s)
+        losses[n] = logits[n, targets[n]] - m - math.log(s)
+    total = 0.0
+    for n in range(N):
+        total -= losses[n]
     return total
 
 
-@njit(**JIT)
+@njit(parallel=True, **JIT)
 def softmax_cross_entropy_backward_kernel(probs, targets, scale, dlogits):
-    """dlogits = scale * (probs - onehot(targets)). Reference: layers.softmax_cross_entropy_backward."""
+    """dlogits = scale * (probs - onehot(targets)), the rows on the threads.
+    Reference: layers.softmax_cross_entropy_backward."""
     N, V = probs.shape
-    for n in range(N):
+    for n in prange(N):
         for v in range(V):
             dlogits[n, v] = scale * probs[n, v]
         dlogits[n, targets[n]] -= scale

@@ -339,7 +339,7 @@ def softmax_cross_entropy_forward(logits, targets):
     logits = np.ascontiguousarray(logits)
     targets = np.ascontiguousarray(targets)
     probs = np.empty_like(logits)
-    total = K.softmax_cross_entropy_kernel(logits, targets, probs)
+    total = K.softmax_cross_entropy_kernel(logits, targets, probs, np.empty(logits.shape[0]))
     return logits.dtype.type(total / logits.shape[0]), SoftmaxCECache(probs, targets)
 
 
