@@ -221,6 +221,7 @@ def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, b
     times, losses = [], []
     threads = count_step_threads(model)
     with model.ops.prepare(model.config, B, T) as products:  # as charnn.train does: tiles or BLAS, measured once
+        decided = model.ops.decisions()  # the whole decision for this shape: threads, splits, packing
         for step in range(warmup_steps + steps):
             if step == warmup_steps:
                 threads.clear()  # the timed steps only
@@ -238,7 +239,8 @@ def time_charnn_training(config: dict, steps: int = 20, warmup_steps: int = 3, b
     row["charnn_params"] = int(sum(p.size for p in model.params.values()))
     row["charnn_dtype"] = str(model.dtype)
     row.update(backend=backend, backend_effective=model.backend, charnn_products=products,
-               charnn_step_threads={str(n): k for n, k in sorted(threads.items())})
+               charnn_step_threads={str(n): k for n, k in sorted(threads.items())},
+               charnn_decision=decided.get(decided.get("shape in effect"), decided.get("in effect")))
     return row
 
 

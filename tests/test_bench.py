@@ -104,6 +104,18 @@ def test_the_row_says_how_many_threads_each_timed_step_ran_on():
     assert run_benchmarks([tiny("lstm")], torch=False, backend="numpy", **FAST)[0]["charnn_step_threads"] == {}
 
 
+def test_the_row_names_the_calibrations_whole_decision_for_its_shape():
+    """Not only tiles or BLAS: the thread count, the time loops' splits and the packed products
+    the shape's measured row holds, as `charnn compile` says them."""
+    from charnn.backend.numba import gemm
+
+    row = run_benchmarks([tiny("lstm")], torch=False, backend="numba", **dict(FAST, steps=1))[0]
+    shape = [name for name in gemm.decisions() if name.startswith("lstm 1x16 ") and name.endswith(" B4 T8")]
+    assert len(shape) == 1 and row["charnn_decision"] == gemm.decisions()[shape[0]]
+    assert row["charnn_decision"].startswith(row["charnn_products"])
+    assert run_benchmarks([tiny("lstm")], torch=False, backend="numpy", **FAST)[0]["charnn_decision"] is None
+
+
 def test_the_row_says_how_many_characters_the_sampler_stepped_on_how_many_threads(monkeypatch):
     from charnn.backend.numba import compile as numba_compile
 

@@ -238,7 +238,7 @@ def test_auto_mode_follows_the_choice_in_effect(table):
         table.active = SHAPE.name
         assert gemm.use_tiles() == (choice == "tiles") and (gemm.pack(B).panels is not None) == (choice == "tiles")
         assert rel(gemm.matmul(A, B), A.astype(np.float64) @ B) < TOL
-        assert gemm.decisions() == {SHAPE.name: choice, "in effect": choice}
+        assert gemm.decisions() == {SHAPE.name: choice, "in effect": choice, "shape in effect": SHAPE.name}
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mlp"])

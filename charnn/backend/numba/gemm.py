@@ -29,7 +29,7 @@ import numpy as np
 from ...errors import CharnnError
 from . import kernels as K
 from . import scratch
-from .policy import SPLITS, TABLE, product_name
+from .policy import DEFAULT, SPLITS, TABLE, product_name
 from .threads import forced_count
 
 MODES = ("auto", "tiles", "blas")
@@ -131,8 +131,9 @@ def matmul(A: np.ndarray, B, out: np.ndarray | None = None) -> np.ndarray:
 
 def decisions() -> dict:
     """The choices this machine has measured, by training shape (calibrate.Shape.name: "tiles on
-    2 threads, rows split: lstm_forward ids H256, A packed: 256x2048x1024 T"), and the one in
-    effect now ("in effect")."""
+    2 threads, rows split: lstm_forward ids H256, A packed: 256x2048x1024 T"), the one in
+    effect now ("in effect": "tiles" or "blas") and, where a measured row applies (no CHARNN_GEMM),
+    the name of that row ("shape in effect": the shape being trained, else "default")."""
     choices = {}
     for name, row in sorted(TABLE.known().items()):
         splits = row.get("splits") if isinstance(row.get("splits"), dict) else {}
@@ -143,4 +144,7 @@ def decisions() -> dict:
         choices[name] = (row["choice"] + (f" on {threads} thread{'s' * (threads > 1)}" if isinstance(threads, int) else "")
                          + (f", rows split: {'; '.join(rows)}" if rows else "") + (f", A packed: {'; '.join(packs)}" if packs else ""))
     choices["in effect"] = MODE if MODE != "auto" else TABLE.current()
+    applied = TABLE.active if TABLE.active in choices else DEFAULT if DEFAULT in choices else None
+    if MODE == "auto" and applied is not None:
+        choices["shape in effect"] = applied
     return choices
