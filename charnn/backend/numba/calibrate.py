@@ -120,9 +120,30 @@ def _median_ms(seconds: list) -> float:
     return sorted(seconds)[len(seconds) // 2] * 1e3
 
 
+def _median_range(seconds: list, total: int) -> tuple[float, float]:
+    """The lowest and highest median (_median_ms's middle pass) that `total` passes can have once
+    these `seconds` are among them, whatever the passes still to come take."""
+    known, unknown, middle = sorted(seconds), total - len(seconds), total // 2
+    return (known[middle - unknown] if middle >= unknown else 0.0), (known[middle] if middle < len(known) else float("inf"))
+
+
+def _beaten(ranges: dict) -> set:
+    """The ways of {way: (lowest, highest) median they can end with (_median_range)} whose median
+    can no longer be the lowest: the least it can be is above the most another's can. Timing
+    them further would change no choice, only the time calibrating takes."""
+    best = min((high for _, high in ranges.values()), default=float("inf"))
+    return {way for way, (low, _) in ranges.items() if low > best}
+
+
+def _decided(times: dict) -> bool:
+    """Whether the lower of two ways' medians of REPEATS passes is known from {way: [seconds]}."""
+    return bool(_beaten({way: _median_range(ts, REPEATS) for way, ts in times.items()}))
+
+
 def measure(shape: Shape, counts: tuple[int, ...] | None = None) -> dict:
-    """{"choice", "tiles_ms", "blas_ms"}: the median time of a pass each way (a way dropped after
-    one pass for being CLEARLY slower gets that pass's time), and the choice: BLAS if all its
+    """{"choice", "tiles_ms", "blas_ms"}: the median time of a pass each way, over the passes
+    timed (_timed stops timing a way once no pass could change the choice, a way CLEARLY slower
+    after one: that pass's time), and the choice: BLAS if all its
     passes were faster than all the tiles', else the tiles. The tiles are timed on every count
     of thread_counts() in the same rounds and compared with BLAS on the count they ran fastest on
     (_counted; on too many threads they would hand BLAS shapes it loses); with the tiles
@@ -201,16 +222,15 @@ def _counted(tiles: dict) -> dict:
 def _timed(run, ways: list) -> dict:
     """{(products, threads): [seconds]}: `run` timed with its products on `products` ("tiles" or
     "blas", time loops split by panels) and numba on `threads` threads, each way in turn, REPEATS
-    rounds, after an untimed pass (first touch); a way whose first pass was CLEARLY slower than the
-    fastest so far is not timed again. A pause comes before each pass whose products go the other
-    way than the last's: a training run uses one way only, and neither may inherit the other's
-    still-spinning threads."""
+    rounds, after an untimed pass (first touch); a way is not timed again once no pass of it could
+    change measure's choice (_wanted: among them a way CLEARLY slower at its first pass). A pause comes before
+    each pass whose products go the other way than the last's: a training run uses one way only,
+    and neither may inherit the other's still-spinning threads."""
     times = {way: [] for way in ways}
     last = None
     for _ in range(REPEATS):
         for way in ways:
-            fastest = min((t for ts in times.values() for t in ts), default=None)
-            if times[way] and times[way][0] > CLEARLY * fastest:
+            if way not in _wanted(times):
                 continue
             products, threads = way
             if last not in (None, products):
@@ -223,6 +243,33 @@ def _timed(run, ways: list) -> dict:
                 times[way].append(time.perf_counter() - t0)
             last = products
     return times
+
+
+def _wanted(times: dict) -> set:
+    """The ways of _timed's {(products, threads): [seconds]} that a pass still to come could change
+    measure's choice for; the others are not timed further. Not wanted:
+    - a way whose first pass was CLEARLY slower than the fastest first pass (the round that times
+      every way once decides it, as it would with every pass timed);
+    - a way with REPEATS passes;
+    - while BLAS can still win: a thread count of the tiles whose median can no longer be the
+      lowest (_beaten), unless it is the first count, the one BLAS is held against where the
+      CPUs are busy by the end (_counted);
+    - once BLAS cannot win (one of its passes as slow as the fastest of each count it may be
+      held against: it is chosen only if all its passes beat all of that count's): BLAS, the
+      beaten counts, and every count once only one is not beaten."""
+    firsts = [ts[0] for ts in times.values() if ts]
+    clearly = {way for way, ts in times.items() if ts and ts[0] > CLEARLY * min(firsts)}
+    tiles = [way for way in times if way[0] == "tiles"]
+    ranges = {way: _median_range(times[way], len(times[way]) if way in clearly else REPEATS) for way in tiles}
+    beaten = _beaten(ranges)
+    blas = [way for way in times if way[0] == "blas"]
+    held_against = [way for way in tiles if way not in beaten or way == tiles[0]]  # what measure may compare BLAS with
+    blas_lost = any(times[b] and all(times[t] and max(times[b]) >= min(times[t]) for t in held_against) for b in blas)
+    contending = len(tiles) - len(beaten) > 1
+    open_ = {way for way in times if way not in clearly and len(times[way]) < REPEATS}
+    if blas and not blas_lost:
+        return open_ & {*blas, *held_against}
+    return open_ & {way for way in tiles if way not in beaten and contending}
 
 
 def _splits(shape: Shape, rng, threads: int) -> dict:
@@ -266,6 +313,8 @@ def measure_splits(shape: Shape, rng) -> dict:
                         with forced("tiles", split):
                             run()
                         times[split].append(sum(layers.loop_clock))
+                    if _decided({split: ts[1:] for split, ts in times.items()}):
+                        break
                 ms = {split: _median_ms(ts[1:]) for split, ts in times.items()}
                 found[loop_name(f"{shape.cell}_{direction}", width, H)] = {"split": "rows" if ms["rows"] < ms["panels"] else "panels",
                                                      "panels_ms": round(ms["panels"], 3), "rows_ms": round(ms["rows"], 3)}
@@ -299,6 +348,8 @@ def measure_packing(run, rng) -> dict:
                     t0 = time.perf_counter()
                     gemm.matmul(A, B, out=out)
                     times[way].append(time.perf_counter() - t0)
+            if _decided({way: ts[1:] for way, ts in times.items()}):
+                break
         ms = {way: _median_ms(ts[1:]) for way, ts in times.items()}
         found[name] = {"pack": ms["packed"] < ms["direct"], "direct_ms": round(ms["direct"], 3), "packed_ms": round(ms["packed"], 3)}
     return found
