@@ -5,8 +5,8 @@ vectors, --runs times each, alternating; bench/sample_profile.py (the weights a 
 reads); the products the calibration chose on each target. Then one JSON line per configuration on
 stdout with every run's ratios, one with the step profiles' times, and one ("portable_bounds")
 with what the machine allows next to what ran (and, with --markdown, the ratios as a table on
-stderr, for a note, followed by issue 11's targets against this run and the read rates behind
-sampling's). --no-bounds skips peak.py and sample_profile.py (about 3 minutes).
+stderr, for a note, then the calibration's decisions each configuration ran with on each target,
+then issue 11's targets against this run and the read rates behind sampling's). --no-bounds skips peak.py and sample_profile.py (about 3 minutes).
 
     python bench/portable.py                                  # five configurations, two runs each way
     python bench/portable.py --runs 1 --configs lstm-2x256 --markdown
@@ -76,7 +76,8 @@ def _rows(text: str) -> list[dict]:
 def summarise(runs: dict) -> list[dict]:
     """{(isa, run): speed.py rows} -> one dict per configuration: each run's training and sampling
     ratios (charnn / PyTorch), both sides' GFLOP/s and sampling rates, by isa, in run order; the most CPU any other
-    process took in any of its rows; the LLVM target of each isa."""
+    process took in any of its rows; the LLVM target of each isa; the calibration's decision for
+    the shape and batch-1 sampling's stored thread count on each isa, as its last run had them."""
     out: dict[str, dict] = {}
     for (isa, _run), rows in sorted(runs.items(), key=lambda kv: (kv[0][1], list(ISAS).index(kv[0][0]))):
         for row in rows:
@@ -85,8 +86,11 @@ def summarise(runs: dict) -> list[dict]:
             s = out.setdefault(row["config"], {"config": row["config"], "cpu": row.get("env", {}).get("cpu"), "llvm_cpu": {},
                                                 "train_ratio": {}, "sample_ratio": {}, "charnn_gflop_per_s": {},
                                                 "torch_gflop_per_s": {}, "charnn_sample_chars_per_s": {},
-                                                "torch_sample_chars_per_s": {}, "max_other_cpu_fraction": 0.0})
+                                                "torch_sample_chars_per_s": {}, "max_other_cpu_fraction": 0.0,
+                                                "decision": {}, "sample_threads": {}})
             s["llvm_cpu"][isa] = row.get("env", {}).get("llvm_cpu")
+            s["decision"][isa] = row.get("charnn_decision")
+            s["sample_threads"][isa] = row.get("charnn_sample_threads_stored")
             for field, key in (("train_ratio", "train_ratio_charnn_over_torch"), ("sample_ratio", "sample_ratio_charnn_over_torch"),
                                ("charnn_gflop_per_s", "charnn_train_gflop_per_s_median"), ("torch_gflop_per_s", "torch_train_gflop_per_s_median"),
                                ("charnn_sample_chars_per_s", "charnn_sample_chars_per_s_median"),
@@ -114,6 +118,20 @@ def markdown(summary: list[dict], isas=DEFAULT_ISAS) -> str:
         if "native" in isas:
             g, t = ((s[k].get("native") or [None])[0] for k in ("charnn_gflop_per_s", "torch_gflop_per_s"))
             cells.insert(isas.index("native") + 1, "-" if g is None or t is None else f"{g:.0f} / {t:.0f}")
+        lines.append(f"| {s['config']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def decisions_markdown(summary: list[dict], isas=DEFAULT_ISAS) -> str:
+    """The calibration's decisions behind the table, per configuration and isa: the products
+    (tiles or BLAS, thread count, time loops split by rows, products with A packed) and batch-1
+    sampling's thread count."""
+    lines = ["| config | " + " | ".join(f"decisions, {LABELS[i]}" for i in isas) + " |", "|---|" + "---|" * len(isas)]
+    for s in summary:
+        cells = []
+        for isa in isas:
+            decided, threads = s.get("decision", {}).get(isa), s.get("sample_threads", {}).get(isa)
+            cells.append("; ".join(x for x in (decided, None if threads is None else f"sampling on {threads} thread{'s' * (threads != 1)}") if x) or "-")
         lines.append(f"| {s['config']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -262,6 +280,7 @@ def main(argv=None) -> None:
         print(json.dumps({"kind": "portable_bounds", **found}))
     if a.markdown:
         say(markdown(summary, isas))
+        say("\n" + decisions_markdown(summary, isas))
         if found:
             say("\n" + targets_markdown(summary, found, isas))
     say(f"raw rows: {prefix}-*")

@@ -201,6 +201,7 @@ def _speed_row(config, train, sample, gflops, other=0.01, llvm="znver4"):
             "charnn_train_gflop_per_s_median": gflops, "torch_train_gflop_per_s_median": gflops / train,
             "charnn_sample_chars_per_s_median": 1000.0 * sample, "torch_sample_chars_per_s_median": 1000.0,
             "charnn_other_processes_cpu_fraction": other, "torch_other_processes_cpu_fraction": 0.0,
+            "charnn_decision": "tiles on 2 threads, rows split: lstm_forward ids H256", "charnn_sample_threads_stored": 2,
             "env": {"cpu": "Some CPU", "llvm_cpu": llvm}}
 
 
@@ -250,6 +251,9 @@ def test_portable_report_runs_both_targets_and_summarises(tmp_path, monkeypatch,
     assert line["sample_ratio"] == {"native": [11.0, 12.0], "avx2": [11.0, 12.0]}
     assert line["llvm_cpu"] == {"native": "znver4", "avx2": "haswell"} and line["max_other_cpu_fraction"] == 0.04
     assert "| lstm-2x256 | 1.10 / 1.20 | 150 / 136 | 1.11 / 1.21 | 11.00 / 12.00 | 11.00 / 12.00 |" in err
+    assert "| config | decisions, native | decisions, AVX2 |" in err
+    assert ("| lstm-2x256 | tiles on 2 threads, rows split: lstm_forward ids H256; sampling on 2 threads "
+            "| tiles on 2 threads, rows split: lstm_forward ids H256; sampling on 2 threads |") in err
     # the machine's ceilings (peak.py, first, and sample_profile.py), natively and once
     assert [what for isa, what in calls if what in ("peak.py", "sample_profile.py")] == ["peak.py", "sample_profile.py"]
     assert calls.index(("native", "peak.py")) < calls.index(("native", "speed.py"))
