@@ -390,18 +390,18 @@ def test_calibration_stops_timing_what_cannot_change_its_choice(monkeypatch):
 
 
 def test_a_split_or_packing_stops_timing_once_the_lower_median_is_known():
-    """Two ways, REPEATS passes each: once calibrate._decided, the third passes cannot change which
-    median is lower (a tie goes to the second way, as measure_splits and measure_packing have it)."""
+    """Two ways raced (calibrate._race: an untimed round, then up to REPEATS): where it stops
+    early, the passes left out could not change which median is the lower (a tie goes to the
+    second way, as measure_splits and measure_packing have it)."""
     rng = np.random.default_rng(5)
     early = 0
     for _ in range(2000):
-        a, b = (list(rng.lognormal(0, 0.3, calibrate.REPEATS) * rng.uniform(0.7, 1.4)) for _ in range(2))
-        lower = calibrate._median_ms(a) < calibrate._median_ms(b)
-        for r in range(1, calibrate.REPEATS):
-            if calibrate._decided({"a": a[:r], "b": b[:r]}):
-                early += 1
-                assert calibrate._median_ms(a[:r]) < calibrate._median_ms(b[:r]) if lower else calibrate._median_ms(a[:r]) > calibrate._median_ms(b[:r])
-                break
+        a, b = (list(rng.lognormal(0, 0.3, calibrate.REPEATS + 1) * rng.uniform(0.7, 1.4)) for _ in range(2))
+        lower = calibrate._median_ms(a[1:]) < calibrate._median_ms(b[1:])  # every timed pass
+        left = {"a": iter(a), "b": iter(b)}
+        ms = calibrate._race({name: (lambda name=name: next(left[name])) for name in left})
+        early += len(list(left["a"])) > 0
+        assert ms["a"] < ms["b"] if lower else ms["a"] > ms["b"]
     assert early > 300
     assert calibrate._median_range([0.3, 0.1], 3) == (0.1, 0.3) and calibrate._median_range([0.2], 3) == (0.0, float("inf"))
     assert calibrate._median_range([0.1, 0.3, 0.2], 3) == (0.2, 0.2)

@@ -23,6 +23,7 @@ ways of reading A compute the same bits, so these choices change only the speed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from typing import NamedTuple
 
@@ -135,9 +136,19 @@ def _beaten(ranges: dict) -> set:
     return {way for way, (low, _) in ranges.items() if low > best}
 
 
-def _decided(times: dict) -> bool:
-    """Whether the lower of two ways' medians of REPEATS passes is known from {way: [seconds]}."""
-    return bool(_beaten({way: _median_range(ts, REPEATS) for way, ts in times.items()}))
+def _race(ways: dict) -> dict:
+    """{name: median ms} of two ways that compute the same thing, {name: a function that runs it
+    once and returns the seconds that count}: alternating, after an untimed round (compiling, first
+    touch), REPEATS rounds, or fewer once it is known which median is the lower (_beaten)."""
+    times = {name: [] for name in ways}
+    for round_ in range(REPEATS + 1):
+        for name, seconds in ways.items():
+            t = seconds()
+            if round_:
+                times[name].append(t)
+        if _beaten({name: _median_range(ts, REPEATS) for name, ts in times.items()}):
+            break
+    return {name: _median_ms(ts) for name, ts in times.items()}
 
 
 def measure(shape: Shape, counts: tuple[int, ...] | None = None) -> dict:
@@ -282,9 +293,8 @@ def _splits(shape: Shape, rng, threads: int) -> dict:
 
 def measure_splits(shape: Shape, rng) -> dict:
     """{loop_name: {"split", "panels_ms", "rows_ms"}} for each time loop of `shape`: the layer
-    function (forward, or backward on its cache) run with each split forced, alternating, REPEATS
-    times each, and its time loop alone timed (layers.loop_clock); the rows split where its median
-    is the lower."""
+    function (forward, or backward on its cache) run with each split forced, its time loop alone
+    timed (layers.loop_clock), the two raced (_race); the rows split where its median is the lower."""
     B, T, H = shape.B, shape.T, shape.H
     G = GATES[shape.cell] * H
     forward, backward = getattr(layers, f"{shape.cell}_forward"), getattr(layers, f"{shape.cell}_backward")
@@ -306,16 +316,12 @@ def measure_splits(shape: Shape, rng) -> dict:
                 cache = forward(x, *state, Wx, Wh, b)[-1]
             passes = {"forward": lambda: forward(x, *state, Wx, Wh, b), "backward": lambda: backward(dhs, cache)}
             for direction, run in passes.items():
-                times = {split: [] for split in SPLITS}
-                for _ in range(REPEATS + 1):  # the first round untimed: compiling, first touch
-                    for split in SPLITS:
-                        layers.loop_clock = []
-                        with forced("tiles", split):
-                            run()
-                        times[split].append(sum(layers.loop_clock))
-                    if _decided({split: ts[1:] for split, ts in times.items()}):
-                        break
-                ms = {split: _median_ms(ts[1:]) for split, ts in times.items()}
+                def loops(split, run=run):  # the time loops' seconds in one run of the layer function
+                    layers.loop_clock = []
+                    with forced("tiles", split):
+                        run()
+                    return sum(layers.loop_clock)
+                ms = _race({split: functools.partial(loops, split) for split in SPLITS})
                 found[loop_name(f"{shape.cell}_{direction}", width, H)] = {"split": "rows" if ms["rows"] < ms["panels"] else "panels",
                                                      "panels_ms": round(ms["panels"], 3), "rows_ms": round(ms["rows"], 3)}
     finally:
@@ -326,9 +332,8 @@ def measure_splits(shape: Shape, rng) -> dict:
 def measure_packing(run, rng) -> dict:
     """{product_name: {"pack", "direct_ms", "packed_ms"}} for each product of the pass `run` (on the
     tiles): that product on random arrays of its shape and A's layout (transposed or row-major),
-    with A read in place and packed first, alternating, REPEATS times each after an untimed round;
-    "pack" where the packed median is the lower. The two compute the same bits, so only the speed
-    is at stake."""
+    with A read in place and packed first, raced (_race); "pack" where the packed median is the
+    lower. The two compute the same bits, so only the speed is at stake."""
     gemm.products_seen = seen = {}
     try:
         with forced("tiles", "panels", pack=False):
@@ -341,16 +346,13 @@ def measure_packing(run, rng) -> dict:
         A = A.T if transposed else A  # X.T, as a weight gradient's; or row-major
         Bm = rng.standard_normal((K_, N), dtype=np.float32)
         B, out = gemm.Packed(Bm, gemm.pack_panels(Bm)), np.empty((M, N), np.float32)
-        times = {"direct": [], "packed": []}
-        for _ in range(REPEATS + 1):  # the first round untimed: first touch
-            for way in times:
-                with forced("tiles", "panels", pack=way == "packed"):  # gemm.matmul as training calls it
-                    t0 = time.perf_counter()
-                    gemm.matmul(A, B, out=out)
-                    times[way].append(time.perf_counter() - t0)
-            if _decided({way: ts[1:] for way, ts in times.items()}):
-                break
-        ms = {way: _median_ms(ts[1:]) for way, ts in times.items()}
+
+        def product(pack, A=A, B=B, out=out):  # gemm.matmul as training calls it
+            with forced("tiles", "panels", pack=pack):
+                t0 = time.perf_counter()
+                gemm.matmul(A, B, out=out)
+                return time.perf_counter() - t0
+        ms = _race({"direct": functools.partial(product, False), "packed": functools.partial(product, True)})
         found[name] = {"pack": ms["packed"] < ms["direct"], "direct_ms": round(ms["direct"], 3), "packed_ms": round(ms["packed"], 3)}
     return found
 
