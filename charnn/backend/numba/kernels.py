@@ -42,7 +42,7 @@ import operator
 import platform
 
 import numpy as np
-from numba import njit, prange, types
+from numba import literally, njit, prange, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, lower_builtin, models, overload, register_model, type_callable
@@ -1098,6 +1098,13 @@ def gru_backward_rows(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp, pa
 #   in passes as wide as the registers allow (SAMPLE_PASS): each vector of W loaded serves every
 #   stream of the group, and 4 streams x 3 vectors (AVX2; 6 x 4 with AVX-512) keep 12 (24) chains
 #   in flight where pairs of streams kept 8: 0.7-0.8x the time (same section).
+# - numba's inline="always" inlines at the level of numba's own IR, in time that grows faster than
+#   the function it inlines into: with every count of vectors inlined (eight copies of _panel_sums,
+#   each with its loads and stores; and as many _stream_tile passes for each group of streams),
+#   matvec and batch_matvec took most of the sampling kernels' compile time. So only the whole
+#   panel's copy is inlined; the last panel's counts (_part_panel) and each count of streams
+#   (_panel_rows, compiled once per constant count: literally) are functions of their own, and the
+#   loads and stores (_get, _set) are left to LLVM's inliner (bench/README.md, "eighteenth session").
 # Every sum is one chain in row order, out[j] = (...(x[0] W[0, j] + x[1] W[1, j]) + ...) + x[D-1] W[D-1, j],
 # one multiply-add a row (fused where the CPU has FMA): matvec and batch_matvec give the same bits.
 PV = 8  # vectors per panel (a0..a7 in _panel_sums)
@@ -1199,7 +1206,7 @@ def zero_lanes(typingctx):
     return Lanes(types.float32)(), codegen
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def _get(out, j):
     """out[j : j+LANES] as Lanes, the lanes past out's end zero: a plain load where the vector is
     whole, a masked one only for the last, partial vector."""
@@ -1207,7 +1214,7 @@ def _get(out, j):
     return lanes(out, j, LANES) if n == LANES else lanes(out, j, n)
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def _set(out, j, v):
     """out[j : j+LANES] = v, the lanes past out's end left alone (a plain store where whole)."""
     n = min(LANES, out.shape[0] - j)
@@ -1259,12 +1266,21 @@ def _panel_sums(x, Wp, p, k0, k1, out, nv):
 
 @njit(inline="always", error_model="numpy")
 def _panel_into(x, Wp, p, k0, k1, out):
-    """_panel_sums for panel p with its count of valid vectors as a constant: PV for every panel
-    but the last, which may hold fewer."""
-    nv = min(PV, (out.shape[0] - p * PANEL + LANES - 1) // LANES)
-    if nv == PV:
+    """_panel_sums for panel p with its count of valid vectors as a constant: inlined for a whole
+    panel (PV vectors: every panel but perhaps the last), called for a partial one (_part_panel)."""
+    if min(PV, (out.shape[0] - p * PANEL + LANES - 1) // LANES) == PV:
         _panel_sums(x, Wp, p, k0, k1, out, PV)
-    elif nv == 1:
+    else:
+        _part_panel(x, Wp, p, k0, k1, out)
+
+
+@njit(fastmath=CONTRACT, error_model="numpy")
+def _part_panel(x, Wp, p, k0, k1, out):
+    """_panel_sums for the last panel p, with fewer than PV vectors of valid columns: a function of
+    its own (its seven copies of _panel_sums compiled once, not inlined into every product), called
+    for that panel only."""
+    nv = (out.shape[0] - p * PANEL + LANES - 1) // LANES
+    if nv == 1:
         _panel_sums(x, Wp, p, k0, k1, out, 1)
     elif nv == 2:
         _panel_sums(x, Wp, p, k0, k1, out, 2)
@@ -1304,12 +1320,12 @@ def _stream_tile(X, s0, rows, Wp, p, v0, nv, k0, k1, out):
             _sums_to(acc, (i * nv + v) * LANES, out, s0 + i, j0 + v * LANES)
 
 
-@njit(inline="always", error_model="numpy")
+@njit(fastmath=CONTRACT, error_model="numpy")
 def _panel_rows(X, s0, rows, Wp, p, k0, k1, out):
-    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (rows a constant, 2 or more), in
-    passes of SAMPLE_PASS[rows - 1] vectors; the last panel may hold fewer vectors of valid
-    columns, and each count is a constant at its call (the tests of width drop the counts a pass
-    never has before they are compiled)."""
+    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (rows 2 or more), in passes of
+    SAMPLE_PASS[rows - 1] vectors; the last panel may hold fewer vectors of valid columns, and each
+    count is a constant at its call (LLVM drops the counts a pass never has)."""
+    literally(rows)  # compiled once for each count of streams: a constant here, so the tiles unroll
     nvp = min(PV, (out.shape[1] - p * PANEL + LANES - 1) // LANES)
     width = SAMPLE_PASS[rows - 1]
     for v0 in range(0, nvp, width):
@@ -1725,10 +1741,9 @@ def batch_matvec(X, Wp, out):
     for p in range((out.shape[1] + PANEL - 1) // PANEL):
         for k0 in range(0, max(D, 1), KC):  # D = 0 still assigns the zero product
             k1 = min(D, k0 + KC)
-            s0 = 0
-            while s0 + SAMPLE_GROUP <= S:
-                _panel_rows(X, s0, SAMPLE_GROUP, Wp, p, k0, k1, out)
-                s0 += SAMPLE_GROUP
+            for g in range(S // SAMPLE_GROUP):  # (g * SAMPLE_GROUP: one type of s0 from the start, one compile)
+                _panel_rows(X, g * SAMPLE_GROUP, SAMPLE_GROUP, Wp, p, k0, k1, out)
+            s0 = S - S % SAMPLE_GROUP
             rest = S - s0  # fewer streams than a group: each count a constant
             if rest == 1:
                 _panel_into(X[s0], Wp, p, k0, k1, out[s0])
