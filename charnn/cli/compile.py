@@ -13,7 +13,7 @@ from .common import POSITIVE, fail, say
               help="Groups of kernels compiled at once, each in a child process; 1: in this process "
                    f"[default: the CPUs this process may use, at most {max(map(len, PHASES))}]")
 def compile_(processes):
-    """Compile every numba kernel for this machine, once (~1 min on two cores, ~2 min on one);
+    """Compile every numba kernel for this machine, once (~2 min on two cores);
     numba caches them on disk. Groups of kernels compile at once in child processes, as many as
     there are CPUs for (--processes), and the command waits for them.
     Then time the default model's matrix products both ways (charnn's register tiles, on numba's
@@ -23,7 +23,7 @@ def compile_(processes):
     reads by default on one thread and on several (~1 s; CHARNN_SAMPLE_THREADS overrides it).
 
     Without it, the first training run compiles the training kernels it needs (~1 min) and times
-    its products as it meets them, and the first long sample compiles the sampling kernels (10-20 s);
+    its products as it meets them, and the first long sample compiles the sampling kernels (under a minute);
     each run says so when it has to. Nothing ever compiles in the background.
 
     \b

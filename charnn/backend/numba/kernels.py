@@ -1229,7 +1229,7 @@ def _panel_sums(x, Wp, p, k0, k1, out, nv):
     """out[j0 : j0 + the panel's valid columns] (+)= x[k0:k1] @ panel p's rows k0:k1, j0 = p*PANEL:
     assigned when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored
     and loaded back is the same number). nv (1..PV) vectors of the panel hold valid columns; it
-    is a constant at each call (see _panel_into), so the unused sums are compiled away and the
+    is a constant at each call (see _part_panel), so the unused sums are compiled away and the
     others stay in registers."""
     j0 = p * PANEL
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero_lanes()
@@ -1267,7 +1267,8 @@ def _panel_sums(x, Wp, p, k0, k1, out, nv):
 @njit(inline="always", error_model="numpy")
 def _panel_into(x, Wp, p, k0, k1, out):
     """_panel_sums for panel p with its count of valid vectors as a constant: inlined for a whole
-    panel (PV vectors: every panel but perhaps the last), called for a partial one (_part_panel)."""
+    panel (PV vectors: every panel but perhaps the last), called for a partial one (_part_panel).
+    (matvec loops over the whole panels itself: no call in its loop.)"""
     if min(PV, (out.shape[0] - p * PANEL + LANES - 1) // LANES) == PV:
         _panel_sums(x, Wp, p, k0, k1, out, PV)
     else:
@@ -1352,8 +1353,11 @@ def _panel_rows(X, s0, rows, Wp, p, k0, k1, out):
 def matvec(x, Wp, out):
     """out = x @ W: x (D,), W (D, M) as its vector panels Wp (P, D, PANEL) (P >= M / PANEL, zero
     past column M) -> out (M,), float32, each sum a chain in row order. Reference: numpy's x @ W."""
-    for p in range((out.shape[0] + PANEL - 1) // PANEL):
-        _panel_into(x, Wp, p, 0, x.shape[0], out)
+    vectors = (out.shape[0] + LANES - 1) // LANES  # of out's columns, the last perhaps partial
+    for p in range(vectors // PV):  # whole panels, no call in the loop
+        _panel_sums(x, Wp, p, 0, x.shape[0], out, PV)
+    if vectors % PV:
+        _part_panel(x, Wp, vectors // PV, 0, x.shape[0], out)
 
 
 # ---------------------------------------------------------------- kernels: the head and the draw
