@@ -42,7 +42,7 @@ import operator
 import platform
 
 import numpy as np
-from numba import literally, njit, prange, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, lower_builtin, models, overload, register_model, type_callable
@@ -1099,12 +1099,11 @@ def gru_backward_rows(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp, pa
 #   stream of the group, and 4 streams x 3 vectors (AVX2; 6 x 4 with AVX-512) keep 12 (24) chains
 #   in flight where pairs of streams kept 8: 0.7-0.8x the time (same section).
 # - numba's inline="always" inlines at the level of numba's own IR, in time that grows faster than
-#   the function it inlines into: with every count of vectors inlined (eight copies of _panel_sums,
-#   each with its loads and stores; and as many _stream_tile passes for each group of streams),
-#   matvec and batch_matvec took most of the sampling kernels' compile time. So only the whole
-#   panel's copy is inlined; the last panel's counts (_part_panel) and each count of streams
-#   (_panel_rows, compiled once per constant count: literally) are functions of their own, and the
-#   loads and stores (_get, _set) are left to LLVM's inliner (bench/README.md, "eighteenth session").
+#   the function it inlines into: with a copy of _panel_sums for each count of vectors a panel may
+#   hold, eight, matvec and batch_matvec took most of the sampling kernels' compile time. A partial
+#   last panel now takes its count as a value (_panel_into: two copies). Nothing there is a call: a
+#   call with arrays costs numba's reference counts (atomic), which two threads sharing the arrays
+#   contend for (bench/README.md, "eighteenth session").
 # Every sum is one chain in row order, out[j] = (...(x[0] W[0, j] + x[1] W[1, j]) + ...) + x[D-1] W[D-1, j],
 # one multiply-add a row (fused where the CPU has FMA): matvec and batch_matvec give the same bits.
 PV = 8  # vectors per panel (a0..a7 in _panel_sums)
@@ -1206,7 +1205,7 @@ def zero_lanes(typingctx):
     return Lanes(types.float32)(), codegen
 
 
-@njit(error_model="numpy")
+@njit(inline="always", error_model="numpy")
 def _get(out, j):
     """out[j : j+LANES] as Lanes, the lanes past out's end zero: a plain load where the vector is
     whole, a masked one only for the last, partial vector."""
@@ -1214,7 +1213,7 @@ def _get(out, j):
     return lanes(out, j, LANES) if n == LANES else lanes(out, j, n)
 
 
-@njit(error_model="numpy")
+@njit(inline="always", error_model="numpy")
 def _set(out, j, v):
     """out[j : j+LANES] = v, the lanes past out's end left alone (a plain store where whole)."""
     n = min(LANES, out.shape[0] - j)
@@ -1228,9 +1227,9 @@ def _set(out, j, v):
 def _panel_sums(x, Wp, p, k0, k1, out, nv):
     """out[j0 : j0 + the panel's valid columns] (+)= x[k0:k1] @ panel p's rows k0:k1, j0 = p*PANEL:
     assigned when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored
-    and loaded back is the same number). nv (1..PV) vectors of the panel hold valid columns; it
-    is a constant at each call (see _part_panel), so the unused sums are compiled away and the
-    others stay in registers."""
+    and loaded back is the same number). nv (1..PV) vectors of the panel hold valid columns: PV, a
+    constant, for a whole panel, so its sums stay in registers; a value for a partial one (see
+    _panel_into)."""
     j0 = p * PANEL
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero_lanes()
     if k0 > 0:
@@ -1266,35 +1265,14 @@ def _panel_sums(x, Wp, p, k0, k1, out, nv):
 
 @njit(inline="always", error_model="numpy")
 def _panel_into(x, Wp, p, k0, k1, out):
-    """_panel_sums for panel p with its count of valid vectors as a constant: inlined for a whole
-    panel (PV vectors: every panel but perhaps the last), called for a partial one (_part_panel).
-    (matvec loops over the whole panels itself: no call in its loop.)"""
-    if min(PV, (out.shape[0] - p * PANEL + LANES - 1) // LANES) == PV:
+    """_panel_sums for panel p: its count of valid vectors a constant for a whole panel (PV: every
+    panel but perhaps the last), a value for a partial one (its branches taken the same way at
+    every row; two copies inlined, not eight, and no call: see the note above)."""
+    nv = min(PV, (out.shape[0] - p * PANEL + LANES - 1) // LANES)
+    if nv == PV:
         _panel_sums(x, Wp, p, k0, k1, out, PV)
     else:
-        _part_panel(x, Wp, p, k0, k1, out)
-
-
-@njit(fastmath=CONTRACT, error_model="numpy")
-def _part_panel(x, Wp, p, k0, k1, out):
-    """_panel_sums for the last panel p, with fewer than PV vectors of valid columns: a function of
-    its own (its seven copies of _panel_sums compiled once, not inlined into every product), called
-    for that panel only."""
-    nv = (out.shape[0] - p * PANEL + LANES - 1) // LANES
-    if nv == 1:
-        _panel_sums(x, Wp, p, k0, k1, out, 1)
-    elif nv == 2:
-        _panel_sums(x, Wp, p, k0, k1, out, 2)
-    elif nv == 3:
-        _panel_sums(x, Wp, p, k0, k1, out, 3)
-    elif nv == 4:
-        _panel_sums(x, Wp, p, k0, k1, out, 4)
-    elif nv == 5:
-        _panel_sums(x, Wp, p, k0, k1, out, 5)
-    elif nv == 6:
-        _panel_sums(x, Wp, p, k0, k1, out, 6)
-    else:
-        _panel_sums(x, Wp, p, k0, k1, out, 7)
+        _panel_sums(x, Wp, p, k0, k1, out, nv)
 
 
 @njit(inline="always", fastmath=CONTRACT, error_model="numpy")
@@ -1321,12 +1299,13 @@ def _stream_tile(X, s0, rows, Wp, p, v0, nv, k0, k1, out):
             _sums_to(acc, (i * nv + v) * LANES, out, s0 + i, j0 + v * LANES)
 
 
-@njit(fastmath=CONTRACT, error_model="numpy")
+@njit(inline="always", error_model="numpy")
 def _panel_rows(X, s0, rows, Wp, p, k0, k1, out):
-    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (rows 2 or more), in passes of
-    SAMPLE_PASS[rows - 1] vectors; the last panel may hold fewer vectors of valid columns, and each
-    count is a constant at its call (LLVM drops the counts a pass never has)."""
-    literally(rows)  # compiled once for each count of streams: a constant here, so the tiles unroll
+    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (rows a constant, 2 or more), in
+    passes of SAMPLE_PASS[rows - 1] vectors; the last panel may hold fewer vectors of valid
+    columns, and each count is a constant at its call (the tests of width drop the counts a pass
+    never has before they are compiled). Inlined, not called: a call per panel and group costs
+    numba's reference counts of its arrays, atomic, which two threads sharing them contend for."""
     nvp = min(PV, (out.shape[1] - p * PANEL + LANES - 1) // LANES)
     width = SAMPLE_PASS[rows - 1]
     for v0 in range(0, nvp, width):
@@ -1353,11 +1332,8 @@ def _panel_rows(X, s0, rows, Wp, p, k0, k1, out):
 def matvec(x, Wp, out):
     """out = x @ W: x (D,), W (D, M) as its vector panels Wp (P, D, PANEL) (P >= M / PANEL, zero
     past column M) -> out (M,), float32, each sum a chain in row order. Reference: numpy's x @ W."""
-    vectors = (out.shape[0] + LANES - 1) // LANES  # of out's columns, the last perhaps partial
-    for p in range(vectors // PV):  # whole panels, no call in the loop
-        _panel_sums(x, Wp, p, 0, x.shape[0], out, PV)
-    if vectors % PV:
-        _part_panel(x, Wp, vectors // PV, 0, x.shape[0], out)
+    for p in range((out.shape[0] + PANEL - 1) // PANEL):
+        _panel_into(x, Wp, p, 0, x.shape[0], out)
 
 
 # ---------------------------------------------------------------- kernels: the head and the draw
@@ -1745,9 +1721,10 @@ def batch_matvec(X, Wp, out):
     for p in range((out.shape[1] + PANEL - 1) // PANEL):
         for k0 in range(0, max(D, 1), KC):  # D = 0 still assigns the zero product
             k1 = min(D, k0 + KC)
-            for g in range(S // SAMPLE_GROUP):  # (g * SAMPLE_GROUP: one type of s0 from the start, one compile)
-                _panel_rows(X, g * SAMPLE_GROUP, SAMPLE_GROUP, Wp, p, k0, k1, out)
-            s0 = S - S % SAMPLE_GROUP
+            s0 = 0
+            while s0 + SAMPLE_GROUP <= S:
+                _panel_rows(X, s0, SAMPLE_GROUP, Wp, p, k0, k1, out)
+                s0 += SAMPLE_GROUP
             rest = S - s0  # fewer streams than a group: each count a constant
             if rest == 1:
                 _panel_into(X[s0], Wp, p, k0, k1, out[s0])
