@@ -784,7 +784,8 @@ def _gemm_panel_rows(A, Bp, p, r0, r1, C):
         while i0 + MR <= r1:
             _gemm_tile(A, Bp, p, i0, MR, k0, k1, C, n_valid)
             i0 += MR
-        if r1 - i0 >= 4:  # constant heights: the compiler specialises each
+        if MR > 4 and r1 - i0 >= 4:  # constant heights: the compiler specialises each; with MR = 4
+            # fewer than 4 rows are left, and the constant test drops that copy before numba inlines it
             _gemm_tile(A, Bp, p, i0, 4, k0, k1, C, n_valid)
             i0 += 4
         if r1 - i0 >= 2:
@@ -1099,11 +1100,14 @@ def gru_backward_rows(dhs, dh_rec, dh_direct, h, gates, ha_n, dxa, dha, WhTp, pa
 #   stream of the group, and 4 streams x 3 vectors (AVX2; 6 x 4 with AVX-512) keep 12 (24) chains
 #   in flight where pairs of streams kept 8: 0.7-0.8x the time (same section).
 # - numba's inline="always" inlines at the level of numba's own IR, in time that grows faster than
-#   the function it inlines into: with a copy of _panel_sums for each count of vectors a panel may
-#   hold, eight, matvec and batch_matvec took most of the sampling kernels' compile time. A partial
-#   last panel now takes its count as a value (_panel_into: two copies). Nothing there is a call: a
-#   call with arrays costs numba's reference counts (atomic), which two threads sharing the arrays
-#   contend for (bench/README.md, "eighteenth session").
+#   the function it inlines into, and before it can drop a branch that tests an argument: with a
+#   copy of _panel_sums for each count of vectors a panel may hold, eight, matvec and batch_matvec
+#   took most of the sampling kernels' compile time. So a partial last panel takes its count as a
+#   value (_panel_into: two copies), the loads and stores of sums are intrinsics (_get, _set), and
+#   each count of streams has its own _panel_rows_of, whose constant pass width drops the counts
+#   it never meets first. Nothing there is a call: a call with arrays costs numba's reference
+#   counts (atomic), which two threads sharing the arrays contend for (bench/README.md,
+#   "eighteenth session", "nineteenth session").
 # Every sum is one chain in row order, out[j] = (...(x[0] W[0, j] + x[1] W[1, j]) + ...) + x[D-1] W[D-1, j],
 # one multiply-add a row (fused where the CPU has FMA): matvec and batch_matvec give the same bits.
 PV = 8  # vectors per panel (a0..a7 in _panel_sums)
@@ -1128,6 +1132,25 @@ SAMPLE_GROUP = max(range(1, PV + 1), key=lambda rows: rows * SAMPLE_PASS[rows - 
 SAMPLE_SUMS = max(rows * SAMPLE_PASS[rows - 1] for rows in range(1, PV + 1)) * LANES  # floats of a tile's sums
 
 
+def _whole_or_masked(context, builder, ty, out, index, whole, part):
+    """Emits whole() where out holds LANES floats from out[index] on along its last axis, part(n)
+    with n = the floats left (fewer: the last, partial vector) otherwise; returns the value of the
+    branch taken (None if they return none)."""
+    shape = cgutils.unpack_tuple(builder, context.make_array(ty)(context, builder, out).shape)
+    n = builder.sub(shape[-1], index[-1])
+    with builder.if_else(builder.icmp_signed(">=", n, ir.Constant(n.type, LANES))) as (then, otherwise):
+        with then:
+            a, a_block = whole(), builder.block
+        with otherwise:
+            b, b_block = part(n), builder.block
+    if a is None:
+        return None
+    phi = builder.phi(a.type)
+    phi.add_incoming(a, a_block)
+    phi.add_incoming(b, b_block)
+    return phi
+
+
 def _sums_and_row(context, builder, signature, args, to_row):
     """Moves LANES sums between acc[offset:] and out[s, j : j+LANES]: a plain load or store where
     out has LANES columns from j on, a masked one (lanes past out's end: 0 loaded, left alone) for
@@ -1136,21 +1159,21 @@ def _sums_and_row(context, builder, signature, args, to_row):
     ty = signature.args[2]
     vec = _vector()
     sums = builder.bitcast(builder.gep(acc, [offset]), vec.as_pointer())
-    index = [s, j]
-    n = builder.sub(cgutils.unpack_tuple(builder, context.make_array(ty)(context, builder, out).shape)[1], j)
-    row = builder.bitcast(_pointer(context, builder, ty, out, index), vec.as_pointer())
-    with builder.if_else(builder.icmp_signed(">=", n, ir.Constant(n.type, LANES))) as (whole, part):
-        with whole:
-            if to_row:
-                builder.store(builder.load(sums, align=4), row, align=4)
-            else:
-                builder.store(builder.load(row, align=4), sums, align=4)
-        with part:
-            function, operands = _masked(context, builder, "store" if to_row else "load", ty, out, index, n)
-            if to_row:
-                builder.call(function, [builder.load(sums, align=4)] + operands)
-            else:
-                builder.store(builder.call(function, operands + [ir.Constant(vec, None)]), sums, align=4)
+
+    def whole():
+        row = builder.bitcast(_pointer(context, builder, ty, out, [s, j]), vec.as_pointer())
+        if to_row:
+            builder.store(builder.load(sums, align=4), row, align=4)
+        else:
+            builder.store(builder.load(row, align=4), sums, align=4)
+
+    def part(n):
+        function, operands = _masked(context, builder, "store" if to_row else "load", ty, out, [s, j], n)
+        if to_row:
+            builder.call(function, [builder.load(sums, align=4)] + operands)
+        else:
+            builder.store(builder.call(function, operands + [ir.Constant(vec, None)]), sums, align=4)
+    _whole_or_masked(context, builder, ty, out, [s, j], whole, part)
     return context.get_dummy_value()
 
 
@@ -1205,22 +1228,40 @@ def zero_lanes(typingctx):
     return Lanes(types.float32)(), codegen
 
 
-@njit(inline="always", error_model="numpy")
-def _get(out, j):
+@intrinsic
+def _get(typingctx, out, j):
     """out[j : j+LANES] as Lanes, the lanes past out's end zero: a plain load where the vector is
-    whole, a masked one only for the last, partial vector."""
-    n = min(LANES, out.shape[0] - j)
-    return lanes(out, j, LANES) if n == LANES else lanes(out, j, n)
+    whole, a masked one only for the last, partial vector. An intrinsic, not an inlined function:
+    numba's inlining costs compile time for each of the many places these are used."""
+    def codegen(context, builder, signature, args):
+        ty, (out_, j_) = signature.args[0], args
+        vec = _vector(ty.dtype)
+
+        def whole():
+            return builder.load(builder.bitcast(_pointer(context, builder, ty, out_, [j_]), vec.as_pointer()), align=4)
+
+        def part(n):
+            load, operands = _masked(context, builder, "load", ty, out_, [j_], n)
+            return builder.call(load, operands + [ir.Constant(vec, None)])
+        return _whole_or_masked(context, builder, ty, out_, [j_], whole, part)
+    return Lanes(_lanes_array(out).dtype)(out, types.intp), codegen
 
 
-@njit(inline="always", error_model="numpy")
-def _set(out, j, v):
+@intrinsic
+def _set(typingctx, out, j, v):
     """out[j : j+LANES] = v, the lanes past out's end left alone (a plain store where whole)."""
-    n = min(LANES, out.shape[0] - j)
-    if n == LANES:
-        put(out, j, LANES, v)
-    else:
-        put(out, j, n, v)
+    def codegen(context, builder, signature, args):
+        ty, (out_, j_, v_) = signature.args[0], args
+
+        def whole():
+            builder.store(v_, builder.bitcast(_pointer(context, builder, ty, out_, [j_]), v_.type.as_pointer()), align=4)
+
+        def part(n):
+            store, operands = _masked(context, builder, "store", ty, out_, [j_], n)
+            builder.call(store, [v_] + operands)
+        _whole_or_masked(context, builder, ty, out_, [j_], whole, part)
+        return context.get_dummy_value()
+    return types.void(out, types.intp, Lanes(_lanes_array(out).dtype)), codegen
 
 
 @njit(inline="always", error_model="numpy")
@@ -1281,7 +1322,7 @@ def _stream_tile(X, s0, rows, Wp, p, v0, nv, k0, k1, out):
     vectors v0 .. v0+nv-1 (j0 = p*PANEL + v0*LANES; columns past out's end are left alone): assigned
     when k0 == 0, continued from out's values otherwise (the same chain: a float32 stored and loaded
     back is the same number). X (S, D), out (S, M). rows (2 .. SAMPLE_GROUP) and nv are constants
-    at each call (see _panel_rows), so the loops unroll and the rows x nv sums stay in registers."""
+    at each call (see _panel_rows_of), so the loops unroll and the rows x nv sums stay in registers."""
     acc = _tile_scratch()
     j0 = p * PANEL + v0 * LANES
     for i in range(rows):
@@ -1299,33 +1340,42 @@ def _stream_tile(X, s0, rows, Wp, p, v0, nv, k0, k1, out):
             _sums_to(acc, (i * nv + v) * LANES, out, s0 + i, j0 + v * LANES)
 
 
-@njit(inline="always", error_model="numpy")
-def _panel_rows(X, s0, rows, Wp, p, k0, k1, out):
-    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (rows a constant, 2 or more), in
+def _panel_rows_of(rows):
+    """_stream_tile over panel p for the streams s0 .. s0+rows-1 (2 <= rows <= PV), in
     passes of SAMPLE_PASS[rows - 1] vectors; the last panel may hold fewer vectors of valid
-    columns, and each count is a constant at its call (the tests of width drop the counts a pass
-    never has before they are compiled). Inlined, not called: a call per panel and group costs
-    numba's reference counts of its arrays, atomic, which two threads sharing them contend for."""
-    nvp = min(PV, (out.shape[1] - p * PANEL + LANES - 1) // LANES)
+    columns, and each count is a constant at its call. One function for each count of streams, its
+    pass width a constant of its own, so the counts a pass never has are dropped before numba
+    inlines anything: inlining costs compile time per copy (see the note above). Inlined, not
+    called: a call per panel and group costs numba's reference counts of its arrays, atomic, which
+    two threads sharing them contend for."""
     width = SAMPLE_PASS[rows - 1]
-    for v0 in range(0, nvp, width):
-        nv = min(width, nvp - v0)
-        if nv == width:
-            _stream_tile(X, s0, rows, Wp, p, v0, width, k0, k1, out)
-        elif nv == 1:
-            _stream_tile(X, s0, rows, Wp, p, v0, 1, k0, k1, out)
-        elif nv == 2 and width > 2:
-            _stream_tile(X, s0, rows, Wp, p, v0, 2, k0, k1, out)
-        elif nv == 3 and width > 3:
-            _stream_tile(X, s0, rows, Wp, p, v0, 3, k0, k1, out)
-        elif nv == 4 and width > 4:
-            _stream_tile(X, s0, rows, Wp, p, v0, 4, k0, k1, out)
-        elif nv == 5 and width > 5:
-            _stream_tile(X, s0, rows, Wp, p, v0, 5, k0, k1, out)
-        elif nv == 6 and width > 6:
-            _stream_tile(X, s0, rows, Wp, p, v0, 6, k0, k1, out)
-        elif nv == 7 and width > 7:
-            _stream_tile(X, s0, rows, Wp, p, v0, 7, k0, k1, out)
+
+    @njit(inline="always", error_model="numpy")
+    def panel_rows(X, s0, Wp, p, k0, k1, out):
+        nvp = min(PV, (out.shape[1] - p * PANEL + LANES - 1) // LANES)
+        for v0 in range(0, nvp, width):
+            nv = min(width, nvp - v0)
+            if nv == width:
+                _stream_tile(X, s0, rows, Wp, p, v0, width, k0, k1, out)
+            elif width > 1 and nv == 1:
+                _stream_tile(X, s0, rows, Wp, p, v0, 1, k0, k1, out)
+            elif width > 2 and nv == 2:
+                _stream_tile(X, s0, rows, Wp, p, v0, 2, k0, k1, out)
+            elif width > 3 and nv == 3:
+                _stream_tile(X, s0, rows, Wp, p, v0, 3, k0, k1, out)
+            elif width > 4 and nv == 4:
+                _stream_tile(X, s0, rows, Wp, p, v0, 4, k0, k1, out)
+            elif width > 5 and nv == 5:
+                _stream_tile(X, s0, rows, Wp, p, v0, 5, k0, k1, out)
+            elif width > 6 and nv == 6:
+                _stream_tile(X, s0, rows, Wp, p, v0, 6, k0, k1, out)
+            elif width > 7 and nv == 7:
+                _stream_tile(X, s0, rows, Wp, p, v0, 7, k0, k1, out)
+    return panel_rows
+
+
+_group_rows = _panel_rows_of(SAMPLE_GROUP)
+_rows2, _rows3, _rows4, _rows5, _rows6, _rows7 = (_panel_rows_of(rows) for rows in range(2, 8))  # fewer than a group
 
 
 @njit(fastmath=CONTRACT, **JIT)
@@ -1723,23 +1773,23 @@ def batch_matvec(X, Wp, out):
             k1 = min(D, k0 + KC)
             s0 = 0
             while s0 + SAMPLE_GROUP <= S:
-                _panel_rows(X, s0, SAMPLE_GROUP, Wp, p, k0, k1, out)
+                _group_rows(X, s0, Wp, p, k0, k1, out)
                 s0 += SAMPLE_GROUP
             rest = S - s0  # fewer streams than a group: each count a constant
             if rest == 1:
                 _panel_into(X[s0], Wp, p, k0, k1, out[s0])
             elif rest == 2 and SAMPLE_GROUP > 2:
-                _panel_rows(X, s0, 2, Wp, p, k0, k1, out)
+                _rows2(X, s0, Wp, p, k0, k1, out)
             elif rest == 3 and SAMPLE_GROUP > 3:
-                _panel_rows(X, s0, 3, Wp, p, k0, k1, out)
+                _rows3(X, s0, Wp, p, k0, k1, out)
             elif rest == 4 and SAMPLE_GROUP > 4:
-                _panel_rows(X, s0, 4, Wp, p, k0, k1, out)
+                _rows4(X, s0, Wp, p, k0, k1, out)
             elif rest == 5 and SAMPLE_GROUP > 5:
-                _panel_rows(X, s0, 5, Wp, p, k0, k1, out)
+                _rows5(X, s0, Wp, p, k0, k1, out)
             elif rest == 6 and SAMPLE_GROUP > 6:
-                _panel_rows(X, s0, 6, Wp, p, k0, k1, out)
+                _rows6(X, s0, Wp, p, k0, k1, out)
             elif rest == 7 and SAMPLE_GROUP > 7:
-                _panel_rows(X, s0, 7, Wp, p, k0, k1, out)
+                _rows7(X, s0, Wp, p, k0, k1, out)
 
 
 @njit(**JIT)
