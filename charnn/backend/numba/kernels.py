@@ -192,6 +192,24 @@ def clamp(typingctx, x, c):
     return x(x, x.dtype if isinstance(x, Lanes) else x), codegen
 
 
+# ---------------------------------------------------------------- copies
+# The kernels copy arrays element by element, not by slice assignment (a[:] = b): numba compiles
+# a slice assignment with a check that the shapes broadcast and the message it raises if not,
+# 1-5 s a kind of array, where the shapes here match by construction (bench/README.md, "nineteenth session").
+@njit(inline="always")
+def copy_row(dst, src):
+    """dst[:] = src: two (n,) arrays."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(**JIT)
+def copy_into(dst, src):
+    """dst[...] = src: two arrays of one shape, any number of dimensions (a state: once a call)."""
+    for i in np.ndindex(dst.shape):
+        dst[i] = src[i]
+
+
 # ---------------------------------------------------------------- scalar functions
 @njit(inline="always", error_model="numpy")
 def tanh(x):
@@ -573,7 +591,7 @@ def lookup_rows_kernel(ids, P, out):
     each written by one thread."""
     for n in prange(ids.shape[0]):
         row = out[n]
-        row[:] = P[0, ids[n, 0]]
+        copy_row(row, P[0, ids[n, 0]])
         for k in range(1, ids.shape[1]):
             src = P[k, ids[n, k]]
             for g in range(row.shape[0]):
@@ -934,7 +952,7 @@ def _project_rows(x, Wxp, t, xa_t, r0, r1):
 def _lookup_rows(ids, P, t, xa_t, r0, r1):
     """xa_t[b] = P[ids[b, t]] for b in r0:r1: a first layer's input projection at step t."""
     for b in range(r0, r1):
-        xa_t[b] = P[ids[b, t]]
+        copy_row(xa_t[b], P[ids[b, t]])
 
 
 @njit(**JIT)
@@ -1571,7 +1589,7 @@ def layer_block_kernel(net, l, x_id, blk, below, prev, c, h_next, xa, ha, zero, 
     h_next (Hp,) and of c[l] (L, Hp)."""
     xa_b, ha_b = xa[blk], ha[blk]  # (GB,)
     if l == 0:
-        xa_b[:] = net.x0[blk, x_id]  # embed.W[x_id] @ Wx0 + b0, tabulated
+        copy_row(xa_b, net.x0[blk, x_id])  # embed.W[x_id] @ Wx0 + b0, tabulated
     else:
         matvec(below, net.Wx[l - 1, blk], xa_b)  # the layer below, already stepped
         for j in range(xa_b.shape[0]):
@@ -1689,7 +1707,7 @@ def recurrent_sample_kernel(net, h, c, feed, u, temperature, top_k, top_p, argma
     threads (sample_steps). Returns the logits (V,) of the last step."""
     L, Hp = h.shape
     hs = np.empty((2, L, Hp), dtype=np.float32)  # the state before and after a step
-    hs[0] = h
+    copy_into(hs[0], h)
     sync, xa, ha, zero, gates, aux, logits = sample_scratch(net)
     if net.threads == 1 or net.Wh.shape[1] == 1:  # no parallel region to start
         sample_steps(np.int64(0), net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
@@ -1697,7 +1715,7 @@ def recurrent_sample_kernel(net, h, c, feed, u, temperature, top_k, top_p, argma
     else:
         sample_threads(net, hs, c, feed, u, temperature, top_k, top_p, argmax, out, sync, xa, ha, zero, gates, aux,
                        logits)
-    h[:] = hs[(feed.shape[0] - 1 + out.shape[0]) % 2]
+    copy_into(h, hs[(feed.shape[0] - 1 + out.shape[0]) % 2])
     return logits[: net.head_b.shape[0]]
 
 
@@ -1814,7 +1832,7 @@ def batch_block_kernel(net, l, ids, blk, below, prev, c, h_next, xa, ha, zero, g
     S, GB = xa_b.shape
     if l == 0:
         for s in range(S):
-            xa_b[s] = net.x0[blk, ids[s]]  # embed.W[id] @ Wx0 + b0, tabulated
+            copy_row(xa_b[s], net.x0[blk, ids[s]])  # embed.W[id] @ Wx0 + b0, tabulated
     else:
         batch_matvec(below, net.Wx[l - 1, blk], xa_b)  # the layer below, already stepped
         for s in range(S):
@@ -1899,7 +1917,7 @@ def batch_scratch(net, h, first):
     L, S, Hp = h.shape
     NB, GB = net.x0.shape[0], net.x0.shape[2]
     hs = np.empty((2, L, S, Hp), dtype=np.float32)  # the states before and after a step
-    hs[0] = h
+    copy_into(hs[0], h)
     sync = np.zeros((2 * NB + 1) * SYNC_LINE, dtype=np.int64)
     xa, ha = np.empty((NB, S, GB), np.float32), np.empty((NB, S, GB), np.float32)
     zero = np.zeros(GB, dtype=np.float32)  # the bias the row kernels add: already in xa
@@ -1933,10 +1951,10 @@ def recurrent_batch_sample_kernel(net, h, c, first, u, temperature, top_k, top_p
                     net, np.ascontiguousarray(h[:, s0:s1]), first[s0:s1])
                 batch_sample_steps(np.int64(0), net, hs_g, cg, ids_g, u[s0:s1], temperature, top_k, top_p, argmax,
                                    out[s0:s1], sync_g, xa_g, ha_g, zero_g, gates_g, aux_g, logits_g)
-                h[:, s0:s1] = hs_g[out.shape[1] % 2]
-                c[:, s0:s1] = cg
+                copy_into(h[:, s0:s1], hs_g[out.shape[1] % 2])
+                copy_into(c[:, s0:s1], cg)
     if shared:
-        h[:] = hs[out.shape[1] % 2]
+        copy_into(h, hs[out.shape[1] % 2])
 
 
 @njit(parallel=True, **JIT)
@@ -1951,7 +1969,7 @@ def mlp_batch_sample_kernel(net, window, first, u, temperature, top_k, top_p, ar
         if s1 > s0:
             wg = np.ascontiguousarray(window[s0:s1])
             mlp_batch_steps(net, wg, first[s0:s1], u[s0:s1], temperature, top_k, top_p, argmax, out[s0:s1])
-            window[s0:s1] = wg
+            copy_into(window[s0:s1], wg)
 
 
 @njit(**JIT)
