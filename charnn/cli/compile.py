@@ -23,7 +23,7 @@ def compile_(processes):
     reads by default on one thread and on several (~1 s; CHARNN_SAMPLE_THREADS overrides it).
 
     Without it, the first training run compiles the training kernels it needs (~1 min) and times
-    its products as it meets them, and the first long sample compiles the sampling kernels (about a minute);
+    its products as it meets them, and the first long sample compiles the sampling kernels (under a minute);
     each run says so when it has to. Nothing ever compiles in the background.
 
     \b

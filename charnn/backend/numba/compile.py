@@ -2,8 +2,8 @@
 
 numba compiles a kernel at its first call and caches the machine code on disk (cache=True: in
 __pycache__ beside kernels.py, or NUMBA_CACHE_DIR), so only the first run after an install pays:
-about a minute for what a first training run needs, about a minute for batch-1 sampling's
-kernels and two for sampling several streams (charnn.compile, `charnn compile`, pays it all
+about a minute for what a first training run needs, under a minute for batch-1 sampling's
+kernels and a minute and a half for sampling several streams (charnn.compile, `charnn compile`, pays it all
 up front, every way a step can compute: about two minutes on two cores). That a family has been
 compiled is recorded in a stamp file of charnn's own beside numba's cache, keyed by everything the
 machine code depends on, so a run can say before it starts that it will compile.
@@ -25,7 +25,7 @@ from ...version import __version__
 from ...files import atomic_write
 from . import kernels
 
-EXPECTED_S = {"train": "about a minute", "sample": "about a minute", "sample-batch": "about two minutes"}
+EXPECTED_S = {"train": "about a minute", "sample": "under a minute", "sample-batch": "about a minute and a half"}
 
 
 def cache_dir() -> str:
