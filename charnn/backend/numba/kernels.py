@@ -98,6 +98,11 @@ def _pointer(context, builder, ty, array, indices):
     return cgutils.get_item_pointer(context, builder, ty, arr, indices, wraparound=False)
 
 
+def _vector_pointer(context, builder, ty, array, indices):
+    """Address of the LANES floats of array from array[indices] on, as a pointer to one vector."""
+    return builder.bitcast(_pointer(context, builder, ty, array, indices), _vector(ty.dtype).as_pointer())
+
+
 def _splat(builder, x, vec):
     """x in every lane of a vector of type vec."""
     one = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
@@ -128,7 +133,7 @@ def _masked(context, builder, operation, ty, a, index, n):
     args = [vec.as_pointer(), ir.IntType(32), mask, vec] if operation == "load" else [vec, vec.as_pointer(), ir.IntType(32), mask]
     name = f"llvm.masked.{operation}.v{LANES}f{ty.dtype.bitwidth}.p0"
     function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec if operation == "load" else ir.VoidType(), args), name)
-    ptr = builder.bitcast(_pointer(context, builder, ty, a, index), vec.as_pointer())
+    ptr = _vector_pointer(context, builder, ty, a, index)
     return function, [ptr, ir.Constant(ir.IntType(32), ty.dtype.bitwidth // 8), _first(builder, n)]
 
 
@@ -683,7 +688,7 @@ def _fma_into(context, builder, acc_ptr, offset, a, Bp_ty, Bp, b_index):
     """The multiply-add of _lanes_fma, once A's float a is loaded: acc[offset : offset+LANES] +=
     a * the LANES floats of Bp from b_index on."""
     vec = _vector()
-    b = builder.load(builder.bitcast(_pointer(context, builder, Bp_ty, Bp, b_index), vec.as_pointer()), align=4)
+    b = builder.load(_vector_pointer(context, builder, Bp_ty, Bp, b_index), align=4)
     sums_ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer())
     builder.store(_fmuladd(builder, _splat(builder, a, vec), b, builder.load(sums_ptr, align=4)), sums_ptr, align=4)
 
@@ -700,7 +705,7 @@ def _lanes_store(typingctx, acc, offset, C, i, j, add):
         if C_ty.layout == "C":
             vec = _vector()
             sums = builder.load(builder.bitcast(builder.gep(acc_ptr, [offset]), vec.as_pointer()), align=4)
-            c_ptr = builder.bitcast(_pointer(context, builder, C_ty, C_, [i_, j_]), vec.as_pointer())
+            c_ptr = _vector_pointer(context, builder, C_ty, C_, [i_, j_])
             with builder.if_then(add_):
                 builder.store(builder.fadd(sums, builder.load(c_ptr, align=4)), c_ptr, align=4)
             with builder.if_then(builder.not_(add_)):
@@ -1179,7 +1184,7 @@ def _sums_and_row(context, builder, signature, args, to_row):
     sums = builder.bitcast(builder.gep(acc, [offset]), vec.as_pointer())
 
     def whole():
-        row = builder.bitcast(_pointer(context, builder, ty, out, [s, j]), vec.as_pointer())
+        row = _vector_pointer(context, builder, ty, out, [s, j])
         if to_row:
             builder.store(builder.load(sums, align=4), row, align=4)
         else:
@@ -1253,14 +1258,13 @@ def _get(typingctx, out, j):
     numba's inlining costs compile time for each of the many places these are used."""
     def codegen(context, builder, signature, args):
         ty, (out_, j_) = signature.args[0], args
-        vec = _vector(ty.dtype)
 
         def whole():
-            return builder.load(builder.bitcast(_pointer(context, builder, ty, out_, [j_]), vec.as_pointer()), align=4)
+            return builder.load(_vector_pointer(context, builder, ty, out_, [j_]), align=4)
 
         def part(n):
             load, operands = _masked(context, builder, "load", ty, out_, [j_], n)
-            return builder.call(load, operands + [ir.Constant(vec, None)])
+            return builder.call(load, operands + [ir.Constant(_vector(ty.dtype), None)])
         return _whole_or_masked(context, builder, ty, out_, [j_], whole, part)
     return Lanes(_lanes_array(out).dtype)(out, types.intp), codegen
 
@@ -1272,7 +1276,7 @@ def _set(typingctx, out, j, v):
         ty, (out_, j_, v_) = signature.args[0], args
 
         def whole():
-            builder.store(v_, builder.bitcast(_pointer(context, builder, ty, out_, [j_]), v_.type.as_pointer()), align=4)
+            builder.store(v_, _vector_pointer(context, builder, ty, out_, [j_]), align=4)
 
         def part(n):
             store, operands = _masked(context, builder, "store", ty, out_, [j_], n)
